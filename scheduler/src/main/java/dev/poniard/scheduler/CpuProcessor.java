@@ -1,0 +1,104 @@
+package dev.poniard.scheduler;
+
+import java.lang.invoke.MethodHandles;
+import java.lang.invoke.VarHandle;
+
+/**
+ * A CPU worker slot: a ready queue and the one thread currently serving it. While that thread blocks in
+ * a join, a spare thread takes the slot (see {@link Scheduler}), so the thread may change; the counters
+ * are updated atomically for that reason.
+ */
+final class CpuProcessor implements Processor {
+    private static final VarHandle PARKED, TASKS, BUSY, IDLE;
+
+    static {
+        try {
+            MethodHandles.Lookup l = MethodHandles.lookup();
+            PARKED = l.findVarHandle(CpuProcessor.class, "parked", int.class);
+            TASKS = l.findVarHandle(CpuProcessor.class, "tasks", long.class);
+            BUSY = l.findVarHandle(CpuProcessor.class, "busyNs", long.class);
+            IDLE = l.findVarHandle(CpuProcessor.class, "idleNs", long.class);
+        } catch (ReflectiveOperationException e) {
+            throw new ExceptionInInitializerError(e);
+        }
+    }
+
+    private final int id;
+    private final String name;
+    final ReadyQueue queue;
+    /** The thread serving this slot. */
+    volatile WorkerThread active;
+    /** 1 while the active thread is parked waiting for work; whoever resets it unparks. */
+    @SuppressWarnings("unused")
+    private volatile int parked;
+    /** Estimate of the task running now, 0 when none: part of the EFT backlog. */
+    volatile long runningEstimateNs;
+
+    @SuppressWarnings("unused")
+    private volatile long tasks;
+    @SuppressWarnings("unused")
+    private volatile long busyNs;
+    @SuppressWarnings("unused")
+    private volatile long idleNs;
+
+    CpuProcessor(int id, String name, boolean prioritized) {
+        this.id = id;
+        this.name = name;
+        this.queue = new ReadyQueue(prioritized);
+    }
+
+    @Override
+    public int id() {
+        return id;
+    }
+
+    @Override
+    public String name() {
+        return name;
+    }
+
+    @Override
+    public Kind kind() {
+        return Kind.CPU;
+    }
+
+    @Override
+    public int memoryDomain() {
+        return 0;
+    }
+
+    void markParked() {
+        PARKED.setVolatile(this, 1);
+    }
+
+    /** Clears the parked flag; true for the one caller that cleared it. */
+    boolean clearParked() {
+        return (int) PARKED.getVolatile(this) == 1 && PARKED.compareAndSet(this, 1, 0);
+    }
+
+    void recordTask(long ns) {
+        TASKS.getAndAdd(this, 1L);
+        BUSY.getAndAdd(this, ns);
+    }
+
+    void recordIdle(long ns) {
+        IDLE.getAndAdd(this, ns);
+    }
+
+    long tasks() {
+        return tasks;
+    }
+
+    long busyNs() {
+        return busyNs;
+    }
+
+    long idleNs() {
+        return idleNs;
+    }
+
+    @Override
+    public String toString() {
+        return name;
+    }
+}
