@@ -756,6 +756,26 @@ public final class Scheduler implements AutoCloseable, PlacementPolicy.Schedulin
         return settled.sum();
     }
 
+    /**
+     * Waits until every task spawned so far has settled (tasks of still-open {@link DataDeps} regions
+     * count too). Polls with exponential back-off, so it costs the workers nothing.
+     *
+     * @return true if quiescent, false on timeout
+     */
+    public boolean awaitQuiescence(Duration timeout) {
+        long deadline = System.nanoTime() + timeout.toNanos();
+        long pause = 10_000;
+        while (settled.sum() < ids.get()) {
+            long left = deadline - System.nanoTime();
+            if (left <= 0) {
+                return false;
+            }
+            LockSupport.parkNanos(Math.min(pause, left));
+            pause = Math.min(pause * 2, 1_000_000);
+        }
+        return true;
+    }
+
     /** Starts a new measurement window for {@link #summary()} (and clears the trace, if recording). */
     public void resetStats() {
         long[] base = new long[processors.length * 3 + 3];

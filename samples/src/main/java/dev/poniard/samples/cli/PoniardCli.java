@@ -1,0 +1,50 @@
+package dev.poniard.samples.cli;
+
+import picocli.CommandLine;
+import picocli.CommandLine.Command;
+
+/** The {@code ./poniard} command line. */
+@Command(name = "poniard", mixinStandardHelpOptions = true, versionProvider = PoniardCli.Version.class,
+        description = "Dynamic task-DAG scheduling and multi-device training for Deeplearning4j.",
+        subcommands = {BenchCommand.class, DemoCommand.class, CommandLine.HelpCommand.class})
+public final class PoniardCli implements Runnable {
+    @CommandLine.Spec
+    CommandLine.Model.CommandSpec spec;
+
+    public static void main(String[] args) {
+        System.exit(run(args));
+    }
+
+    /** Runs the command line and returns its exit code (tests call this instead of main). */
+    public static int run(String... args) {
+        CommandLine cl = new CommandLine(new PoniardCli());
+        cl.setExecutionExceptionHandler((ex, commandLine, parseResult) -> {
+            commandLine.getErr().println("poniard " + commandLine.getCommandName() + ": " + describe(ex));
+            org.slf4j.LoggerFactory.getLogger(PoniardCli.class).debug("command failed", ex);
+            return 1;
+        });
+        return cl.execute(args);
+    }
+
+    private static String describe(Throwable ex) {
+        StringBuilder b = new StringBuilder(String.valueOf(ex.getMessage() != null ? ex.getMessage() : ex.toString()));
+        for (Throwable c = ex.getCause(); c != null && c != c.getCause(); c = c.getCause()) {
+            b.append("\n  caused by: ").append(c);
+        }
+        return b.toString();
+    }
+
+    @Override
+    public void run() {
+        spec.commandLine().usage(spec.commandLine().getOut());
+    }
+
+    static final class Version implements CommandLine.IVersionProvider {
+        @Override
+        public String[] getVersion() {
+            String v = PoniardCli.class.getPackage().getImplementationVersion();
+            return new String[] {"poniard " + (v == null ? "development build" : v),
+                    "Java " + System.getProperty("java.version") + " (" + System.getProperty("java.vm.name") + ")"};
+        }
+    }
+}
