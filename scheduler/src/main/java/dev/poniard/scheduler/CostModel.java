@@ -16,6 +16,13 @@ public final class CostModel {
 
     private final double alpha;
     private final ConcurrentHashMap<Object, Stat> stats = new ConcurrentHashMap<>();
+    /** Unnamed tasks are keyed by their function's class: a ClassValue finds those faster than a map. */
+    private final ClassValue<Stat> classStats = new ClassValue<>() {
+        @Override
+        protected Stat computeValue(Class<?> type) {
+            return stats.computeIfAbsent(type, k -> new Stat());
+        }
+    };
 
     public CostModel() {
         this(0.2);
@@ -36,7 +43,7 @@ public final class CostModel {
 
     /** Estimated duration in nanoseconds of a task with this signature on a processor of this kind. */
     public long estimateNs(Object signature, Processor.Kind kind, long hintNs) {
-        Stat s = stats.get(signature);
+        Stat s = signature instanceof Class ? classStats.get((Class<?>) signature) : stats.get(signature);
         if (s != null && s.count[kind.ordinal()] > 0) {
             return (long) s.meanNs[kind.ordinal()];
         }
@@ -44,7 +51,7 @@ public final class CostModel {
     }
 
     public void observe(Object signature, Processor.Kind kind, long durationNs) {
-        Stat s = stats.get(signature);
+        Stat s = signature instanceof Class ? classStats.get((Class<?>) signature) : stats.get(signature);
         if (s == null) {
             s = stats.computeIfAbsent(signature, k -> new Stat());
         }
@@ -56,7 +63,7 @@ public final class CostModel {
 
     /** Observations recorded for a signature on a kind of processor. */
     public long observations(Object signature, Processor.Kind kind) {
-        Stat s = stats.get(signature);
+        Stat s = signature instanceof Class ? classStats.get((Class<?>) signature) : stats.get(signature);
         return s == null ? 0 : s.count[kind.ordinal()];
     }
 }

@@ -31,8 +31,17 @@ final class CpuProcessor implements Processor {
     /** 1 while the active thread is parked waiting for work; whoever resets it unparks. */
     @SuppressWarnings("unused")
     private volatile int parked;
-    /** Estimate of the task running now, 0 when none: part of the EFT backlog. */
+    /**
+     * Estimate of the task running now when it is long enough to matter to EFT ({@link #PUBLISH_NS} or
+     * more), else 0: tiny tasks would only make every dispatch miss this cache line.
+     */
     volatile long runningEstimateNs;
+    /** Work taken from our own queue but not yet published to it; touched by the active thread only. */
+    private long unpublishedNs;
+    private int unpublishedTasks;
+
+    /** Batches of own-queue work smaller than this are published lazily. */
+    static final long PUBLISH_NS = 20_000;
 
     @SuppressWarnings("unused")
     private volatile long tasks;
@@ -40,6 +49,8 @@ final class CpuProcessor implements Processor {
     private volatile long busyNs;
     @SuppressWarnings("unused")
     private volatile long idleNs;
+    /** When the current idle period started, 0 while busy: lets a summary count idle time not yet recorded. */
+    volatile long idleSince;
 
     CpuProcessor(int id, String name, boolean prioritized) {
         this.id = id;
@@ -76,6 +87,23 @@ final class CpuProcessor implements Processor {
         return (int) PARKED.getVolatile(this) == 1 && PARKED.compareAndSet(this, 1, 0);
     }
 
+    /** Accounts for a task the active thread took from its own queue. */
+    void tookOwn(long estimateNs) {
+        unpublishedNs += estimateNs;
+        if (++unpublishedTasks >= 32 || unpublishedNs >= PUBLISH_NS) {
+            publish();
+        }
+    }
+
+    /** Publishes own-queue work taken so far (before idling, so an idle processor shows no backlog). */
+    void publish() {
+        if (unpublishedTasks > 0) {
+            queue.pulled(unpublishedNs);
+            unpublishedNs = 0;
+            unpublishedTasks = 0;
+        }
+    }
+
     void recordTask(long ns) {
         TASKS.getAndAdd(this, 1L);
         BUSY.getAndAdd(this, ns);
@@ -83,6 +111,12 @@ final class CpuProcessor implements Processor {
 
     void recordIdle(long ns) {
         IDLE.getAndAdd(this, ns);
+    }
+
+    /** Idle time up to {@code now}, including the idle period in progress. */
+    long idleNsAt(long now) {
+        long since = idleSince;
+        return idleNs + (since == 0 ? 0 : now - since);
     }
 
     long tasks() {
@@ -93,9 +127,6 @@ final class CpuProcessor implements Processor {
         return busyNs;
     }
 
-    long idleNs() {
-        return idleNs;
-    }
 
     @Override
     public String toString() {

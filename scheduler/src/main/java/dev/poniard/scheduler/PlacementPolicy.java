@@ -19,7 +19,8 @@ public interface PlacementPolicy {
      * Chooses a processor for {@code task}: an index of a processor whose scope allows the task, or
      * {@link #SHARED_QUEUE} for a task of {@link Scope#any()}.
      *
-     * @param current the processor of the calling thread, or -1 for a thread outside the scheduler
+     * @param current the processor of the thread that made the task ready or, for a thread outside the
+     *     scheduler, the processor that produced the task's first input; -1 if neither
      */
     int place(ReadyTask task, SchedulingView view, int current);
 
@@ -68,10 +69,11 @@ public interface PlacementPolicy {
             @Override
             public int place(ReadyTask task, SchedulingView view, int current) {
                 Scope scope = task.scope();
+                boolean any = scope.isAny();
                 int best = -1;
                 long bestT = Long.MAX_VALUE;
                 for (int i = 0, n = view.processorCount(); i < n; i++) {
-                    if (!scope.allows(view.processor(i))) {
+                    if (!any && !scope.allows(view.processor(i))) {
                         continue;
                     }
                     long t = view.estimatedFinishNs(task, i);

@@ -1,128 +1,148 @@
 package dev.poniard.scheduler;
 
-import java.util.ArrayDeque;
+import java.util.ArrayList;
 import java.util.Arrays;
-import java.util.Iterator;
+import java.util.List;
+import java.util.concurrent.atomic.AtomicLong;
+import java.util.concurrent.ConcurrentLinkedQueue;
 
 /**
  * The ready tasks of one processor (or the shared queue of the FIFO policy).
  *
  * <p><b>Implementation overview.</b> Tasks are ordered by (user priority desc, critical-path rank desc,
- * spawn order asc). Most tasks are <em>plain</em> (priority 0, no rank): they go to a FIFO deque,
- * O(1) both ways; prioritised or ranked tasks go to a binary heap. Since plain tasks all share the key
- * (0, 0) and the deque is in sequence order, comparing the heap's top with the deque's head yields the
- * exact global order. One monitor guards both; {@link #size} and {@link #stealable} are volatile so that
- * idle processors check for work without locking. A task cancelled or claimed inline by a joiner stays
- * queued and is skipped when polled (lazy deletion). {@code queuedWorkNs} sums the estimates of queued
- * tasks for the EFT policy.
+ * spawn order asc). Most tasks are <em>plain</em> — priority 0, no rank, any processor — and go to a
+ * lock-free multi-producer multi-consumer FIFO (JCTools' xadd queue), so the thread that pushes and the
+ * threads that poll or steal never wait for each other. Prioritised, ranked or scoped tasks go to a
+ * binary heap under this object's monitor. Plain tasks all share the key (0, 0) and leave the FIFO in
+ * spawn order, so comparing the heap's top with the FIFO's head gives the global order (exact when
+ * quiet, approximate only among tasks pushed concurrently). A task cancelled or claimed inline by a
+ * joiner stays queued and is skipped when polled (lazy deletion).
+ *
+ * <p>The EFT policy reads the estimated work queued here on every dispatch. Pushers add to one counter,
+ * pollers to another (each padded to its own cache line), so neither side writes a line the other writes;
+ * a processor polling its own queue publishes what it took in small batches (see
+ * {@link CpuProcessor#tookOwn}), so the backlog others read lags by at most a few microseconds of work.
  */
 final class ReadyQueue {
     private final boolean prioritized;
-    private final ArrayDeque<TaskNode<?>> fifo = new ArrayDeque<>(256);
+    private final ConcurrentLinkedQueue<TaskNode<?>> fifo = new ConcurrentLinkedQueue<>();
+    private final PaddedCounter pushedNs = new PaddedCounter();
+    private final PaddedCounter pulledNs = new PaddedCounter();
     private TaskNode<?>[] heap = new TaskNode<?>[64];
-    private int heapSize;
-
-    volatile int size;
-    /** Queued tasks with {@link Scope#any()}: what a thief may take without scanning. */
-    volatile int stealable;
-    volatile long queuedWorkNs;
+    private volatile int heapSize;
+    /** Heap tasks with {@link Scope#any()}; guarded by this. */
+    private volatile int heapStealable;
 
     ReadyQueue(boolean prioritized) {
         this.prioritized = prioritized;
     }
 
-    synchronized void push(TaskNode<?> t) {
-        if (!prioritized || (t.options.priority() == 0 && t.rank == 0)) {
-            fifo.addLast(t);
-        } else {
+    void push(TaskNode<?> t) {
+        pushedNs.add(t.estimateNs);
+        Scope scope = t.options.scope();
+        if (scope.isAny() && (!prioritized || (t.options.priority() == 0 && t.rank == 0))) {
+            fifo.offer(t);
+            return;
+        }
+        synchronized (this) {
             heapInsert(t);
+            if (scope.isAny()) {
+                heapStealable = heapStealable + 1;
+            }
         }
-        size = size + 1;
-        if (t.options.scope().isAny()) {
-            stealable = stealable + 1;
-        }
-        queuedWorkNs = queuedWorkNs + t.estimateNs;
     }
 
-    /** The first task in order, or null. */
-    synchronized TaskNode<?> poll() {
-        TaskNode<?> f = fifo.peekFirst();
-        TaskNode<?> h = heapSize > 0 ? heap[0] : null;
-        TaskNode<?> t;
-        if (h != null && (f == null || before(h, f))) {
-            t = heapRemoveAt(0);
-        } else if (f != null) {
-            t = fifo.pollFirst();
-        } else {
-            return null;
+    boolean isEmpty() {
+        return heapSize == 0 && fifo.isEmpty();
+    }
+
+    /** Whether a processor other than the owner may find something to take here. */
+    boolean hasStealable() {
+        return heapStealable > 0 || !fifo.isEmpty();
+    }
+
+    /** Estimated work queued here (approximate, see the overview). */
+    long queuedWorkNs() {
+        return pushedNs.get() - pulledNs.get();
+    }
+
+    /** Records work taken from this queue; callers of {@link #poll} and {@link #steal} account for it. */
+    void pulled(long estimateNs) {
+        pulledNs.add(estimateNs);
+    }
+
+    /** The first task in order, or null; the caller accounts for its estimate with {@link #pulled}. */
+    TaskNode<?> poll() {
+        if (heapSize > 0) {
+            synchronized (this) {
+                if (heapSize > 0) {
+                    TaskNode<?> f = fifo.peek();
+                    if (f == null || before(heap[0], f)) {
+                        return heapRemoveAt(0);
+                    }
+                }
+            }
         }
-        removed(t);
-        return t;
+        return fifo.poll();
     }
 
     /**
      * The first task in order that {@code thief} may run, looking at most {@code scanLimit} tasks deep into
-     * each structure; null if none.
+     * the heap; null if none. FIFO tasks may run anywhere. The caller accounts with {@link #pulled}.
      */
-    synchronized TaskNode<?> steal(Processor thief, int scanLimit) {
-        if (size == 0) {
-            return null;
-        }
-        int hi = -1;
-        for (int i = 0; i < heapSize && i < scanLimit; i++) {
-            if (heap[i].options.scope().allows(thief) && (hi < 0 || before(heap[i], heap[hi]))) {
-                hi = i;
+    TaskNode<?> steal(Processor thief, int scanLimit) {
+        if (heapSize > 0) {
+            synchronized (this) {
+                int hi = -1;
+                for (int i = 0; i < heapSize && i < scanLimit; i++) {
+                    if (heap[i].options.scope().allows(thief) && (hi < 0 || before(heap[i], heap[hi]))) {
+                        hi = i;
+                    }
+                }
+                if (hi >= 0) {
+                    TaskNode<?> f = fifo.peek();
+                    if (f == null || before(heap[hi], f)) {
+                        return heapRemoveAt(hi);
+                    }
+                }
             }
         }
-        TaskNode<?> f = null;
-        int n = 0;
-        for (Iterator<TaskNode<?>> it = fifo.iterator(); it.hasNext() && n < scanLimit; n++) {
-            TaskNode<?> c = it.next();
-            if (c.options.scope().allows(thief)) {
-                f = c;
-                break;
-            }
-        }
-        TaskNode<?> t;
-        if (hi >= 0 && (f == null || before(heap[hi], f))) {
-            t = heapRemoveAt(hi);
-        } else if (f != null) {
-            t = f;
-            if (fifo.peekFirst() == f) {
-                fifo.pollFirst();
-            } else {
-                fifo.removeFirstOccurrence(f);
-            }
-        } else {
-            return null;
-        }
-        removed(t);
-        return t;
+        return fifo.poll();
     }
 
     /** Empties the queue, returning what it held (used when the scheduler closes). */
-    synchronized TaskNode<?>[] drain() {
-        TaskNode<?>[] all = new TaskNode<?>[fifo.size() + heapSize];
-        int i = 0;
-        for (TaskNode<?> t : fifo) {
-            all[i++] = t;
+    List<TaskNode<?>> drain() {
+        List<TaskNode<?>> all = new ArrayList<>();
+        synchronized (this) {
+            while (heapSize > 0) {
+                all.add(removed(heapRemoveAt(heapSize - 1)));
+            }
         }
-        System.arraycopy(heap, 0, all, i, heapSize);
-        fifo.clear();
-        Arrays.fill(heap, 0, heapSize, null);
-        heapSize = 0;
-        size = 0;
-        stealable = 0;
-        queuedWorkNs = 0;
+        for (TaskNode<?> t; (t = fifo.poll()) != null; ) {
+            all.add(removed(t));
+        }
         return all;
     }
 
-    private void removed(TaskNode<?> t) {
-        size = size - 1;
-        if (t.options.scope().isAny()) {
-            stealable = stealable - 1;
+    private TaskNode<?> removed(TaskNode<?> t) {
+        pulledNs.add(t.estimateNs);
+        return t;
+    }
+
+    /** An atomic long alone on its cache line(s): pushers and pollers must not false-share. */
+    @SuppressWarnings("unused")
+    static final class PaddedCounter {
+        private long p01, p02, p03, p04, p05, p06, p07;
+        private final AtomicLong value = new AtomicLong();
+        private long p11, p12, p13, p14, p15, p16, p17;
+
+        void add(long v) {
+            value.addAndGet(v);
         }
-        queuedWorkNs = queuedWorkNs - t.estimateNs;
+
+        long get() {
+            return value.get();
+        }
     }
 
     /** Whether {@code a} runs before {@code b}. */
@@ -141,7 +161,7 @@ final class ReadyQueue {
         if (heapSize == heap.length) {
             heap = Arrays.copyOf(heap, heapSize * 2);
         }
-        int i = heapSize++;
+        int i = heapSize;
         while (i > 0) {
             int parent = (i - 1) >>> 1;
             if (!before(t, heap[parent])) {
@@ -151,21 +171,23 @@ final class ReadyQueue {
             i = parent;
         }
         heap[i] = t;
+        heapSize = heapSize + 1;
     }
 
     private TaskNode<?> heapRemoveAt(int i) {
         TaskNode<?> removed = heap[i];
-        TaskNode<?> last = heap[--heapSize];
-        heap[heapSize] = null;
-        if (i < heapSize) {
+        int size = heapSize - 1;
+        TaskNode<?> last = heap[size];
+        heap[size] = null;
+        if (i < size) {
             // sift the last element down from i, then up (it may belong above i when i is not the root)
             int k = i;
             for (;;) {
                 int c = 2 * k + 1;
-                if (c >= heapSize) {
+                if (c >= size) {
                     break;
                 }
-                if (c + 1 < heapSize && before(heap[c + 1], heap[c])) {
+                if (c + 1 < size && before(heap[c + 1], heap[c])) {
                     c++;
                 }
                 if (!before(heap[c], last)) {
@@ -183,6 +205,10 @@ final class ReadyQueue {
                 k = parent;
             }
             heap[k] = last;
+        }
+        heapSize = size;
+        if (removed.options.scope().isAny()) {
+            heapStealable = heapStealable - 1;
         }
         return removed;
     }

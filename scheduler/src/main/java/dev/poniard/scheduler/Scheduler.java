@@ -51,8 +51,8 @@ import org.slf4j.LoggerFactory;
  */
 public final class Scheduler implements AutoCloseable, PlacementPolicy.SchedulingView {
     private static final Logger LOG = LoggerFactory.getLogger(Scheduler.class);
-    private static final int SPINS = 64;
-    private static final int YIELDS = 64;
+    private static final int SPINS = Integer.getInteger("poniard.spins", 64);
+    private static final int YIELDS = Integer.getInteger("poniard.yields", 64);
     private static final int JOIN_SPINS = 256;
     private static final int STEAL_SCAN = 64;
 
@@ -314,12 +314,6 @@ public final class Scheduler implements AutoCloseable, PlacementPolicy.Schedulin
         if (closed) {
             throw new RejectedExecutionException("scheduler '" + ctx.name() + "' is closed: spawn before close()");
         }
-        for (Object o : args) {
-            if (o instanceof TaskNode && ((TaskNode<?>) o).scheduler != this) {
-                throw new IllegalArgumentException("input " + o + " belongs to another scheduler; "
-                        + "pass its joined value instead");
-            }
-        }
         if (!options.scope().isAny()) {
             checkScope(options.scope());
         }
@@ -347,7 +341,7 @@ public final class Scheduler implements AutoCloseable, PlacementPolicy.Schedulin
         }
         t.estimateNs = costModel.estimateNs(t.signature(), Processor.Kind.CPU, t.options.costHintNs());
         int current = currentProcessor();
-        int i = policy.place(t, this, current);
+        int i = policy.place(t, this, current >= 0 ? current : t.preferredProcessor());
         ReadyQueue q;
         if (i == PlacementPolicy.SHARED_QUEUE && t.options.scope().isAny()) {
             q = shared;
@@ -410,7 +404,7 @@ public final class Scheduler implements AutoCloseable, PlacementPolicy.Schedulin
     public long estimatedFinishNs(PlacementPolicy.ReadyTask task, int index) {
         // All CPU processors share one memory domain and one cost-model kind: the backlog decides.
         CpuProcessor p = processors[index];
-        return p.queue.queuedWorkNs + p.runningEstimateNs + task.estimateNs();
+        return p.queue.queuedWorkNs() + p.runningEstimateNs + task.estimateNs();
     }
 
     // ------------------------------------------------------------------------------------------------
@@ -444,29 +438,42 @@ public final class Scheduler implements AutoCloseable, PlacementPolicy.Schedulin
     }
 
     private TaskNode<?> findWork(CpuProcessor p) {
-        TaskNode<?> t = p.queue.size > 0 ? p.queue.poll() : null;
-        if (t == null && shared.size > 0) {
-            t = shared.steal(p, STEAL_SCAN);
+        TaskNode<?> t = p.queue.poll();
+        if (t != null) {
+            p.tookOwn(t.estimateNs);
+            return t;
         }
-        if (t == null && stealing) {
+        p.publish();
+        if (!shared.isEmpty()) {
+            t = shared.steal(p, STEAL_SCAN);
+            if (t != null) {
+                shared.pulled(t.estimateNs);
+                return t;
+            }
+        }
+        if (stealing) {
             int n = processors.length;
-            for (int k = 1; k < n && t == null; k++) {
+            for (int k = 1; k < n; k++) {
                 CpuProcessor victim = processors[(p.id() + k) % n];
-                if (victim.queue.size > 0) {
+                if (victim.queue.hasStealable()) {
                     t = victim.queue.steal(p, STEAL_SCAN);
+                    if (t != null) {
+                        victim.queue.pulled(t.estimateNs);
+                        return t;
+                    }
                 }
             }
         }
-        return t;
+        return null;
     }
 
     private boolean hasWork(CpuProcessor p) {
-        if (p.queue.size > 0 || shared.size > 0) {
+        if (!p.queue.isEmpty() || !shared.isEmpty()) {
             return true;
         }
         if (stealing) {
             for (CpuProcessor q : processors) {
-                if (q != p && q.queue.stealable > 0) {
+                if (q != p && q.queue.hasStealable()) {
                     return true;
                 }
             }
@@ -476,8 +483,10 @@ public final class Scheduler implements AutoCloseable, PlacementPolicy.Schedulin
 
     private void idle(CpuProcessor p, WorkerThread w) {
         long start = System.nanoTime();
+        p.idleSince = start;
         for (int i = 0; i < SPINS + YIELDS; i++) {
             if (hasWork(p) || closed || p.active != w) {
+                p.idleSince = 0;
                 p.recordIdle(System.nanoTime() - start);
                 return;
             }
@@ -495,6 +504,7 @@ public final class Scheduler implements AutoCloseable, PlacementPolicy.Schedulin
         if (p.clearParked()) {
             idle.decrementAndGet();
         }
+        p.idleSince = 0;
         p.recordIdle(System.nanoTime() - start);
     }
 
@@ -536,7 +546,10 @@ public final class Scheduler implements AutoCloseable, PlacementPolicy.Schedulin
     /** Runs a claimed task on {@code p}; {@code w} is null when the caller is not a worker thread. */
     private void run(TaskNode<?> t, CpuProcessor p, WorkerThread w) {
         t.processor = p.id();
-        p.runningEstimateNs = t.estimateNs;
+        boolean published = t.estimateNs >= CpuProcessor.PUBLISH_NS;
+        if (published) {
+            p.runningEstimateNs = t.estimateNs;
+        }
         long timeout = t.options.timeoutNs();
         if (timeout > 0) {
             armTimeout(t, timeout);
@@ -565,7 +578,9 @@ public final class Scheduler implements AutoCloseable, PlacementPolicy.Schedulin
             own -= w.nestedNs;
             w.nestedNs = savedNested + (end - start);
         }
-        p.runningEstimateNs = 0;
+        if (published) {
+            p.runningEstimateNs = 0;
+        }
         p.recordTask(own);
         if (err == null) {
             costModel.observe(t.signature(), Processor.Kind.CPU, own);
@@ -779,17 +794,19 @@ public final class Scheduler implements AutoCloseable, PlacementPolicy.Schedulin
     /** Starts a new measurement window for {@link #summary()} (and clears the trace, if recording). */
     public void resetStats() {
         long[] base = new long[processors.length * 3 + 3];
+        long now = System.nanoTime();
         for (int i = 0; i < processors.length; i++) {
             base[3 * i] = processors[i].tasks();
             base[3 * i + 1] = processors[i].busyNs();
-            base[3 * i + 2] = processors[i].idleNs();
+            // an idle period in progress will be recorded whole when it ends: its part before now is not ours
+            base[3 * i + 2] = processors[i].idleNsAt(now);
         }
         int k = processors.length * 3;
         base[k] = settled.sum();
         base[k + 1] = failed.sum();
         base[k + 2] = cancelled.sum();
         statsBase = base;
-        statsStartNs = System.nanoTime();
+        statsStartNs = now;
         if (recorder != null) {
             recorder.clear();
         }
@@ -800,7 +817,8 @@ public final class Scheduler implements AutoCloseable, PlacementPolicy.Schedulin
      * scheduler overhead per task and, when tracing, the critical path.
      */
     public RunSummary summary() {
-        long wall = System.nanoTime() - statsStartNs;
+        long now = System.nanoTime();
+        long wall = now - statsStartNs;
         long[] base = statsBase;
         int n = processors.length;
         String[] names = new String[n];
@@ -809,7 +827,7 @@ public final class Scheduler implements AutoCloseable, PlacementPolicy.Schedulin
             names[i] = processors[i].name();
             tasks[i] = processors[i].tasks() - base[3 * i];
             busy[i] = processors[i].busyNs() - base[3 * i + 1];
-            idleNs[i] = processors[i].idleNs() - base[3 * i + 2];
+            idleNs[i] = processors[i].idleNsAt(now) - base[3 * i + 2];
         }
         Trace trace = recorder == null ? null : recorder.snapshot(names, ctx.name());
         return new RunSummary(policy.name(), wall, settled.sum() - base[3 * n], failed.sum() - base[3 * n + 1],

@@ -51,7 +51,8 @@ public final class Scope {
         return (kind == null || p.kind() == kind) && (ids == null || ids.get(p.id()));
     }
 
-    boolean isAny() {
+    /** Whether every processor is allowed. */
+    public boolean isAny() {
         return this == ANY;
     }
 

@@ -108,39 +108,69 @@ final class TaskNode<T> implements TaskHandle<T>, PlacementPolicy.ReadyTask {
 
     /**
      * Links this task to every unfinished dependency and releases the arming guard. Called once, by the
-     * spawning thread (or the closing region), before any other thread can see the task.
+     * spawning thread (or the closing region), before any other thread can see the task. Inputs already
+     * done cost nothing; a task with no unfinished dependency becomes ready without any atomic operation.
      */
     void arm() {
         Object[] a = args;
         TaskNode<?>[] od = orderDeps;
+        if (scheduler.tracing()) {
+            depIds = dependencyIds(a, od);
+        }
+        // One pass over the inputs: with thousands of inputs, each one touched is a cache miss.
+        int linked = 0;
+        for (Object o : a) {
+            if (o instanceof TaskNode) {
+                TaskNode<?> d = (TaskNode<?>) o;
+                if (d.scheduler != scheduler) {
+                    abandon();
+                    throw new IllegalArgumentException("input " + o + " belongs to another scheduler; "
+                            + "pass its joined value instead");
+                }
+                linked += linkIfUnfinished(d);
+            }
+        }
+        if (od != null) {
+            for (TaskNode<?> d : od) {
+                linked += linkIfUnfinished(d);
+            }
+        }
+        if (linked == 0) {
+            // No other thread can see this task yet: PENDING -> READY needs no CAS.
+            STATE.setRelease(this, TaskState.READY.ordinal());
+            scheduler.dispatch(this);
+        } else if ((int) PENDING.getAndAdd(this, -1) == 1) {
+            becomeReady();
+        }
+    }
+
+    /** Cancels a task whose arming failed, so that dependencies linked so far can never make it run. */
+    private void abandon() {
+        if (transition(TaskState.PENDING, TaskState.CANCELLED)) {
+            outcome = new Outcome(null, name());
+            scheduler.taskSettled(this);
+        }
+    }
+
+    /** Counts and links a dependency unless it is already done; returns the number linked (0 or 1). */
+    private int linkIfUnfinished(TaskNode<?> dep) {
+        if (dep.state == TaskState.DONE.ordinal()) {
+            return 0;
+        }
+        PENDING.getAndAdd(this, 1); // before linking, so that its completion cannot reach zero early
+        if (!dep.push(new Link(this)) && dependencySettled(dep)) {
+            propagate(this);
+        }
+        return 1;
+    }
+
+    private static long[] dependencyIds(Object[] a, TaskNode<?>[] od) {
         int deps = od == null ? 0 : od.length;
         for (Object o : a) {
             if (o instanceof TaskNode) {
                 deps++;
             }
         }
-        if (deps > 0) {
-            if (scheduler.tracing()) {
-                depIds = dependencyIds(a, od, deps);
-            }
-            PENDING.getAndAdd(this, deps);
-            for (Object o : a) {
-                if (o instanceof TaskNode) {
-                    linkTo((TaskNode<?>) o);
-                }
-            }
-            if (od != null) {
-                for (TaskNode<?> d : od) {
-                    linkTo(d);
-                }
-            }
-        }
-        if ((int) PENDING.getAndAdd(this, -1) == 1) {
-            becomeReady();
-        }
-    }
-
-    private static long[] dependencyIds(Object[] a, TaskNode<?>[] od, int deps) {
         long[] ids = new long[deps];
         int k = 0;
         for (Object o : a) {
@@ -154,12 +184,6 @@ final class TaskNode<T> implements TaskHandle<T>, PlacementPolicy.ReadyTask {
             }
         }
         return ids;
-    }
-
-    private void linkTo(TaskNode<?> dep) {
-        if (!dep.push(new Link(this)) && dependencySettled(dep)) {
-            propagate(this);
-        }
     }
 
     /**
@@ -423,6 +447,16 @@ final class TaskNode<T> implements TaskHandle<T>, PlacementPolicy.ReadyTask {
     @Override
     public long estimateNs() {
         return estimateNs;
+    }
+
+    /** The processor that produced the first input (its data is warm there), or -1. */
+    int preferredProcessor() {
+        for (Object o : args) {
+            if (o instanceof TaskNode) {
+                return ((TaskNode<?>) o).processor;
+            }
+        }
+        return -1;
     }
 
     Object signature() {

@@ -126,10 +126,25 @@ public final class SchedulerBenchSuite implements BenchSuite {
         for (int i = 0; i < n; i++) {
             fjp.execute(noop);
         }
-        if (!fjp.awaitQuiescence(5, TimeUnit.MINUTES)) {
-            throw new IllegalStateException("independent_1m baseline did not finish");
-        }
+        awaitQuiescent(fjp, "independent_1m");
         return System.nanoTime() - start;
+    }
+
+    /**
+     * Waits like {@link Scheduler#awaitQuiescence}: polling with back-off. {@code ForkJoinPool.awaitQuiescence}
+     * would make the waiting thread run tasks too — a third busy thread on two workers, which would flatter
+     * the baseline's throughput and inflate its measured task times.
+     */
+    private static void awaitQuiescent(ForkJoinPool fjp, String caseName) {
+        long deadline = System.nanoTime() + TimeUnit.MINUTES.toNanos(5);
+        long pause = 10_000;
+        while (!fjp.isQuiescent()) {
+            if (System.nanoTime() > deadline) {
+                throw new IllegalStateException(caseName + " baseline did not finish");
+            }
+            java.util.concurrent.locks.LockSupport.parkNanos(pause);
+            pause = Math.min(pause * 2, 1_000_000);
+        }
     }
 
     // ---- chain_100k -----------------------------------------------------------------------------
@@ -340,9 +355,7 @@ public final class SchedulerBenchSuite implements BenchSuite {
             int k = i;
             fjp.execute(() -> busy(durations[k], measured, k));
         }
-        if (!fjp.awaitQuiescence(5, TimeUnit.MINUTES)) {
-            throw new IllegalStateException("imbalanced_work baseline did not finish");
-        }
+        awaitQuiescent(fjp, "imbalanced_work");
         return System.nanoTime() - start;
     }
 }
