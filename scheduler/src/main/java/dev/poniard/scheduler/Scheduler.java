@@ -55,6 +55,11 @@ public final class Scheduler implements AutoCloseable, PlacementPolicy.Schedulin
     private static final int YIELDS = Integer.getInteger("poniard.yields", 64);
     private static final int JOIN_SPINS = 256;
     private static final int STEAL_SCAN = 64;
+    /**
+     * Tasks at least this long always feed the cost model; shorter ones one in eight, so that floods of
+     * tiny tasks do not make every processor write the same statistics cache line.
+     */
+    private static final long SAMPLE_ALWAYS_NS = 10_000;
 
     /**
      * Configuration of a scheduler. Defaults come from system properties: {@code poniard.workers}
@@ -583,7 +588,9 @@ public final class Scheduler implements AutoCloseable, PlacementPolicy.Schedulin
         }
         p.recordTask(own);
         if (err == null) {
-            costModel.observe(t.signature(), Processor.Kind.CPU, own);
+            if (own >= SAMPLE_ALWAYS_NS || (p.observeTick++ & 7) == 0) {
+                costModel.observe(t.signature(), Processor.Kind.CPU, own);
+            }
             t.complete(r);
         } else {
             if (err instanceof Error) {

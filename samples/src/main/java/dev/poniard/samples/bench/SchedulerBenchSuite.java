@@ -89,9 +89,12 @@ public final class SchedulerBenchSuite implements BenchSuite {
         progress.accept(r);
     }
 
-    /** Median over {@code reps} runs (after one warm-up) of microseconds per task. */
+    /** Median over {@code reps} runs of microseconds per task, after warming up the JIT for 0.5 s. */
     private static double medianUs(int reps, int tasksPerRun, LongSupplier runNanos) {
-        runNanos.getAsLong();
+        long warm = 0;
+        for (int i = 0; i < 2 || warm < 500_000_000L; i++) {
+            warm += runNanos.getAsLong();
+        }
         double[] us = new double[reps];
         for (int i = 0; i < reps; i++) {
             us[i] = runNanos.getAsLong() / 1e3 / tasksPerRun;
