@@ -22,7 +22,7 @@ final class CpuProcessor implements Processor {
 
     private final int id;
     private final String name;
-    final ReadyQueue queue;
+    final ReadyQueue<TaskNode<?>> queue;
     /** The thread serving this slot. */
     volatile WorkerThread active;
     /** 1 while the active thread is parked waiting for work; whoever resets it unparks. */
@@ -50,7 +50,7 @@ final class CpuProcessor implements Processor {
     CpuProcessor(int id, String name, boolean prioritized) {
         this.id = id;
         this.name = name;
-        this.queue = new ReadyQueue(prioritized);
+        this.queue = new ReadyQueue<>(prioritized);
     }
 
     @Override

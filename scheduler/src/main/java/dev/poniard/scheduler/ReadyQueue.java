@@ -7,7 +7,8 @@ import java.util.concurrent.atomic.AtomicLong;
 import java.util.concurrent.ConcurrentLinkedQueue;
 
 /**
- * The ready tasks of one processor (or the shared queue of the FIFO policy).
+ * The ready tasks of one processor (or the shared queue of the FIFO policy). The scheduler and the cluster
+ * simulator share this class, so simulated runs order work exactly as real ones do.
  *
  * <p><b>Implementation overview.</b> Tasks are ordered by (user priority desc, critical-path rank desc,
  * spawn order asc). Most tasks are <em>plain</em> — priority 0, no rank, any processor — and go to a
@@ -23,24 +24,25 @@ import java.util.concurrent.ConcurrentLinkedQueue;
  * a processor polling its own queue publishes what it took in small batches (see
  * {@link CpuProcessor#tookOwn}), so the backlog others read lags by at most a few microseconds of work.
  */
-final class ReadyQueue {
+public final class ReadyQueue<T extends Schedulable> {
     private final boolean prioritized;
-    private final ConcurrentLinkedQueue<TaskNode<?>> fifo = new ConcurrentLinkedQueue<>();
+    private final ConcurrentLinkedQueue<T> fifo = new ConcurrentLinkedQueue<>();
     private final PaddedCounter pushedNs = new PaddedCounter();
     private final PaddedCounter pulledNs = new PaddedCounter();
-    private TaskNode<?>[] heap = new TaskNode<?>[64];
+    @SuppressWarnings("unchecked")
+    private T[] heap = (T[]) new Schedulable[64];
     private volatile int heapSize;
     /** Heap tasks with {@link Scope#any()}; guarded by this. */
     private volatile int heapStealable;
 
-    ReadyQueue(boolean prioritized) {
+    public ReadyQueue(boolean prioritized) {
         this.prioritized = prioritized;
     }
 
-    void push(TaskNode<?> t) {
-        pushedNs.add(t.estimateNs);
-        Scope scope = t.options.scope();
-        if (scope.isAny() && (!prioritized || (t.options.priority() == 0 && t.rank == 0))) {
+    public void push(T t) {
+        pushedNs.add(t.estimateNs());
+        Scope scope = t.scope();
+        if (scope.isAny() && (!prioritized || (t.priority() == 0 && t.rank() == 0))) {
             fifo.offer(t);
             return;
         }
@@ -52,31 +54,31 @@ final class ReadyQueue {
         }
     }
 
-    boolean isEmpty() {
+    public boolean isEmpty() {
         return heapSize == 0 && fifo.isEmpty();
     }
 
     /** Whether a processor other than the owner may find something to take here. */
-    boolean hasStealable() {
+    public boolean hasStealable() {
         return heapStealable > 0 || !fifo.isEmpty();
     }
 
     /** Estimated work queued here (approximate, see the overview). */
-    long queuedWorkNs() {
+    public long queuedWorkNs() {
         return pushedNs.get() - pulledNs.get();
     }
 
     /** Records work taken from this queue; callers of {@link #poll} and {@link #steal} account for it. */
-    void pulled(long estimateNs) {
+    public void pulled(long estimateNs) {
         pulledNs.add(estimateNs);
     }
 
     /** The first task in order, or null; the caller accounts for its estimate with {@link #pulled}. */
-    TaskNode<?> poll() {
+    public T poll() {
         if (heapSize > 0) {
             synchronized (this) {
                 if (heapSize > 0) {
-                    TaskNode<?> f = fifo.peek();
+                    T f = fifo.peek();
                     if (f == null || before(heap[0], f)) {
                         return heapRemoveAt(0);
                     }
@@ -90,17 +92,17 @@ final class ReadyQueue {
      * The first task in order that {@code thief} may run, looking at most {@code scanLimit} tasks deep into
      * the heap; null if none. FIFO tasks may run anywhere. The caller accounts with {@link #pulled}.
      */
-    TaskNode<?> steal(Processor thief, int scanLimit) {
+    public T steal(Processor thief, int scanLimit) {
         if (heapSize > 0) {
             synchronized (this) {
                 int hi = -1;
                 for (int i = 0; i < heapSize && i < scanLimit; i++) {
-                    if (heap[i].options.scope().allows(thief) && (hi < 0 || before(heap[i], heap[hi]))) {
+                    if (heap[i].scope().allows(thief) && (hi < 0 || before(heap[i], heap[hi]))) {
                         hi = i;
                     }
                 }
                 if (hi >= 0) {
-                    TaskNode<?> f = fifo.peek();
+                    T f = fifo.peek();
                     if (f == null || before(heap[hi], f)) {
                         return heapRemoveAt(hi);
                     }
@@ -111,21 +113,21 @@ final class ReadyQueue {
     }
 
     /** Empties the queue, returning what it held (used when the scheduler closes). */
-    List<TaskNode<?>> drain() {
-        List<TaskNode<?>> all = new ArrayList<>();
+    public List<T> drain() {
+        List<T> all = new ArrayList<>();
         synchronized (this) {
             while (heapSize > 0) {
                 all.add(removed(heapRemoveAt(heapSize - 1)));
             }
         }
-        for (TaskNode<?> t; (t = fifo.poll()) != null; ) {
+        for (T t; (t = fifo.poll()) != null; ) {
             all.add(removed(t));
         }
         return all;
     }
 
-    private TaskNode<?> removed(TaskNode<?> t) {
-        pulledNs.add(t.estimateNs);
+    private T removed(T t) {
+        pulledNs.add(t.estimateNs());
         return t;
     }
 
@@ -146,18 +148,19 @@ final class ReadyQueue {
     }
 
     /** Whether {@code a} runs before {@code b}. */
-    static boolean before(TaskNode<?> a, TaskNode<?> b) {
-        int pa = a.options.priority(), pb = b.options.priority();
+    static boolean before(Schedulable a, Schedulable b) {
+        int pa = a.priority(), pb = b.priority();
         if (pa != pb) {
             return pa > pb;
         }
-        if (a.rank != b.rank) {
-            return a.rank > b.rank;
+        double ra = a.rank(), rb = b.rank();
+        if (ra != rb) {
+            return ra > rb;
         }
-        return a.id < b.id;
+        return a.id() < b.id();
     }
 
-    private void heapInsert(TaskNode<?> t) {
+    private void heapInsert(T t) {
         if (heapSize == heap.length) {
             heap = Arrays.copyOf(heap, heapSize * 2);
         }
@@ -174,10 +177,10 @@ final class ReadyQueue {
         heapSize = heapSize + 1;
     }
 
-    private TaskNode<?> heapRemoveAt(int i) {
-        TaskNode<?> removed = heap[i];
+    private T heapRemoveAt(int i) {
+        T removed = heap[i];
         int size = heapSize - 1;
-        TaskNode<?> last = heap[size];
+        T last = heap[size];
         heap[size] = null;
         if (i < size) {
             // sift the last element down from i, then up (it may belong above i when i is not the root)
@@ -207,7 +210,7 @@ final class ReadyQueue {
             heap[k] = last;
         }
         heapSize = size;
-        if (removed.options.scope().isAny()) {
+        if (removed.scope().isAny()) {
             heapStealable = heapStealable - 1;
         }
         return removed;

@@ -196,7 +196,7 @@ public final class Scheduler implements AutoCloseable, PlacementPolicy.Schedulin
     private final PlacementPolicy policy;
     private final CostModel costModel;
     private final CpuProcessor[] processors;
-    private final ReadyQueue shared;
+    private final ReadyQueue<TaskNode<?>> shared;
     private final boolean stealing;
     private final TraceRecorder recorder;
 
@@ -224,7 +224,7 @@ public final class Scheduler implements AutoCloseable, PlacementPolicy.Schedulin
         for (int i = 0; i < processors.length; i++) {
             processors[i] = new CpuProcessor(i, "cpu-" + i, policy.prioritized());
         }
-        this.shared = new ReadyQueue(false);
+        this.shared = new ReadyQueue<>(false);
         this.recorder = ctx.trace() ? new TraceRecorder() : null;
         resetStats();
     }
@@ -347,7 +347,7 @@ public final class Scheduler implements AutoCloseable, PlacementPolicy.Schedulin
         t.estimateNs = costModel.estimateNs(t.signature(), Processor.Kind.CPU, t.options.costHintNs());
         int current = currentProcessor();
         int i = policy.place(t, this, current >= 0 ? current : t.preferredProcessor());
-        ReadyQueue q;
+        ReadyQueue<TaskNode<?>> q;
         if (i == PlacementPolicy.SHARED_QUEUE && t.options.scope().isAny()) {
             q = shared;
         } else if (i >= 0 && i < processors.length && t.options.scope().allows(processors[i])) {
@@ -909,7 +909,7 @@ public final class Scheduler implements AutoCloseable, PlacementPolicy.Schedulin
         }
     }
 
-    private static void cancelQueued(ReadyQueue q) {
+    private static void cancelQueued(ReadyQueue<TaskNode<?>> q) {
         for (TaskNode<?> t : q.drain()) {
             t.cancel();
         }

@@ -24,7 +24,7 @@ import java.util.function.Consumer;
  * tasks cannot overflow the stack. The result is written before the volatile DONE write that publishes
  * it; the failure record right after the FAILED/CANCELLED CAS that decides it (readers wait for it).
  */
-final class TaskNode<T> implements TaskHandle<T>, PlacementPolicy.ReadyTask {
+final class TaskNode<T> implements TaskHandle<T>, Schedulable {
     static final Object[] NO_ARGS = {};
     static final byte F0 = 0, F1 = 1, F2 = 2, F3 = 3, FN = 4;
 
@@ -447,6 +447,11 @@ final class TaskNode<T> implements TaskHandle<T>, PlacementPolicy.ReadyTask {
     @Override
     public long estimateNs() {
         return estimateNs;
+    }
+
+    @Override
+    public double rank() {
+        return rank;
     }
 
     /** The processor that produced the first input (its data is warm there), or -1. */

@@ -31,6 +31,11 @@ public final class Trace {
     private final String[] processorNames;
     private final List<TaskRecord> records;
 
+    /** A trace of a run on the named processors (the simulator builds its traces this way). */
+    public static Trace of(String runName, String[] processorNames, List<TaskRecord> records) {
+        return new Trace(runName, processorNames, records);
+    }
+
     Trace(String schedulerName, String[] processorNames, List<TaskRecord> records) {
         this.schedulerName = schedulerName;
         this.processorNames = processorNames.clone();

@@ -28,7 +28,7 @@ class ReadyQueueTest {
 
     @Test
     void shouldPollByPriorityThenRankThenSpawnOrder() {
-        ReadyQueue q = new ReadyQueue(true);
+        ReadyQueue<TaskNode<?>> q = new ReadyQueue<>(true);
         TaskNode<Object> plain1 = task(TaskOptions.DEFAULT, 0);
         TaskNode<Object> plain2 = task(TaskOptions.DEFAULT, 0);
         TaskNode<Object> ranked = task(TaskOptions.DEFAULT, 5e6);
@@ -47,7 +47,7 @@ class ReadyQueueTest {
 
     @Test
     void shouldIgnorePrioritiesWhenNotPrioritized() {
-        ReadyQueue q = new ReadyQueue(false);
+        ReadyQueue<TaskNode<?>> q = new ReadyQueue<>(false);
         TaskNode<Object> a = task(TaskOptions.DEFAULT, 0);
         TaskNode<Object> b = task(TaskOptions.DEFAULT.priority(9), 0);
         q.push(a);
@@ -58,7 +58,7 @@ class ReadyQueueTest {
 
     @Test
     void shouldStealOnlyWhatTheThiefsScopeAllows() {
-        ReadyQueue q = new ReadyQueue(true);
+        ReadyQueue<TaskNode<?>> q = new ReadyQueue<>(true);
         Processor cpu0 = scheduler.processor(0);
         Processor cpu1 = scheduler.processor(1);
         TaskNode<Object> onlyOn0 = task(TaskOptions.DEFAULT.scope(Scope.processors(0)), 0);
@@ -73,7 +73,7 @@ class ReadyQueueTest {
 
     @Test
     void shouldTrackQueuedWorkAcrossPushAndPull() {
-        ReadyQueue q = new ReadyQueue(true);
+        ReadyQueue<TaskNode<?>> q = new ReadyQueue<>(true);
         TaskNode<Object> a = task(TaskOptions.DEFAULT, 0);
         TaskNode<Object> b = task(TaskOptions.DEFAULT.priority(1), 0);
         q.push(a);
