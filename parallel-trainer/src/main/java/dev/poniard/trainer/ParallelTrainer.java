@@ -68,6 +68,8 @@ public final class ParallelTrainer implements AutoCloseable {
         private NanPolicy nanPolicy = NanPolicy.STOP;
         private boolean trace;
         private GradientAllReduce allReduce = GradientAllReduce.singleRank();
+        private Checkpoints checkpoints;
+        private int checkpointEverySteps;
 
         public Model model() {
             return model;
@@ -138,6 +140,26 @@ public final class ParallelTrainer implements AutoCloseable {
             return this;
         }
 
+        public Checkpoints checkpoints() {
+            return checkpoints;
+        }
+
+        /** Writes a checkpoint at the end of every epoch (and every {@link #checkpointEverySteps} steps); default none. */
+        public Context checkpoints(Checkpoints value) {
+            checkpoints = value;
+            return this;
+        }
+
+        public int checkpointEverySteps() {
+            return checkpointEverySteps;
+        }
+
+        /** Also checkpoints after every this many iterations (0: only at epoch ends). */
+        public Context checkpointEverySteps(int value) {
+            checkpointEverySteps = value;
+            return this;
+        }
+
         /** Validates the context, naming the bad value. */
         public Context conclude() {
             if (model == null) {
@@ -155,6 +177,9 @@ public final class ParallelTrainer implements AutoCloseable {
             }
             Objects.requireNonNull(nanPolicy, "nanPolicy");
             Objects.requireNonNull(allReduce, "allReduce");
+            if (checkpointEverySteps < 0) {
+                throw new IllegalArgumentException("checkpointEverySteps must be >= 0, got " + checkpointEverySteps);
+            }
             return this;
         }
     }
@@ -333,6 +358,18 @@ public final class ParallelTrainer implements AutoCloseable {
             r.epochCount(epoch + 1);
         }
         stepInEpoch = 0;
+        checkpoint();
+    }
+
+    private void checkpoint() {
+        if (ctx.checkpoints() == null) {
+            return;
+        }
+        try {
+            ctx.checkpoints().save(this);
+        } catch (java.io.IOException | RuntimeException e) {
+            throw new TrainerException("writing a checkpoint to " + ctx.checkpoints().directory() + " failed: " + e, e);
+        }
     }
 
     private DataSet read(Batches batches, int epoch) {
@@ -458,6 +495,9 @@ public final class ParallelTrainer implements AutoCloseable {
         }
         for (ModelReplica r : replicas) {
             r.iterationCount(iteration + 1);
+        }
+        if (ctx.checkpointEverySteps() > 0 && (iteration + 1) % ctx.checkpointEverySteps() == 0) {
+            checkpoint();
         }
     }
 
