@@ -1,10 +1,12 @@
 package dev.poniard.samples.cli;
 
 import dev.poniard.samples.trainer.TrainingSample;
+import dev.poniard.trainer.Checkpoints;
 import dev.poniard.trainer.ParallelTrainer;
 import java.io.PrintWriter;
 import java.nio.file.Path;
 import java.util.Locale;
+import java.util.Optional;
 import java.util.concurrent.Callable;
 import me.tongfei.progressbar.ConsoleProgressBarConsumer;
 import me.tongfei.progressbar.ProgressBar;
@@ -51,6 +53,19 @@ public final class TrainCommand implements Callable<Integer> {
     @Option(names = "--test-size", defaultValue = "0", paramLabel = "N", description = "Use the first N test images (0: all).")
     int testSize;
 
+    @Option(names = "--checkpoint", paramLabel = "DIR", description = "Write checkpoints to DIR (each epoch and every --checkpoint-every steps).")
+    Path checkpoint;
+
+    @Option(names = "--resume", description = "Continue from the newest checkpoint in --checkpoint DIR (starts fresh if there is none).")
+    boolean resume;
+
+    @Option(names = "--checkpoint-every", defaultValue = "100", paramLabel = "STEPS",
+            description = "Steps between checkpoints, 0 for epoch ends only (default: ${DEFAULT-VALUE}).")
+    int checkpointEvery;
+
+    @Option(names = "--keep", defaultValue = "3", paramLabel = "K", description = "Checkpoints to keep (default: ${DEFAULT-VALUE}).")
+    int keep;
+
     @Option(names = "--no-progress", description = "No progress bar.")
     boolean noProgress;
 
@@ -71,6 +86,12 @@ public final class TrainCommand implements Callable<Integer> {
                     + " --train-size and --test-size >= 0; got workers=" + workers + " batch=" + batch + " epochs=" + nEpochs
                     + " train-size=" + trainSize + " test-size=" + testSize);
         }
+        if (resume && checkpoint == null) {
+            throw new CommandLine.ParameterException(spec.commandLine(), "--resume needs --checkpoint DIR (where to resume from)");
+        }
+        if (checkpointEvery < 0 || keep < 1) {
+            throw new CommandLine.ParameterException(spec.commandLine(), "--checkpoint-every must be >= 0 and --keep >= 1");
+        }
         PrintWriter out = spec.commandLine().getOut();
         TrainingSample.Data data = s.load(trainSize, testSize);
         int trainN = data.train().numExamples();
@@ -82,11 +103,28 @@ public final class TrainCommand implements Callable<Integer> {
         MultiLayerNetwork net = s.model(seed);
         ParallelTrainer.Context ctx = new ParallelTrainer.Context().model(net).workers(workers).batchSizePerWorker(batch)
                 .seed(seed).trace(trace != null);
+        Checkpoints checkpoints = null;
+        if (checkpoint != null) {
+            checkpoints = Checkpoints.open(new Checkpoints.Context().directory(checkpoint).keep(keep));
+            ctx.checkpoints(checkpoints).checkpointEverySteps(checkpointEvery);
+        }
         try (ParallelTrainer trainer = ParallelTrainer.launch(ctx)) {
-            long totalSamples = (long) trainN * nEpochs;
+            if (resume) {
+                Optional<Checkpoints.Info> info = checkpoints.restoreLatest(trainer);
+                if (info.isPresent()) {
+                    out.printf(Locale.ROOT, "resumed from %s: epoch %d, step %d of the epoch, iteration %d%n",
+                            info.get().file(), info.get().epoch() + 1, info.get().stepInEpoch(), info.get().iteration());
+                } else {
+                    out.println("no checkpoint in " + checkpoint + " yet: starting from the beginning");
+                }
+                out.flush();
+            }
+            long done = trainer.progress().examples();
+            long totalSamples = Math.max(done, (long) trainN * nEpochs);
             ProgressBar bar = noProgress ? null : new ProgressBarBuilder().setTaskName("train").setInitialMax(totalSamples)
                     .setStyle(ProgressBarStyle.ASCII).setUnit(" samples", 1).showSpeed()
-                    .setConsumer(new ConsoleProgressBarConsumer(System.err)).setUpdateIntervalMillis(250).setMaxRenderedLength(110).build();
+                    .setConsumer(new ConsoleProgressBarConsumer(System.err)).setUpdateIntervalMillis(250).setMaxRenderedLength(110)
+                    .startsFrom(done, java.time.Duration.ZERO).build();
             long start = System.nanoTime();
             net.addListeners(new BaseTrainingListener() {
                 private double lossSum;
@@ -107,7 +145,7 @@ public final class TrainCommand implements Callable<Integer> {
                     ParallelTrainer.Progress p = trainer.progress();
                     double secs = (System.nanoTime() - start) / 1e9;
                     out.printf(Locale.ROOT, "epoch %d: mean loss %.4f, %.0f samples/s so far%n", p.epoch() + 1,
-                            lossSum / Math.max(1, lossCount), p.examples() / secs);
+                            lossSum / Math.max(1, lossCount), (p.examples() - done) / secs);
                     out.flush();
                     lossSum = 0;
                     lossCount = 0;
@@ -122,9 +160,10 @@ public final class TrainCommand implements Callable<Integer> {
             }
             double secs = (System.nanoTime() - start) / 1e9;
             ParallelTrainer.Progress p = trainer.progress();
+            long trained = p.examples() - done;
             Evaluation eval = trainer.evaluate(data.testIterator(500));
             out.printf(Locale.ROOT, "trained %d steps (%d skipped) in %.1f s: %.0f samples/s with %d workers%n",
-                    p.steps(), p.skippedSteps(), secs, p.examples() / secs, workers);
+                    p.steps(), p.skippedSteps(), secs, trained / secs, workers);
             out.printf(Locale.ROOT, "test accuracy: %.4f (%d images)%n", eval.accuracy(), data.test().numExamples());
             if (trace != null) {
                 trainer.scheduler().trace().writeChromeJson(trace);

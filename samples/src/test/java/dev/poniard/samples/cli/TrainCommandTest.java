@@ -9,11 +9,13 @@ import java.io.ByteArrayOutputStream;
 import java.io.PrintStream;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
+import java.nio.file.Path;
 import java.util.concurrent.TimeUnit;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
+import org.junit.jupiter.api.io.TempDir;
 
 @Timeout(value = 120, unit = TimeUnit.SECONDS, threadMode = Timeout.ThreadMode.SEPARATE_THREAD)
 class TrainCommandTest {
@@ -62,6 +64,42 @@ class TrainCommandTest {
         } finally {
             Files.deleteIfExists(file);
         }
+    }
+
+    private static String accuracyLine(String out) {
+        Matcher m = Pattern.compile("test accuracy: .*").matcher(out);
+        assertTrue(m.find(), "no accuracy line in:\n" + out);
+        return m.group();
+    }
+
+    @Test
+    void shouldResumeFromACheckpointAsIfNeverInterrupted(@TempDir Path dir) throws Exception {
+        String[] common = {"train", "--train-size", "256", "--test-size", "200", "--batch", "16", "--no-progress"};
+        Run straight = run(concat(common, "--epochs", "2"));
+        assertEquals(0, straight.code(), straight.err());
+
+        Run first = run(concat(common, "--epochs", "1", "--checkpoint", dir.toString(), "--checkpoint-every", "3"));
+        assertEquals(0, first.code(), first.err());
+        Run second = run(concat(common, "--epochs", "2", "--checkpoint", dir.toString(), "--resume"));
+        System.out.println(second.out());
+        assertEquals(0, second.code(), second.err());
+        assertTrue(second.out().contains("resumed from " + dir.resolve("ckpt-000000000008.poniard") + ": epoch 2, step 0"),
+                second.out());
+        assertEquals(accuracyLine(straight.out()), accuracyLine(second.out()), "resumed run must end where the uninterrupted one does");
+
+        Path latest = dir.resolve("ckpt-000000000016.poniard");
+        byte[] b = Files.readAllBytes(latest);
+        b[b.length - 40] ^= 1;
+        Files.write(latest, b);
+        Run corrupt = run(concat(common, "--epochs", "3", "--checkpoint", dir.toString(), "--resume"));
+        assertEquals(1, corrupt.code());
+        assertTrue(corrupt.err().contains("checksum mismatch"), corrupt.err());
+    }
+
+    private static String[] concat(String[] a, String... b) {
+        String[] r = java.util.Arrays.copyOf(a, a.length + b.length);
+        System.arraycopy(b, 0, r, a.length, b.length);
+        return r;
     }
 
     @Test
