@@ -311,6 +311,48 @@ class ParallelTrainerTest {
         }
     }
 
+    /** Stands in for a second rank that trained on the same shard: the cross-rank sum is twice the local one. */
+    static final class MirroredRank implements GradientAllReduce {
+        int calls;
+
+        @Override
+        public int rank() {
+            return 0;
+        }
+
+        @Override
+        public int worldSize() {
+            return 2;
+        }
+
+        @Override
+        public StepTotals allReduce(INDArray localGradientSum, StepTotals local) {
+            calls++;
+            localGradientSum.muli(2);
+            return local.plus(local);
+        }
+    }
+
+    @Test
+    void shouldApplyTheCrossRankSumOfAPluggedInAllReduce() {
+        DataSet all = data(6 * 32, 18);
+        MultiLayerNetwork reference = mlp(new Adam(1e-2), 6);
+        MultiLayerNetwork net = reference.clone();
+        List<DataSet> doubled = new ArrayList<>();
+        for (DataSet b : all.batchBy(32)) {
+            doubled.add(DataSet.merge(List.of(b, b)));
+        }
+        reference.fit(new ViewIterator(DataSet.merge(doubled), 64));
+        MirroredRank twoRanks = new MirroredRank();
+        try (ParallelTrainer t = ParallelTrainer.launch(new ParallelTrainer.Context().model(net).workers(2).allReduce(twoRanks))) {
+            t.fit(iterator(all, 32), 1);
+            assertEquals(6 * 32 * 2, t.progress().examples());
+        }
+        assertEquals(6, twoRanks.calls);
+        double err = relError(net.params(), reference.params());
+        assertTrue(err <= 1e-5, "a world of two identical ranks must train as model.fit on each batch twice; error " + err);
+    }
+
     @Test
     void shouldNameTheBadSetting() {
         IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
