@@ -1,0 +1,175 @@
+package dev.poniard.samples.cli;
+
+import dev.poniard.samples.trainer.TrainingSample;
+import dev.poniard.trainer.Checkpoints;
+import dev.poniard.trainer.ParallelTrainer;
+import java.io.PrintWriter;
+import java.nio.file.Path;
+import java.util.Locale;
+import java.util.Optional;
+import java.util.concurrent.Callable;
+import me.tongfei.progressbar.ConsoleProgressBarConsumer;
+import me.tongfei.progressbar.ProgressBar;
+import me.tongfei.progressbar.ProgressBarBuilder;
+import me.tongfei.progressbar.ProgressBarStyle;
+import org.deeplearning4j.nn.api.Model;
+import org.deeplearning4j.nn.multilayer.MultiLayerNetwork;
+import org.deeplearning4j.optimize.api.BaseTrainingListener;
+import org.nd4j.evaluation.classification.Evaluation;
+import picocli.CommandLine;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
+
+/**
+ * {@code ./poniard train}: trains a sample model data-parallel on in-process workers with the Poniard trainer and
+ * prints its test accuracy.
+ */
+@Command(name = "train", mixinStandardHelpOptions = true,
+        description = {"Trains a sample model data-parallel on in-process workers (default: an MLP on the shipped",
+                "MNIST subset, 8,000 training and 2,000 test images) and prints the test accuracy."})
+public final class TrainCommand implements Callable<Integer> {
+    @Option(names = "--sample", defaultValue = "mnist-mlp", paramLabel = "NAME",
+            description = "mnist-mlp (shipped data) or fashion-cnn (needs apt-get install dataset-fashion-mnist). Default: ${DEFAULT-VALUE}.")
+    String sample;
+
+    @Option(names = "--workers", defaultValue = "2", description = "In-process replicas (default: ${DEFAULT-VALUE}).")
+    int workers;
+
+    @Option(names = "--epochs", description = "Epochs (default: 5 for mnist-mlp, 2 for fashion-cnn).")
+    Integer epochs;
+
+    @Option(names = "--batch", defaultValue = "32", description = "Examples per worker per step (default: ${DEFAULT-VALUE}).")
+    int batch;
+
+    @Option(names = "--seed", defaultValue = "42", description = "Seed of weights, shuffling and replicas (default: ${DEFAULT-VALUE}).")
+    long seed;
+
+    @Option(names = "--trace", paramLabel = "FILE", description = "Write the scheduler's Chrome trace (open in Perfetto).")
+    Path trace;
+
+    @Option(names = "--train-size", defaultValue = "0", paramLabel = "N", description = "Use the first N training images (0: all).")
+    int trainSize;
+
+    @Option(names = "--test-size", defaultValue = "0", paramLabel = "N", description = "Use the first N test images (0: all).")
+    int testSize;
+
+    @Option(names = "--checkpoint", paramLabel = "DIR", description = "Write checkpoints to DIR (each epoch and every --checkpoint-every steps).")
+    Path checkpoint;
+
+    @Option(names = "--resume", description = "Continue from the newest checkpoint in --checkpoint DIR (starts fresh if there is none).")
+    boolean resume;
+
+    @Option(names = "--checkpoint-every", defaultValue = "100", paramLabel = "STEPS",
+            description = "Steps between checkpoints, 0 for epoch ends only (default: ${DEFAULT-VALUE}).")
+    int checkpointEvery;
+
+    @Option(names = "--keep", defaultValue = "3", paramLabel = "K", description = "Checkpoints to keep (default: ${DEFAULT-VALUE}).")
+    int keep;
+
+    @Option(names = "--no-progress", description = "No progress bar.")
+    boolean noProgress;
+
+    @CommandLine.Spec
+    CommandLine.Model.CommandSpec spec;
+
+    @Override
+    public Integer call() throws Exception {
+        TrainingSample s;
+        try {
+            s = TrainingSample.byName(sample);
+        } catch (IllegalArgumentException e) {
+            throw new CommandLine.ParameterException(spec.commandLine(), e.getMessage());
+        }
+        int nEpochs = epochs == null ? s.defaultEpochs() : epochs;
+        if (workers < 1 || batch < 1 || nEpochs < 0 || trainSize < 0 || testSize < 0) {
+            throw new CommandLine.ParameterException(spec.commandLine(), "--workers and --batch must be >= 1, --epochs,"
+                    + " --train-size and --test-size >= 0; got workers=" + workers + " batch=" + batch + " epochs=" + nEpochs
+                    + " train-size=" + trainSize + " test-size=" + testSize);
+        }
+        if (resume && checkpoint == null) {
+            throw new CommandLine.ParameterException(spec.commandLine(), "--resume needs --checkpoint DIR (where to resume from)");
+        }
+        if (checkpointEvery < 0 || keep < 1) {
+            throw new CommandLine.ParameterException(spec.commandLine(), "--checkpoint-every must be >= 0 and --keep >= 1");
+        }
+        PrintWriter out = spec.commandLine().getOut();
+        TrainingSample.Data data = s.load(trainSize, testSize);
+        int trainN = data.train().numExamples();
+        int global = batch * workers;
+        out.printf(Locale.ROOT, "train %s: %d training / %d test images, %d workers x %d examples per step, %d epochs, seed %d%n",
+                s.cliName(), trainN, data.test().numExamples(), workers, batch, nEpochs, seed);
+        out.flush();
+
+        MultiLayerNetwork net = s.model(seed);
+        ParallelTrainer.Context ctx = new ParallelTrainer.Context().model(net).workers(workers).batchSizePerWorker(batch)
+                .seed(seed).trace(trace != null);
+        Checkpoints checkpoints = null;
+        if (checkpoint != null) {
+            checkpoints = Checkpoints.open(new Checkpoints.Context().directory(checkpoint).keep(keep));
+            ctx.checkpoints(checkpoints).checkpointEverySteps(checkpointEvery);
+        }
+        try (ParallelTrainer trainer = ParallelTrainer.launch(ctx)) {
+            if (resume) {
+                Optional<Checkpoints.Info> info = checkpoints.restoreLatest(trainer);
+                if (info.isPresent()) {
+                    out.printf(Locale.ROOT, "resumed from %s: epoch %d, step %d of the epoch, iteration %d%n",
+                            info.get().file(), info.get().epoch() + 1, info.get().stepInEpoch(), info.get().iteration());
+                } else {
+                    out.println("no checkpoint in " + checkpoint + " yet: starting from the beginning");
+                }
+                out.flush();
+            }
+            long done = trainer.progress().examples();
+            long totalSamples = Math.max(done, (long) trainN * nEpochs);
+            ProgressBar bar = noProgress ? null : new ProgressBarBuilder().setTaskName("train").setInitialMax(totalSamples)
+                    .setStyle(ProgressBarStyle.ASCII).setUnit(" samples", 1).showSpeed()
+                    .setConsumer(new ConsoleProgressBarConsumer(System.err)).setUpdateIntervalMillis(250).setMaxRenderedLength(110)
+                    .startsFrom(done, java.time.Duration.ZERO).build();
+            long start = System.nanoTime();
+            net.addListeners(new BaseTrainingListener() {
+                private double lossSum;
+                private int lossCount;
+
+                @Override
+                public void iterationDone(Model model, int iteration, int epoch) {
+                    lossSum += model.score();
+                    lossCount++;
+                    if (bar != null) {
+                        bar.stepTo(trainer.progress().examples());
+                        bar.setExtraMessage(String.format(Locale.ROOT, " epoch %d loss %.4f", epoch + 1, model.score()));
+                    }
+                }
+
+                @Override
+                public void onEpochEnd(Model model) {
+                    ParallelTrainer.Progress p = trainer.progress();
+                    double secs = (System.nanoTime() - start) / 1e9;
+                    out.printf(Locale.ROOT, "epoch %d: mean loss %.4f, %.0f samples/s so far%n", p.epoch() + 1,
+                            lossSum / Math.max(1, lossCount), (p.examples() - done) / secs);
+                    out.flush();
+                    lossSum = 0;
+                    lossCount = 0;
+                }
+            });
+            try {
+                trainer.fitToEpoch(e -> data.trainEpoch(seed, e, global), nEpochs);
+            } finally {
+                if (bar != null) {
+                    bar.close();
+                }
+            }
+            double secs = (System.nanoTime() - start) / 1e9;
+            ParallelTrainer.Progress p = trainer.progress();
+            long trained = p.examples() - done;
+            Evaluation eval = trainer.evaluate(data.testIterator(500));
+            out.printf(Locale.ROOT, "trained %d steps (%d skipped) in %.1f s: %.0f samples/s with %d workers%n",
+                    p.steps(), p.skippedSteps(), secs, trained / secs, workers);
+            out.printf(Locale.ROOT, "test accuracy: %.4f (%d images)%n", eval.accuracy(), data.test().numExamples());
+            if (trace != null) {
+                trainer.scheduler().trace().writeChromeJson(trace);
+                out.println("trace written to " + trace + " (open it in https://ui.perfetto.dev)");
+            }
+        }
+        return 0;
+    }
+}

@@ -1,0 +1,119 @@
+package dev.poniard.samples.cli;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+import static org.junit.jupiter.api.Assumptions.assumeFalse;
+
+import dev.poniard.samples.trainer.TrainingSample;
+import java.io.ByteArrayOutputStream;
+import java.io.PrintStream;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.concurrent.TimeUnit;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.Timeout;
+import org.junit.jupiter.api.io.TempDir;
+
+@Timeout(value = 120, unit = TimeUnit.SECONDS, threadMode = Timeout.ThreadMode.SEPARATE_THREAD)
+class TrainCommandTest {
+    /** What a run printed on stdout and stderr, and its exit code. */
+    record Run(int code, String out, String err) {
+    }
+
+    static synchronized Run run(String... args) {
+        PrintStream oldOut = System.out, oldErr = System.err;
+        ByteArrayOutputStream out = new ByteArrayOutputStream(), err = new ByteArrayOutputStream();
+        try {
+            System.setOut(new PrintStream(out, true, StandardCharsets.UTF_8));
+            System.setErr(new PrintStream(err, true, StandardCharsets.UTF_8));
+            int code = PoniardCli.run(args);
+            return new Run(code, out.toString(StandardCharsets.UTF_8), err.toString(StandardCharsets.UTF_8));
+        } finally {
+            System.setOut(oldOut);
+            System.setErr(oldErr);
+        }
+    }
+
+    @Test
+    void shouldTrainTheDefaultSampleEndToEnd() {
+        Run r = run("train", "--train-size", "600", "--test-size", "300", "--epochs", "1", "--batch", "16", "--no-progress");
+        System.out.println(r.out() + r.err());
+        assertEquals(0, r.code(), r.err());
+        Matcher m = Pattern.compile("test accuracy: (\\d\\.\\d{4}) \\(300 images\\)").matcher(r.out());
+        assertTrue(m.find(), "no accuracy line in:\n" + r.out());
+        double acc = Double.parseDouble(m.group(1));
+        assertTrue(acc > 0.6, "one epoch on 600 images should beat chance (0.1) clearly, got " + acc);
+        assertTrue(r.out().contains("600 training / 300 test images, 2 workers x 16"), r.out());
+        assertTrue(r.out().contains("trained 19 steps (0 skipped)"), r.out()); // 600 / 32 = 18.75: 18 full steps and 1 short one
+    }
+
+    @Test
+    void shouldWriteATraceWhenAsked() throws Exception {
+        var file = Files.createTempFile("poniard-train", ".json");
+        try {
+            Run r = run("train", "--train-size", "128", "--test-size", "64", "--epochs", "1", "--no-progress",
+                    "--trace", file.toString());
+            assertEquals(0, r.code(), r.err());
+            String json = Files.readString(file);
+            assertTrue(json.contains("\"name\":\"grad#") && json.contains("\"name\":\"grad-sum#")
+                            && json.contains("\"name\":\"update#"),
+                    "trace should name the step's tasks: " + json.substring(0, Math.min(400, json.length())));
+        } finally {
+            Files.deleteIfExists(file);
+        }
+    }
+
+    private static String accuracyLine(String out) {
+        Matcher m = Pattern.compile("test accuracy: .*").matcher(out);
+        assertTrue(m.find(), "no accuracy line in:\n" + out);
+        return m.group();
+    }
+
+    @Test
+    void shouldResumeFromACheckpointAsIfNeverInterrupted(@TempDir Path dir) throws Exception {
+        String[] common = {"train", "--train-size", "256", "--test-size", "200", "--batch", "16", "--no-progress"};
+        Run straight = run(concat(common, "--epochs", "2"));
+        assertEquals(0, straight.code(), straight.err());
+
+        Run first = run(concat(common, "--epochs", "1", "--checkpoint", dir.toString(), "--checkpoint-every", "3"));
+        assertEquals(0, first.code(), first.err());
+        Run second = run(concat(common, "--epochs", "2", "--checkpoint", dir.toString(), "--resume"));
+        System.out.println(second.out());
+        assertEquals(0, second.code(), second.err());
+        assertTrue(second.out().contains("resumed from " + dir.resolve("ckpt-000000000008.poniard") + ": epoch 2, step 0"),
+                second.out());
+        assertEquals(accuracyLine(straight.out()), accuracyLine(second.out()), "resumed run must end where the uninterrupted one does");
+
+        Path latest = dir.resolve("ckpt-000000000016.poniard");
+        byte[] b = Files.readAllBytes(latest);
+        b[b.length - 40] ^= 1;
+        Files.write(latest, b);
+        Run corrupt = run(concat(common, "--epochs", "3", "--checkpoint", dir.toString(), "--resume"));
+        assertEquals(1, corrupt.code());
+        assertTrue(corrupt.err().contains("checksum mismatch"), corrupt.err());
+    }
+
+    private static String[] concat(String[] a, String... b) {
+        String[] r = java.util.Arrays.copyOf(a, a.length + b.length);
+        System.arraycopy(b, 0, r, a.length, b.length);
+        return r;
+    }
+
+    @Test
+    void shouldSayHowToInstallFashionMnistWhenItIsMissing() {
+        assumeFalse(Files.isDirectory(TrainingSample.FASHION_DIR), "Fashion-MNIST is installed here");
+        Run r = run("train", "--sample", "fashion-cnn", "--no-progress");
+        assertEquals(1, r.code());
+        assertTrue(r.err().contains("apt-get install dataset-fashion-mnist"), r.err());
+    }
+
+    @Test
+    void shouldRejectAnUnknownSample() {
+        Run r = run("train", "--sample", "imagenet");
+        assertEquals(2, r.code());
+        assertTrue(r.err().contains("unknown sample 'imagenet'; available: mnist-mlp, fashion-cnn"), r.err());
+    }
+}
