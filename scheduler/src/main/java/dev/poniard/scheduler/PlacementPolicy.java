@@ -69,6 +69,9 @@ public interface PlacementPolicy {
             @Override
             public int place(ReadyTask task, SchedulingView view, int current) {
                 Scope scope = task.scope();
+                if (scope.singleProcessor() >= 0) {
+                    return scope.singleProcessor();
+                }
                 boolean any = scope.isAny();
                 int best = -1;
                 long bestT = Long.MAX_VALUE;
@@ -112,6 +115,9 @@ public interface PlacementPolicy {
             @Override
             public int place(ReadyTask task, SchedulingView view, int current) {
                 Scope scope = task.scope();
+                if (scope.singleProcessor() >= 0) {
+                    return scope.singleProcessor();
+                }
                 if (current >= 0 && scope.allows(view.processor(current))) {
                     return current;
                 }
@@ -154,6 +160,9 @@ public interface PlacementPolicy {
                 Scope scope = task.scope();
                 if (scope.isAny()) {
                     return SHARED_QUEUE;
+                }
+                if (scope.singleProcessor() >= 0) {
+                    return scope.singleProcessor();
                 }
                 for (int i = 0, n = view.processorCount(); i < n; i++) {
                     if (scope.allows(view.processor(i))) {

@@ -13,11 +13,13 @@ public final class Scope {
     private final Processor.Kind kind;
     private final BitSet ids;
     private final String text;
+    private final int only;
 
     private Scope(Processor.Kind kind, BitSet ids, String text) {
         this.kind = kind;
         this.ids = ids;
         this.text = text;
+        this.only = ids != null && ids.cardinality() == 1 ? ids.nextSetBit(0) : -1;
     }
 
     public static Scope any() {
@@ -49,6 +51,11 @@ public final class Scope {
 
     public boolean allows(Processor p) {
         return (kind == null || p.kind() == kind) && (ids == null || ids.get(p.id()));
+    }
+
+    /** The one processor id this scope allows when it names exactly one, else -1 (a placement shortcut). */
+    public int singleProcessor() {
+        return only;
     }
 
     /** Whether every processor is allowed. */

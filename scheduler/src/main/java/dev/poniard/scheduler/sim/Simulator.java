@@ -22,13 +22,16 @@ import java.util.Random;
  * ordered by (virtual time, sequence), so equal times resolve deterministically. When a task's last input
  * completes it is placed by the policy, whose view prices each device as queued work plus the remainder of
  * the running task plus the task's estimate plus the α-β time to bring its inputs there (the same formula
- * as the real scheduler's, with transfers). An idle device polls its queue, else steals (when the policy
- * steals); a started task first pulls its remote inputs through the device's copy engines (and the NICs
- * of both nodes when they cross nodes: that is where concurrent transfers contend), then computes for
+ * as the real scheduler's, with transfers). A placed task's remote inputs start moving at once through the
+ * device's copy engines (and the NICs of both nodes when they cross nodes: that is where concurrent
+ * transfers contend), so later placements see the links it will use. An idle device polls its queue, else
+ * steals (when the policy steals; a thief fetches what it lacks when it starts the task); a task computes
+ * once its inputs have arrived, for
  * {@code work / speed}, optionally with seeded log-normal noise. Collectives occupy the communication
  * engine of every member device, and every NIC they cross, for the time {@link CollectiveModel} gives.
- * Memory: an output lives on its producer until its last consumer finishes; a copied input lives on the
- * consumer's device while the consumer runs. Tasks are never lost: a run that ends with unfinished tasks
+ * An input copied to a device stays there for later consumers on that device (read-only data such as
+ * replicated weights or a factorization's panel tiles is fetched once per device). Memory: an output lives
+ * on its producer, and its copies on their devices, until its last consumer finishes. Tasks are never lost: a run that ends with unfinished tasks
  * (a task whose scope matches no device) fails with an exception naming one.
  */
 public final class Simulator {
@@ -160,6 +163,8 @@ public final class Simulator {
         private final long[] peakMemory;
         private final double[] nicFree;
         private final ArrayDeque<Integer> idleList = new ArrayDeque<>();
+        /** Arrival time of each copy of a task's output per device (NaN: none); null until the first copy. */
+        private final double[][] copyAt;
 
         private final PriorityQueue<Event> events = new PriorityQueue<>();
         private final List<Trace.TaskRecord> records;
@@ -224,6 +229,7 @@ public final class Simulator {
             peakMemory = new long[devices];
             nicFree = new double[cluster.nodes()];
             records = ctx.trace() ? new ArrayList<>(n) : null;
+            copyAt = new double[n][];
             for (SimDag.Task t : dag.tasks()) {
                 t.estimateNs = (long) (t.isCollective() ? collectiveNs(t) : t.workNs / cluster.device().speed());
                 t.rank = 0;
@@ -316,6 +322,11 @@ public final class Simulator {
                                 + t.scope + " does not allow");
             }
             queues.get(i).push(t);
+            // inputs start moving as soon as the task is placed (a copy engine prefetches them), so later
+            // placements see the links and NICs this one will use
+            for (int in : t.inputs) {
+                fetch(in, i);
+            }
             if (holdStarts) {
                 return;
             }
@@ -379,13 +390,7 @@ public final class Simulator {
         private void start(SimDag.Task t, int d) {
             double arrival = now;
             for (int in : t.inputs) {
-                int src = location[in];
-                if (src < 0 || src == d) {
-                    continue;
-                }
-                long bytes = dag.get(in).outputBytes;
-                arrival = Math.max(arrival, transfer(src, d, bytes));
-                allocate(d, bytes);
+                arrival = Math.max(arrival, fetch(in, d));
             }
             double duration = t.workNs / cluster.device().speed();
             if (sigma > 0) {
@@ -399,8 +404,56 @@ public final class Simulator {
             events.add(new Event(end, seq++, t.index, d));
         }
 
-        /** Moves bytes from src to dst starting now; returns the arrival time. */
-        private double transfer(int src, int dst, long bytes) {
+        /**
+         * Makes task {@code in}'s output available on device {@code d}: nothing if it is there or already
+         * copied there, else a transfer starting now. Returns when it is (or will be) there.
+         */
+        private double fetch(int in, int d) {
+            int src = location[in];
+            if (src < 0 || src == d) {
+                return now;
+            }
+            double[] at = copyAt[in];
+            if (at == null) {
+                at = copyAt[in] = new double[devices];
+                java.util.Arrays.fill(at, Double.NaN);
+            }
+            if (!Double.isNaN(at[d])) {
+                return at[d];
+            }
+            // copy from whichever holder gets it here first: a copy already in d's node beats the NIC
+            long bytes = dag.get(in).outputBytes;
+            int from = src;
+            double ready = now;
+            double best = estimateArrival(src, d, bytes, now);
+            for (int h = 0; h < devices; h++) {
+                if (!Double.isNaN(at[h]) && h != d) {
+                    double r = Math.max(now, at[h]);
+                    double e = estimateArrival(h, d, bytes, r);
+                    if (e < best) {
+                        best = e;
+                        from = h;
+                        ready = r;
+                    }
+                }
+            }
+            double done = transfer(from, d, bytes, ready);
+            at[d] = done;
+            allocate(d, bytes);
+            return done;
+        }
+
+        private double estimateArrival(int from, int to, long bytes, double ready) {
+            double begin = ready;
+            int fn = cluster.nodeOf(from), tn = cluster.nodeOf(to);
+            if (fn != tn) {
+                begin = Math.max(begin, Math.max(nicFree[fn], nicFree[tn]));
+            }
+            return begin + cluster.link(from, to).timeNs(bytes);
+        }
+
+        /** Moves bytes from src to dst, starting no earlier than {@code ready}; returns the arrival time. */
+        private double transfer(int src, int dst, long bytes, double ready) {
             LinkSpec link = cluster.link(src, dst);
             double[] lanes = copyFree[dst];
             int lane = 0;
@@ -409,7 +462,7 @@ public final class Simulator {
                     lane = l;
                 }
             }
-            double begin = Math.max(now, lanes[lane]);
+            double begin = Math.max(ready, lanes[lane]);
             int sn = cluster.nodeOf(src), dn = cluster.nodeOf(dst);
             boolean crossNode = sn != dn;
             if (crossNode) {
@@ -498,12 +551,18 @@ public final class Simulator {
                 }
                 for (int in : t.inputs) {
                     int src = location[in];
-                    long bytes = dag.get(in).outputBytes;
-                    if (src >= 0 && src != device) {
-                        memory[device] -= bytes; // the copy made for this task
-                    }
                     if (--consumersLeft[in] == 0 && src >= 0) {
+                        long bytes = dag.get(in).outputBytes;
                         memory[src] -= bytes;
+                        double[] at = copyAt[in];
+                        if (at != null) {
+                            for (int c = 0; c < devices; c++) {
+                                if (!Double.isNaN(at[c])) {
+                                    memory[c] -= bytes;
+                                }
+                            }
+                            copyAt[in] = null;
+                        }
                     }
                 }
             }
@@ -550,8 +609,13 @@ public final class Simulator {
             double f = queues.get(index).queuedWorkNs() + Math.max(0, busyUntil[index] - now) + t.estimateNs;
             for (int in : t.inputs) {
                 int src = location[in];
-                if (src >= 0 && src != index) {
+                if (src >= 0 && src != index && (copyAt[in] == null || Double.isNaN(copyAt[in][index]))) {
                     f += cluster.link(src, index).timeNs(dag.get(in).outputBytes);
+                    int sn = cluster.nodeOf(src), dn = cluster.nodeOf(index);
+                    if (sn != dn) {
+                        // the NICs are shared: queued transfers delay this one
+                        f += Math.max(0, Math.max(nicFree[sn], nicFree[dn]) - now);
+                    }
                 }
             }
             return (long) f;
