@@ -486,11 +486,13 @@ public final class Communicator implements AutoCloseable {
 
     /** Broadcasts raw memory with a chosen algorithm (BINOMIAL_TREE, CHAIN or AUTO). */
     public void broadcast(long address, long length, int root, Algorithm algorithm) {
+        checkPeer(root, "root");
         broadcast(nextSequence(), address, length, root, algorithm);
     }
 
     /** Non-blocking broadcast. */
     public CompletableFuture<Void> ibroadcast(ByteBuffer buf, int root) {
+        checkPeer(root, "root");
         final long s = nextSequence();
         final long a = address(buf);
         final long n = buf.remaining();
@@ -529,11 +531,15 @@ public final class Communicator implements AutoCloseable {
 
     /** Reduces raw memory onto {@code root}. */
     public void reduce(long address, long length, DataType type, ReduceOp op, int root) {
+        checkPeer(root, "root");
+        elements(length, type);
         reduce(nextSequence(), address, length, type, op, root);
     }
 
     /** Non-blocking reduce. */
     public CompletableFuture<Void> ireduce(ByteBuffer buf, DataType type, ReduceOp op, int root) {
+        checkPeer(root, "root");
+        elements(buf.remaining(), type);
         final long s = nextSequence();
         final long a = address(buf);
         final long n = buf.remaining();
@@ -557,11 +563,13 @@ public final class Communicator implements AutoCloseable {
 
     /** All-reduces raw memory in place. */
     public void allReduce(long address, long length, DataType type, ReduceOp op, Algorithm algorithm) {
+        elements(length, type);
         allReduce(nextSequence(), address, length, type, op, algorithm);
     }
 
     /** Non-blocking all-reduce. */
     public CompletableFuture<Void> iallReduce(ByteBuffer buf, DataType type, ReduceOp op) {
+        elements(buf.remaining(), type);
         final long s = nextSequence();
         final long a = address(buf);
         final long n = buf.remaining();
@@ -593,11 +601,13 @@ public final class Communicator implements AutoCloseable {
      * into {@code recv} (one block). {@code send} is left unchanged.
      */
     public void reduceScatter(ByteBuffer send, ByteBuffer recv, DataType type, ReduceOp op) {
+        checkReduceScatter(send.remaining(), recv.remaining(), type);
         reduceScatter(nextSequence(), address(send), send.remaining(), address(recv), recv.remaining(), type, op);
     }
 
     /** Non-blocking reduce-scatter. */
     public CompletableFuture<Void> ireduceScatter(ByteBuffer send, ByteBuffer recv, DataType type, ReduceOp op) {
+        checkReduceScatter(send.remaining(), recv.remaining(), type);
         final long s = nextSequence();
         final long sa = address(send);
         final long sn = send.remaining();
@@ -608,17 +618,38 @@ public final class Communicator implements AutoCloseable {
 
     /** All-gather: every rank's {@code send} block lands at {@code rank * block} of every rank's {@code recv}. */
     public void allGather(ByteBuffer send, ByteBuffer recv) {
+        checkBlocks("allGather: recv", recv.remaining(), send.remaining());
         allGather(nextSequence(), address(send), send.remaining(), address(recv), recv.remaining());
     }
 
     /** Non-blocking all-gather. */
     public CompletableFuture<Void> iallGather(ByteBuffer send, ByteBuffer recv) {
+        checkBlocks("allGather: recv", recv.remaining(), send.remaining());
         final long s = nextSequence();
         final long sa = address(send);
         final long sn = send.remaining();
         final long ra = address(recv);
         final long rn = recv.remaining();
         return runAsync(() -> allGather(s, sa, sn, ra, rn));
+    }
+
+    private void checkReduceScatter(long sendLen, long recvLen, DataType type) {
+        elements(recvLen, type);
+        checkBlocks("reduceScatter: send", sendLen, recvLen);
+    }
+
+    private void checkBlocks(String what, long whole, long block) {
+        if (whole != block * size) {
+            throw new IllegalArgumentException(what + " must hold size * " + block + " = " + block * size
+                + " bytes, got " + whole);
+        }
+    }
+
+    private void checkAllToAll(long sendLen, long recvLen) {
+        if (sendLen != recvLen || sendLen % size != 0) {
+            throw new IllegalArgumentException("allToAll: send and recv must be equal multiples of size " + size
+                + " bytes, got " + sendLen + " and " + recvLen);
+        }
     }
 
     /** All-gathers float arrays: {@code recv.length == size * send.length}. */
@@ -642,12 +673,20 @@ public final class Communicator implements AutoCloseable {
 
     /** Gather: every rank's {@code send} block lands at {@code rank * block} of {@code recv} on {@code root}. */
     public void gather(ByteBuffer send, ByteBuffer recv, int root) {
+        checkPeer(root, "root");
+        if (rank == root) {
+            checkBlocks("gather: recv", recv == null ? 0 : recv.remaining(), send.remaining());
+        }
         gather(nextSequence(), address(send), send.remaining(), recv == null ? 0 : address(recv),
             recv == null ? 0 : recv.remaining(), root);
     }
 
     /** Non-blocking gather. */
     public CompletableFuture<Void> igather(ByteBuffer send, ByteBuffer recv, int root) {
+        checkPeer(root, "root");
+        if (rank == root) {
+            checkBlocks("gather: recv", recv == null ? 0 : recv.remaining(), send.remaining());
+        }
         final long s = nextSequence();
         final long sa = address(send);
         final long sn = send.remaining();
@@ -658,12 +697,20 @@ public final class Communicator implements AutoCloseable {
 
     /** Scatter: block i of {@code send} on {@code root} lands in rank i's {@code recv}. */
     public void scatter(ByteBuffer send, ByteBuffer recv, int root) {
+        checkPeer(root, "root");
+        if (rank == root) {
+            checkBlocks("scatter: send", send == null ? 0 : send.remaining(), recv.remaining());
+        }
         scatter(nextSequence(), send == null ? 0 : address(send), send == null ? 0 : send.remaining(),
             address(recv), recv.remaining(), root);
     }
 
     /** Non-blocking scatter. */
     public CompletableFuture<Void> iscatter(ByteBuffer send, ByteBuffer recv, int root) {
+        checkPeer(root, "root");
+        if (rank == root) {
+            checkBlocks("scatter: send", send == null ? 0 : send.remaining(), recv.remaining());
+        }
         final long s = nextSequence();
         final long sa = send == null ? 0 : address(send);
         final long sn = send == null ? 0 : send.remaining();
@@ -674,11 +721,13 @@ public final class Communicator implements AutoCloseable {
 
     /** All-to-all: block j of {@code send} goes to rank j and lands at block {@code rank} of its {@code recv}. */
     public void allToAll(ByteBuffer send, ByteBuffer recv) {
+        checkAllToAll(send.remaining(), recv.remaining());
         allToAll(nextSequence(), address(send), send.remaining(), address(recv), recv.remaining());
     }
 
     /** Non-blocking all-to-all. */
     public CompletableFuture<Void> iallToAll(ByteBuffer send, ByteBuffer recv) {
+        checkAllToAll(send.remaining(), recv.remaining());
         final long s = nextSequence();
         final long sa = address(send);
         final long sn = send.remaining();
@@ -693,6 +742,8 @@ public final class Communicator implements AutoCloseable {
      */
     public void allToAllV(ByteBuffer send, long[] sendCounts, long[] sendDispls, ByteBuffer recv, long[] recvCounts,
                           long[] recvDispls) {
+        checkRanges("send", send.remaining(), sendCounts, sendDispls);
+        checkRanges("recv", recv.remaining(), recvCounts, recvDispls);
         allToAllV(nextSequence(), address(send), send.remaining(), sendCounts, sendDispls, address(recv),
             recv.remaining(), recvCounts, recvDispls);
     }
@@ -700,6 +751,8 @@ public final class Communicator implements AutoCloseable {
     /** Non-blocking all-to-all-v. */
     public CompletableFuture<Void> iallToAllV(ByteBuffer send, long[] sendCounts, long[] sendDispls, ByteBuffer recv,
                                               long[] recvCounts, long[] recvDispls) {
+        checkRanges("send", send.remaining(), sendCounts, sendDispls);
+        checkRanges("recv", recv.remaining(), recvCounts, recvDispls);
         final long s = nextSequence();
         final long sa = address(send);
         final long sn = send.remaining();

@@ -65,12 +65,13 @@ final class Rendezvous {
         final Socket[] sockets = new Socket[size];
         final byte[][] nonces = new byte[size][];
         int joined = 1;
+        final List<String> refusals = new ArrayList<>();
         try {
             while (joined < size) {
                 final long left = deadline - System.currentTimeMillis();
                 if (left <= 0) {
                     throw new RendezvousException("rendezvous timed out after " + timeoutMs + " ms: " + joined
-                        + " of " + size + " ranks joined");
+                        + " of " + size + " ranks joined" + (refusals.isEmpty() ? "" : "; refused: " + refusals));
                 }
                 server.setSoTimeout((int) Math.min(Integer.MAX_VALUE, left));
                 final Socket s;
@@ -96,6 +97,7 @@ final class Rendezvous {
                     out.writeInt(MAGIC);
                     out.writeShort(protocolVersion);
                     if (version != protocolVersion) {
+                        refusals.add("protocol version " + version + " (expected " + protocolVersion + ")");
                         refuse(out, s, VERSION_MISMATCH, "protocol version mismatch: this rank speaks version "
                             + version + ", coordinator (rank 0) speaks version " + protocolVersion
                             + "; run the same Poniard build on every rank");
@@ -115,11 +117,13 @@ final class Rendezvous {
                     if (!MessageDigest.isEqual(macJ, hmac(secret, "J", nonceC, nonceJ))) {
                         LOG.warn("rendezvous: refused rank {} from {}: wrong shared secret", rank,
                             s.getRemoteSocketAddress());
+                        refusals.add("rank " + rank + ": wrong shared secret");
                         refuseStatus(out, s, AUTH_FAILED, "authentication failed: wrong shared secret "
                             + "(PONIARD_SECRET / PONIARD_SECRET_FILE differ from rank 0's)");
                         continue;
                     }
                     if (theirSize != size || rank <= 0 || rank >= size || sockets[rank] != null) {
+                        refusals.add("rank " + rank + " of size " + theirSize);
                         refuseStatus(out, s, BAD_RANK, "rank " + rank + " of size " + theirSize
                             + " refused: coordinator expects size " + size
                             + (rank > 0 && rank < size && sockets[rank] != null ? " and rank " + rank
@@ -132,6 +136,8 @@ final class Rendezvous {
                     joined++;
                 } catch (IOException e) {
                     LOG.warn("rendezvous: dropped a joiner from {}: {}", s.getRemoteSocketAddress(), e.toString());
+                    refusals.add("a joiner left during the handshake (it rejects rank 0's proof of the shared "
+                        + "secret when the secrets differ)");
                     closeQuietly(s);
                 }
             }
