@@ -132,11 +132,20 @@ public final class Communicator implements AutoCloseable {
                 .clientLivenessTimeoutNs(Math.max(ctx.failureTimeoutMs() * 2L, 2000L) * 1_000_000L)
                 .errorHandler(t -> LOG.warn("media driver (rank {}): {}", rank, t.toString()));
             final MediaDriver driver = MediaDriver.launch(mdc);
+            // A rank stopped by a signal still removes its driver directory (SIGKILL is the launcher's job).
+            final Thread hook = new Thread(() -> IoUtil.delete(new File(dir), true), "poniard-comm-dir-cleanup");
+            Runtime.getRuntime().addShutdownHook(hook);
             resources.add(() -> {
                 driver.close();
                 IoUtil.delete(new File(dir), true);
+                try {
+                    Runtime.getRuntime().removeShutdownHook(hook);
+                } catch (IllegalStateException ignored) {
+                    // already shutting down
+                }
             });
         }
+        watchLauncher();
         final Aeron aeron = connectAeron(ctx, dir);
         resources.add(aeron);
 
@@ -224,6 +233,24 @@ public final class Communicator implements AutoCloseable {
         }
         LOG.debug("rank {}: connected, {} ranks, cost model {}", rank, size, comm.costModel);
         return comm;
+    }
+
+    /** A rank started by {@link dev.poniard.scheduler.comm.launch.Launcher} exits when its launcher is gone. */
+    private static void watchLauncher() {
+        final String pid = System.getenv("PONIARD_LAUNCHER_PID");
+        if (pid == null || pid.isBlank()) {
+            return;
+        }
+        try {
+            ProcessHandle.of(Long.parseLong(pid.trim())).ifPresentOrElse(
+                ph -> ph.onExit().thenRun(() -> {
+                    LOG.error("launcher (pid {}) is gone; this rank exits", pid);
+                    System.exit(143);
+                }),
+                () -> LOG.warn("launcher pid {} not found", pid));
+        } catch (NumberFormatException e) {
+            LOG.warn("PONIARD_LAUNCHER_PID is not a pid: {}", pid);
+        }
     }
 
     private static Aeron connectAeron(Context ctx, String dir) {

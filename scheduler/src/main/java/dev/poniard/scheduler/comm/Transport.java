@@ -267,6 +267,8 @@ final class Transport implements AutoCloseable {
             if (op instanceof SendOp s) {
                 if (s.dest == rank) {
                     selfSends.add(s);
+                } else if (sources[s.dest].closed) {
+                    s.request.fail(closedPeer(s.dest));
                 } else {
                     sendQueues[s.dest].add(s);
                 }
@@ -297,6 +299,10 @@ final class Transport implements AutoCloseable {
                 }
                 return;
             }
+        }
+        if (src.closed) {
+            r.request.fail(closedPeer(r.source));
+            return;
         }
         src.posted.add(r);
     }
@@ -455,8 +461,18 @@ final class Transport implements AutoCloseable {
         final String reason = new String(text, StandardCharsets.UTF_8);
         final long lost = h.sequence() - 1;
         if (h.step() == 1) {
-            sources[source].closed = true;
-            raiseQuietly(new CommAbortedException(source, "rank " + source + " closed its communicator"));
+            // A graceful goodbye: only operations that need that rank fail (its frames arrived before this one).
+            final SourceState src = sources[source];
+            src.closed = true;
+            final CommAbortedException gone = closedPeer(source);
+            for (RecvOp r : src.posted) {
+                r.request.fail(gone);
+            }
+            src.posted.clear();
+            for (SendOp q : sendQueues[source]) {
+                q.request.fail(gone);
+            }
+            sendQueues[source].clear();
             return;
         }
         if (lost >= 0 && lost < size) {
@@ -638,12 +654,8 @@ final class Transport implements AutoCloseable {
         failPending(e);
     }
 
-    private void raiseQuietly(CommException e) {
-        if (failure == null) {
-            failure = e;
-            LOG.debug("rank {}: {}", rank, e.getMessage());
-            failPending(e);
-        }
+    private static CommAbortedException closedPeer(int peer) {
+        return new CommAbortedException(peer, "rank " + peer + " has closed its communicator");
     }
 
     private void failPending(CommException e) {
