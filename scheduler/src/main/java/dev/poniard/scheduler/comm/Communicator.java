@@ -82,6 +82,8 @@ public final class Communicator implements AutoCloseable {
     private final ExecutorService async;
     private final ConcurrentLinkedDeque<ByteBuffer> scratch;
     private volatile CostModel costModel = CostModel.DEFAULT;
+    /** Per world rank: shares this rank's host and media driver (IPC, shared memory windows). */
+    private boolean[] sameHost;
     private volatile boolean closed;
 
     private Communicator(Transport transport, Communicator world, int commId, int[] group, int rank, Context ctx,
@@ -225,6 +227,10 @@ public final class Communicator implements AutoCloseable {
         final ExecutorService async = Executors.newCachedThreadPool(tf);
         final Communicator comm = new Communicator(transport, null, WORLD_ID, group, rank, ctx, async,
             new ConcurrentLinkedDeque<>());
+        comm.sameHost = new boolean[size];
+        for (int p = 0; p < size; p++) {
+            comm.sameHost[p] = table.endpoints().get(p).hostKey().equals(hostKey);
+        }
         try {
             comm.costModel = comm.establishCostModel();
         } catch (RuntimeException e) {
@@ -830,6 +836,7 @@ public final class Communicator implements AutoCloseable {
         }
         final Communicator sub = new Communicator(transport, world, id, newGroup, newRank, ctx, async, scratch);
         sub.costModel = costModel;
+        sub.sameHost = sameHost;
         return sub;
     }
 
@@ -1395,6 +1402,30 @@ public final class Communicator implements AutoCloseable {
 
     Transport transport() {
         return transport;
+    }
+
+    /** Whether every rank of this communicator shares this rank's host (and media driver). */
+    public boolean allOnThisHost() {
+        for (int w : group) {
+            if (!sameHost[w]) {
+                return false;
+            }
+        }
+        return true;
+    }
+
+    /** The context this communicator was connected with. */
+    Context context() {
+        return ctx;
+    }
+
+    /** A fresh sequence number of this communicator (collective: every rank must call it in the same order). */
+    long takeSequence() {
+        return nextSequence();
+    }
+
+    int communicatorId() {
+        return commId;
     }
 
     /** Closes this communicator; closing the world communicator stops the transport and its media driver. */
