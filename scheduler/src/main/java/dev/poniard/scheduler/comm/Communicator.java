@@ -209,7 +209,7 @@ public final class Communicator implements AutoCloseable {
         final Transport.Settings settings = new Transport.Settings(rank, size,
             ctx.heartbeatIntervalMs() * 1_000_000L, ctx.failureTimeoutMs() * 1_000_000L,
             ctx.operationTimeoutMs() * 1_000_000L, ctx.unexpectedBudget(), ctx.maxMessageLength(),
-            ctx.chunkLength(), ctx.idleParkNs());
+            ctx.chunkLength(), ctx.idleParkNs(), ctx.idleSpins(), ctx.idleYields());
         final Transport transport = new Transport(settings, aeron, pubs, List.of(ipcSub, udpSub));
         for (AutoCloseable r : resources) {
             transport.onClose(() -> closeQuietly(r));
@@ -352,11 +352,11 @@ public final class Communicator implements AutoCloseable {
     private void pingPong(long seq, int step, int peer, long address, long bytes) {
         if (rank == 0) {
             final Request r = irecv(seq, step + 1, peer, address, bytes);
-            isend(seq, step, peer, address, bytes).await(spin());
-            r.await(spin());
+            isend(seq, step, peer, address, bytes).await(spin(), yields());
+            r.await(spin(), yields());
         } else {
-            irecv(seq, step, peer, address, bytes).await(spin());
-            isend(seq, step + 1, peer, address, bytes).await(spin());
+            irecv(seq, step, peer, address, bytes).await(spin(), yields());
+            isend(seq, step + 1, peer, address, bytes).await(spin(), yields());
         }
     }
 
@@ -428,7 +428,7 @@ public final class Communicator implements AutoCloseable {
 
     /** Sends {@code length} bytes at {@code address}. */
     public void send(long address, long length, int dest, int tag) {
-        isendRequest(address, length, dest, tag).await(spin());
+        isendRequest(address, length, dest, tag).await(spin(), yields());
     }
 
     /** Non-blocking send; the future completes when the buffer may be reused. */
@@ -449,7 +449,7 @@ public final class Communicator implements AutoCloseable {
     /** Receives at most {@code capacity} bytes into {@code address}; returns the bytes received. */
     public long recv(long address, long capacity, int source, int tag) {
         final Request r = irecvRequest(address, capacity, source, tag);
-        r.await(spin());
+        r.await(spin(), yields());
         return r.length;
     }
 
@@ -872,7 +872,7 @@ public final class Communicator implements AutoCloseable {
         int mask = 1;
         while (mask < size) {
             if ((vr & mask) != 0) {
-                irecv(seq, step, (vr - mask + root) % size, address, length).await(spin());
+                irecv(seq, step, (vr - mask + root) % size, address, length).await(spin(), yields());
                 break;
             }
             mask <<= 1;
@@ -906,7 +906,7 @@ public final class Communicator implements AutoCloseable {
         for (int i = 0; i < k; i++) {
             final long off = i * seg;
             if (recvs[i] != null) {
-                recvs[i].await(spin());
+                recvs[i].await(spin(), yields());
             }
             if (next >= 0) {
                 sends[i] = isend(seq, i, next, address + off, Math.max(0, Math.min(seg, length - off)));
@@ -933,10 +933,10 @@ public final class Communicator implements AutoCloseable {
                 if ((vr & mask) == 0) {
                     final int src = vr | mask;
                     if (src < size) {
-                        irecvReduce(seq, step, (src + root) % size, accAddr, length, type, op, false).await(spin());
+                        irecvReduce(seq, step, (src + root) % size, accAddr, length, type, op, false).await(spin(), yields());
                     }
                 } else {
-                    isend(seq, step, ((vr & ~mask) + root) % size, accAddr, length).await(spin());
+                    isend(seq, step, ((vr & ~mask) + root) % size, accAddr, length).await(spin(), yields());
                     break;
                 }
                 mask <<= 1;
@@ -1021,10 +1021,10 @@ public final class Communicator implements AutoCloseable {
     private int foldIn(long seq, long address, long length, DataType type, ReduceOp op, int rem) {
         if (rank < 2 * rem) {
             if (rank % 2 == 0) {
-                isend(seq, 0, rank + 1, address, length).await(spin());
+                isend(seq, 0, rank + 1, address, length).await(spin(), yields());
                 return -1;
             }
-            irecvReduce(seq, 0, rank - 1, address, length, type, op, true).await(spin());
+            irecvReduce(seq, 0, rank - 1, address, length, type, op, true).await(spin(), yields());
             return rank / 2;
         }
         return rank - rem;
@@ -1033,9 +1033,9 @@ public final class Communicator implements AutoCloseable {
     private void foldOut(long seq, long address, long length, int rem) {
         if (rank < 2 * rem) {
             if (rank % 2 == 1) {
-                isend(seq, 9999, rank - 1, address, length).await(spin());
+                isend(seq, 9999, rank - 1, address, length).await(spin(), yields());
             } else {
-                irecv(seq, 9999, rank + 1, address, length).await(spin());
+                irecv(seq, 9999, rank + 1, address, length).await(spin(), yields());
             }
         }
     }
@@ -1174,7 +1174,7 @@ public final class Communicator implements AutoCloseable {
     private void gather(long seq, long sendAddr, long block, long recvAddr, long recvLen, int root) {
         checkPeer(root, "root");
         if (rank != root) {
-            isend(seq, 0, root, sendAddr, block).await(spin());
+            isend(seq, 0, root, sendAddr, block).await(spin(), yields());
             return;
         }
         if (recvLen != block * size) {
@@ -1194,7 +1194,7 @@ public final class Communicator implements AutoCloseable {
     private void scatter(long seq, long sendAddr, long sendLen, long recvAddr, long block, int root) {
         checkPeer(root, "root");
         if (rank != root) {
-            irecv(seq, 0, root, recvAddr, block).await(spin());
+            irecv(seq, 0, root, recvAddr, block).await(spin(), yields());
             return;
         }
         if (sendLen != block * size) {
@@ -1276,7 +1276,7 @@ public final class Communicator implements AutoCloseable {
                 continue;
             }
             try {
-                r.await(spin());
+                r.await(spin(), yields());
             } catch (CommException e) {
                 if (first == null) {
                     first = e;
@@ -1290,6 +1290,10 @@ public final class Communicator implements AutoCloseable {
 
     private long spin() {
         return ctx.waitSpins();
+    }
+
+    private long yields() {
+        return ctx.waitYields();
     }
 
     private long nextSequence() {
@@ -1466,8 +1470,11 @@ public final class Communicator implements AutoCloseable {
         private long rendezvousTimeoutMs = Long.getLong("poniard.comm.rendezvousTimeoutMs", 60_000);
         private long unexpectedBudget = Long.getLong("poniard.comm.unexpectedBudget", 64L << 20);
         private long maxMessageLength = Long.getLong("poniard.comm.maxMessageLength", (long) Integer.MAX_VALUE - 64);
-        private long waitSpins = Long.getLong("poniard.comm.waitSpins", 20_000);
+        private long waitSpins = Long.getLong("poniard.comm.waitSpins", 0);
+        private long waitYields = Long.getLong("poniard.comm.waitYields", 2000);
         private long idleParkNs = Long.getLong("poniard.comm.idleParkNs", 50_000);
+        private int idleSpins = Integer.getInteger("poniard.comm.idleSpins", 0);
+        private int idleYields = Integer.getInteger("poniard.comm.idleYields", 2000);
         private double alpha = doubleProperty("poniard.comm.alpha");
         private double beta = doubleProperty("poniard.comm.beta");
         private double gamma = doubleProperty("poniard.comm.gamma");
@@ -1774,12 +1781,42 @@ public final class Communicator implements AutoCloseable {
             return this;
         }
 
+        public long waitYields() {
+            return waitYields;
+        }
+
+        /** Yields a waiting caller makes after spinning and before parking. */
+        public Context waitYields(long yields) {
+            this.waitYields = yields;
+            return this;
+        }
+
         public long idleParkNs() {
             return idleParkNs;
         }
 
         public Context idleParkNs(long ns) {
             this.idleParkNs = ns;
+            return this;
+        }
+
+        public int idleSpins() {
+            return idleSpins;
+        }
+
+        /** Idle progress-loop iterations spent spinning before yielding. */
+        public Context idleSpins(int spins) {
+            this.idleSpins = spins;
+            return this;
+        }
+
+        public int idleYields() {
+            return idleYields;
+        }
+
+        /** Idle progress-loop iterations spent yielding before parking for {@link #idleParkNs()}. */
+        public Context idleYields(int yields) {
+            this.idleYields = yields;
             return this;
         }
 

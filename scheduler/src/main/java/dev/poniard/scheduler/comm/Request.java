@@ -79,10 +79,15 @@ final class Request {
 
     /** Waits for completion; rethrows the failure as a {@link CommException}. */
     void await(long spinIterations) {
+        await(spinIterations, 20);
+    }
+
+    /** Waits: {@code spinIterations} busy spins, then {@code yields} yields, then parks until signalled. */
+    void await(long spinIterations, long yields) {
         for (long i = 0; i < spinIterations && state == PENDING; i++) {
             Thread.onSpinWait();
         }
-        for (int i = 0; i < 20 && state == PENDING; i++) {
+        for (long i = 0; i < yields && state == PENDING; i++) {
             Thread.yield();
         }
         if (state == PENDING) {

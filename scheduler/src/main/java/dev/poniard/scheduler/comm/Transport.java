@@ -61,7 +61,8 @@ final class Transport implements AutoCloseable {
 
     /** Settings the transport needs; {@link Communicator.Context} fills it. */
     record Settings(int rank, int size, long heartbeatIntervalNs, long failureTimeoutNs, long operationTimeoutNs,
-                    long unexpectedBudget, long maxMessageLength, int chunkLength, long parkNs) {
+                    long unexpectedBudget, long maxMessageLength, int chunkLength, long parkNs,
+                    int idleSpins, int idleYields) {
     }
 
     private final Settings settings;
@@ -228,9 +229,9 @@ final class Transport implements AutoCloseable {
                 }
                 if (work > 0) {
                     idleCount = 0;
-                } else if (++idleCount < 2000) {
+                } else if (++idleCount < settings.idleSpins()) {
                     Thread.onSpinWait();
-                } else if (idleCount < 2100) {
+                } else if (idleCount < (long) settings.idleSpins() + settings.idleYields()) {
                     Thread.yield();
                 } else {
                     sleeping = true;
