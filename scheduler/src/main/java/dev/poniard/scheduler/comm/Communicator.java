@@ -84,6 +84,8 @@ public final class Communicator implements AutoCloseable {
     private volatile CostModel costModel = CostModel.DEFAULT;
     /** Per world rank: shares this rank's host and media driver (IPC, shared memory windows). */
     private boolean[] sameHost;
+    /** The IPC stream this rank subscribes to (tests inject hostile frames into it). */
+    private int ipcStreamId;
     private volatile boolean closed;
 
     private Communicator(Transport transport, Communicator world, int commId, int[] group, int rank, Context ctx,
@@ -227,6 +229,7 @@ public final class Communicator implements AutoCloseable {
         final ExecutorService async = Executors.newCachedThreadPool(tf);
         final Communicator comm = new Communicator(transport, null, WORLD_ID, group, rank, ctx, async,
             new ConcurrentLinkedDeque<>());
+        comm.ipcStreamId = table.streamBase() + rank;
         comm.sameHost = new boolean[size];
         for (int p = 0; p < size; p++) {
             comm.sameHost[p] = table.endpoints().get(p).hostKey().equals(hostKey);
@@ -1426,6 +1429,10 @@ public final class Communicator implements AutoCloseable {
     /** A fresh sequence number of this communicator (collective: every rank must call it in the same order). */
     long takeSequence() {
         return nextSequence();
+    }
+
+    int ipcStreamId() {
+        return ipcStreamId;
     }
 
     int communicatorId() {

@@ -476,11 +476,13 @@ final class Transport implements AutoCloseable {
             sendQueues[source].clear();
             return;
         }
+        final int claimed = h.communicatorId();
+        final int origin = claimed >= 0 && claimed < size ? claimed : source;
         if (lost >= 0 && lost < size) {
-            raise(new RankLostException((int) lost, "rank " + lost + " was lost (reported by rank " + source
+            raise(new RankLostException((int) lost, "rank " + lost + " was lost (reported by rank " + origin
                 + "): " + reason), (int) lost, reason);
         } else {
-            raise(new CommAbortedException(source, "communicator aborted by rank " + source + ": " + reason),
+            raise(new CommAbortedException(origin, "communicator aborted by rank " + origin + ": " + reason),
                 -1, reason);
         }
     }
@@ -626,12 +628,17 @@ final class Transport implements AutoCloseable {
     }
 
     private void controlFrame(int p, int type, long seq, int step, byte[] payload) {
+        controlFrame(p, type, seq, step, payload, rank);
+    }
+
+    /** A control frame; the communicator-id field carries the rank the abort originated on. */
+    private void controlFrame(int p, int type, long seq, int step, byte[] payload, int origin) {
         final ExclusivePublication pub = publications[p];
         final int len = payload == null ? 0 : Math.min(payload.length, FrameDecoder.MAX_CONTROL_PAYLOAD);
         if (pub.tryClaim(FrameHeader.LENGTH + len, claim) > 0) {
             final MutableDirectBuffer b = claim.buffer();
             final int o = claim.offset();
-            FrameHeader.write(b, o, type, 0, 0, 0, rank, seq, step, 0, len, len, 0);
+            FrameHeader.write(b, o, type, 0, 0, origin, rank, seq, step, 0, len, len, 0);
             if (len > 0) {
                 b.putBytes(o + FrameHeader.LENGTH, payload, 0, len);
             }
@@ -647,9 +654,10 @@ final class Transport implements AutoCloseable {
         failure = e;
         LOG.warn("rank {}: {}", rank, e.getMessage());
         final byte[] text = reason.getBytes(StandardCharsets.UTF_8);
+        final int origin = e instanceof CommAbortedException a ? a.originRank() : rank;
         for (int p = 0; p < size; p++) {
             if (publications[p] != null && p != lostRank && !sources[p].closed) {
-                controlFrame(p, FrameHeader.TYPE_ABORT, lostRank + 1L, 0, text);
+                controlFrame(p, FrameHeader.TYPE_ABORT, lostRank + 1L, 0, text, origin);
             }
         }
         failPending(e);

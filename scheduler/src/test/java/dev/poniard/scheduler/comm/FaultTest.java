@@ -73,20 +73,57 @@ class FaultTest {
     }
 
     @Test
-    void shouldDropMalformedFramesWithoutHarm() {
-        try (LocalCluster cluster = fastFailing(2, 60_000)) {
-            // A hostile publisher on rank 0's IPC stream: it cannot know the stream id, so it floods several.
+    void shouldDropHostileFramesOnTheLiveStreamWithoutHarm() {
+        final long seed = System.nanoTime();
+        System.out.println("shouldDropHostileFramesOnTheLiveStreamWithoutHarm seed=" + seed);
+        final java.util.Random random = new java.util.Random(seed);
+        try (LocalCluster cluster = fastFailing(2, 60_000);
+             io.aeron.Aeron attacker = io.aeron.Aeron.connect(new io.aeron.Aeron.Context()
+                 .aeronDirectoryName(cluster.aeronDirectoryName()))) {
+            final Communicator victim = cluster.comm(0);
+            final io.aeron.ExclusivePublication pub =
+                attacker.addExclusivePublication("aeron:ipc", victim.ipcStreamId());
+            while (!pub.isConnected()) {
+                Thread.onSpinWait();
+            }
+            final org.agrona.concurrent.UnsafeBuffer b =
+                new org.agrona.concurrent.UnsafeBuffer(ByteBuffer.allocateDirect(4096));
+            int sent = 0;
+            for (int i = 0; i < 2000; i++) {
+                final int len;
+                if (i % 2 == 0) {
+                    len = random.nextInt(200);
+                    for (int j = 0; j < len; j++) {
+                        b.putByte(j, (byte) random.nextInt());
+                    }
+                } else {
+                    // A valid-looking frame that claims to come from rank 1 (spoofed session) or mutated.
+                    len = dev.poniard.scheduler.comm.frame.FrameHeader.LENGTH + 64;
+                    dev.poniard.scheduler.comm.frame.FrameHeader.write(b, 0,
+                        dev.poniard.scheduler.comm.frame.FrameHeader.TYPE_P2P, 0, 0, 1, 1, 0, 0, 0, 64, 64, 64);
+                    if (random.nextBoolean()) {
+                        b.putByte(random.nextInt(dev.poniard.scheduler.comm.frame.FrameHeader.LENGTH),
+                            (byte) random.nextInt());
+                    }
+                }
+                while (pub.offer(b, 0, len) < 0) {
+                    Thread.onSpinWait();
+                }
+                sent++;
+            }
+            final long deadline = System.nanoTime() + 10_000_000_000L;
+            while (victim.malformedFrames() < 1000 && System.nanoTime() < deadline) {
+                Thread.onSpinWait();
+            }
+            assertTrue(victim.malformedFrames() >= 1000, "dropped " + victim.malformedFrames() + " of " + sent);
+            // The job is unharmed.
             cluster.run(c -> {
-                c.barrier();
-                return null;
-            });
-            final int[] v = {1};
-            cluster.run(c -> {
-                final int[] x = v.clone();
+                final int[] x = {c.rank() + 1};
                 c.allReduce(x, ReduceOp.SUM);
-                assertEquals(2, x[0]);
+                assertEquals(3, x[0]);
                 return null;
             });
+            assertEquals(null, victim.failure());
         }
     }
 }
