@@ -1421,6 +1421,11 @@ public final class Communicator implements AutoCloseable {
         return true;
     }
 
+    /** Whether {@code rank} of this communicator shares this rank's host. */
+    boolean sameHostAs(int rank) {
+        return sameHost[group[rank]];
+    }
+
     /** The context this communicator was connected with. */
     Context context() {
         return ctx;

@@ -46,6 +46,18 @@ public final class LocalCluster implements AutoCloseable {
 
     /** Starts {@code n} ranks; {@code customizer} adjusts each rank's context (it sees rank and size set). */
     public static LocalCluster launch(int n, Consumer<Communicator.Context> customizer) {
+        return launch(n, customizer, false);
+    }
+
+    /**
+     * Starts {@code n} ranks that each run their own media driver, so that they talk UDP over loopback and use
+     * no shared memory between them: the multi-host code paths, on one machine.
+     */
+    public static LocalCluster launchAsSeparateHosts(int n, Consumer<Communicator.Context> customizer) {
+        return launch(n, customizer, true);
+    }
+
+    private static LocalCluster launch(int n, Consumer<Communicator.Context> customizer, boolean separateHosts) {
         if (n < 1) {
             throw new IllegalArgumentException("n must be >= 1: " + n);
         }
@@ -56,7 +68,7 @@ public final class LocalCluster implements AutoCloseable {
         final File shm = new File("/dev/shm");
         final String dir = (shm.isDirectory() ? shm.getPath() : System.getProperty("java.io.tmpdir"))
             + File.separator + "poniard-" + launchId + "-aeron";
-        final MediaDriver driver = MediaDriver.launch(new MediaDriver.Context()
+        final MediaDriver driver = separateHosts ? null : MediaDriver.launch(new MediaDriver.Context()
             .aeronDirectoryName(dir)
             .dirDeleteOnStart(true)
             .dirDeleteOnShutdown(true)
@@ -70,7 +82,9 @@ public final class LocalCluster implements AutoCloseable {
         try (ServerSocket probe = new ServerSocket(0)) {
             port = probe.getLocalPort();
         } catch (IOException e) {
-            driver.close();
+            if (driver != null) {
+                driver.close();
+            }
             throw new CommException("no free port for the rendezvous: " + e, e);
         }
         final ExecutorService threads = Executors.newFixedThreadPool(n, r -> {
@@ -82,7 +96,8 @@ public final class LocalCluster implements AutoCloseable {
         for (int r = 0; r < n; r++) {
             final Communicator.Context ctx = new Communicator.Context().rank(r).size(n).localRank(r)
                 .coordinatorHost("127.0.0.1").coordinatorPort(port).secret(secret).launchId(launchId)
-                .aeronDirectoryName(dir).launchDriver(false).rendezvousTimeoutMs(30_000);
+                .aeronDirectoryName(separateHosts ? dir + "-host" + r : dir).launchDriver(separateHosts)
+                .rendezvousTimeoutMs(30_000);
             customizer.accept(ctx);
             futures.add(threads.submit(() -> Communicator.connect(ctx)));
         }
@@ -163,7 +178,12 @@ public final class LocalCluster implements AutoCloseable {
             }
         }
         threads.shutdownNow();
-        driver.close();
+        if (driver != null) {
+            driver.close();
+        }
         IoUtil.delete(new File(dir), true);
+        for (int r = 0; r < comms.length; r++) {
+            IoUtil.delete(new File(dir + "-host" + r), true);
+        }
     }
 }

@@ -160,6 +160,16 @@ final class Transport implements AutoCloseable {
         return op.request;
     }
 
+    /** A send whose frames carry an element type and operator (RMA accumulate). */
+    Request sendTyped(int type, int commId, long seq, int step, int dest, long address, long length, DataType dtype,
+                      ReduceOp rop) {
+        final SendOp op = new SendOp(type, commId, seq, step, dest, address, length);
+        op.dtype = dtype.code();
+        op.op = rop.code();
+        submit(op);
+        return op.request;
+    }
+
     Request recv(int type, int commId, long seq, int step, int source, long address, long capacity) {
         final RecvOp op = new RecvOp(type, commId, seq, step, source, address, capacity, null, null, false);
         submit(op);
@@ -221,6 +231,7 @@ final class Transport implements AutoCloseable {
                 for (int i = 0, n = subscriptions.size(); i < n; i++) {
                     work += subscriptions.get(i).controlledPoll(handler, FRAGMENT_LIMIT);
                 }
+                work += grantWaitingLocks();
                 work += progressSends();
                 final long now = System.nanoTime();
                 if (now - lastHousekeepingNs > 1_000_000L) {
@@ -384,6 +395,9 @@ final class Transport implements AutoCloseable {
         }
         // A new message: bind to a posted receive, else buffer it, else leave it in the log.
         final long total = h.totalLength();
+        if (type == FrameHeader.TYPE_RMA && h.step() < RMA_REPLIES) {
+            return onRmaRequest(src, h, buffer, offset, header.sessionId());
+        }
         RecvOp match = null;
         for (Iterator<RecvOp> it = src.posted.iterator(); it.hasNext(); ) {
             final RecvOp r = it.next();
@@ -419,6 +433,148 @@ final class Transport implements AutoCloseable {
         return ControlledFragmentHandler.Action.CONTINUE;
     }
 
+    // ------------------------------------------------------------------ RMA targets (progress thread only)
+
+    static final int RMA_PUT = 0;
+    static final int RMA_ACCUMULATE = 1;
+    static final int RMA_GET = 2;
+    static final int RMA_LOCK = 3;
+    static final int RMA_UNLOCK = 4;
+    /** Steps at or above this are replies, matched like ordinary receives. */
+    static final int RMA_REPLIES = 16;
+    static final int RMA_GET_REPLY = 16;
+    static final int RMA_LOCK_GRANT = 17;
+    static final int RMA_UNLOCK_ACK = 18;
+
+    /** A window this rank exposes: data memory, its size, and the shared lock word. */
+    static final class RmaTarget {
+        final long address;
+        final long size;
+        final long lockWord;
+        final ArrayDeque<long[]> waitingLocks = new ArrayDeque<>();
+
+        RmaTarget(long address, long size, long lockWord) {
+            this.address = address;
+            this.size = size;
+            this.lockWord = lockWord;
+        }
+    }
+
+    private final org.agrona.collections.Int2ObjectHashMap<RmaTarget> windows =
+        new org.agrona.collections.Int2ObjectHashMap<>();
+
+    /** Exposes a window to remote ranks (call through {@link #execute}). */
+    void registerWindow(int id, RmaTarget target) {
+        windows.put(id, target);
+    }
+
+    void unregisterWindow(int id) {
+        windows.remove(id);
+    }
+
+    static boolean tryLockWord(long word, boolean exclusive) {
+        final int v = org.agrona.UnsafeApi.getIntVolatile(null, word);
+        return exclusive ? v == 0 && org.agrona.UnsafeApi.compareAndSetInt(null, word, 0, -1)
+            : v >= 0 && org.agrona.UnsafeApi.compareAndSetInt(null, word, v, v + 1);
+    }
+
+    static void unlockWord(long word, boolean exclusive) {
+        if (exclusive) {
+            org.agrona.UnsafeApi.putIntVolatile(null, word, 0);
+        } else {
+            org.agrona.UnsafeApi.getAndAddInt(null, word, -1);
+        }
+    }
+
+    private void reply(int dest, int windowId, long requestId, int step, long address, long length) {
+        final SendOp op = new SendOp(FrameHeader.TYPE_RMA, windowId, requestId, step, dest, address, length);
+        op.deadlineNs = System.nanoTime() + settings.operationTimeoutNs();
+        sendQueues[dest].add(op);
+    }
+
+    private ControlledFragmentHandler.Action onRmaRequest(SourceState src, FrameHeader h, DirectBuffer buffer,
+                                                          int offset, int sessionId) {
+        final RmaTarget w = windows.get(h.communicatorId());
+        final long total = h.totalLength();
+        final long at = h.sequence();
+        final int step = h.step();
+        final int source = src.rank;
+        if (w == null) {
+            malformed(FrameError.OUT_OF_SEQUENCE, sessionId);
+            src.startDiscard(h);
+            acceptChunk(src, h, 0, h.payloadLength());
+            return ControlledFragmentHandler.Action.CONTINUE;
+        }
+        switch (step) {
+            case RMA_PUT, RMA_ACCUMULATE -> {
+                final DataType dtype = step == RMA_ACCUMULATE ? DataType.fromCode(h.dtype()) : null;
+                final ReduceOp rop = step == RMA_ACCUMULATE ? ReduceOp.fromCode(h.op()) : null;
+                if (at < 0 || at + total > w.size || (step == RMA_ACCUMULATE && (dtype == null || rop == null
+                    || total % dtype.size() != 0 || h.chunkLength() % dtype.size() != 0))) {
+                    malformed(FrameError.BAD_TOTAL_LENGTH, sessionId);
+                    src.startDiscard(h);
+                    acceptChunk(src, h, 0, h.payloadLength());
+                    return ControlledFragmentHandler.Action.CONTINUE;
+                }
+                final RecvOp r = new RecvOp(FrameHeader.TYPE_RMA, h.communicatorId(), at, step, source,
+                    w.address + at, total, dtype, rop, false);
+                if (step == RMA_ACCUMULATE) {
+                    if (!tryLockWord(w.lockWord, true)) {
+                        return ControlledFragmentHandler.Action.ABORT;
+                    }
+                    r.onComplete = () -> unlockWord(w.lockWord, true);
+                }
+                src.start(h, r, null);
+                acceptChunk(src, h, buffer.addressOffset() + offset + FrameHeader.LENGTH, h.payloadLength());
+                return ControlledFragmentHandler.Action.CONTINUE;
+            }
+            default -> {
+                // Small requests: [request id i64][length or exclusive flag i64] in one frame.
+                if (total != 16 || h.payloadLength() != 16) {
+                    malformed(FrameError.BAD_PAYLOAD_LENGTH, sessionId);
+                    return ControlledFragmentHandler.Action.CONTINUE;
+                }
+                final long requestId = buffer.getLong(offset + FrameHeader.LENGTH, java.nio.ByteOrder.LITTLE_ENDIAN);
+                final long arg = buffer.getLong(offset + FrameHeader.LENGTH + 8, java.nio.ByteOrder.LITTLE_ENDIAN);
+                if (step == RMA_GET) {
+                    if (at < 0 || arg < 0 || at + arg > w.size) {
+                        malformed(FrameError.BAD_TOTAL_LENGTH, sessionId);
+                    } else {
+                        reply(source, h.communicatorId(), requestId, RMA_GET_REPLY, w.address + at, arg);
+                    }
+                } else if (step == RMA_LOCK) {
+                    if (tryLockWord(w.lockWord, arg != 0)) {
+                        reply(source, h.communicatorId(), requestId, RMA_LOCK_GRANT, 0, 0);
+                    } else {
+                        w.waitingLocks.add(new long[]{source, h.communicatorId(), requestId, arg});
+                    }
+                } else if (step == RMA_UNLOCK) {
+                    unlockWord(w.lockWord, arg != 0);
+                    reply(source, h.communicatorId(), requestId, RMA_UNLOCK_ACK, 0, 0);
+                } else {
+                    malformed(FrameError.BAD_STEP, sessionId);
+                }
+                return ControlledFragmentHandler.Action.CONTINUE;
+            }
+        }
+    }
+
+    private int grantWaitingLocks() {
+        int work = 0;
+        if (windows.isEmpty()) {
+            return 0;
+        }
+        for (RmaTarget w : windows.values()) {
+            long[] q;
+            while ((q = w.waitingLocks.peek()) != null && tryLockWord(w.lockWord, q[3] != 0)) {
+                w.waitingLocks.poll();
+                reply((int) q[0], (int) q[1], q[2], RMA_LOCK_GRANT, 0, 0);
+                work++;
+            }
+        }
+        return work;
+    }
+
     private void acceptChunk(SourceState src, FrameHeader h, long payloadAddress, int payload) {
         final long offset = (long) h.chunkIndex() * h.chunkLength();
         if (src.recv != null) {
@@ -436,6 +592,9 @@ final class Transport implements AutoCloseable {
             if (r != null) {
                 r.request.length = src.lastTotal;
                 r.request.complete();
+                if (r.onComplete != null) {
+                    r.onComplete.run();
+                }
             } else if (u != null && u.waiting != null) {
                 src.unexpected.remove(u);
                 releaseUnexpected(u);
@@ -521,7 +680,7 @@ final class Transport implements AutoCloseable {
                 }
                 final MutableDirectBuffer b = claim.buffer();
                 final int o = claim.offset();
-                FrameHeader.write(b, o, s.type, 0, 0, s.commId, rank, s.seq, s.step, s.nextChunk, s.length,
+                FrameHeader.write(b, o, s.type, s.dtype, s.op, s.commId, rank, s.seq, s.step, s.nextChunk, s.length,
                     payload, chunk);
                 Reductions.copy(s.address + off, b.addressOffset() + o + FrameHeader.LENGTH, payload);
                 claim.commit();
@@ -772,6 +931,8 @@ final class Transport implements AutoCloseable {
         final long address;
         final long length;
         int nextChunk;
+        int dtype;
+        int op;
 
         SendOp(int type, int commId, long seq, int step, int dest, long address, long length) {
             this.type = type;
@@ -795,6 +956,7 @@ final class Transport implements AutoCloseable {
         final DataType dtype;
         final ReduceOp rop;
         final boolean inFirst;
+        Runnable onComplete;
 
         RecvOp(int type, int commId, long seq, int step, int source, long address, long capacity, DataType dtype,
                ReduceOp rop, boolean inFirst) {
