@@ -122,6 +122,7 @@ public final class Communicator implements AutoCloseable {
         final int size = ctx.size();
         final String dir = ctx.aeronDirectoryName();
         if (ctx.launchDriver()) {
+            dev.poniard.scheduler.comm.launch.Launcher.sweepStaleDirectories(60_000);
             final MediaDriver.Context mdc = new MediaDriver.Context()
                 .aeronDirectoryName(dir)
                 .dirDeleteOnStart(true)
@@ -319,23 +320,29 @@ public final class Communicator implements AutoCloseable {
             double alpha = 0;
             double beta = 0;
             if (rank <= 1) {
+                // Medians of individually timed round trips: robust to a noisy, shared machine.
                 final int peer = 1 - rank;
                 int step = 0;
-                long t0 = 0;
+                final long[] small8 = new long[reps];
                 for (int i = 0; i < reps + 5; i++) {
-                    if (i == 5) {
-                        t0 = System.nanoTime();
-                    }
+                    final long t0 = System.nanoTime();
                     pingPong(seq, step, peer, a, small);
+                    if (i >= 5) {
+                        small8[i - 5] = System.nanoTime() - t0;
+                    }
                     step += 2;
                 }
-                alpha = (System.nanoTime() - t0) / 2e9 / reps;
-                t0 = System.nanoTime();
+                Arrays.sort(small8);
+                alpha = small8[reps / 2] / 2e9;
+                final long[] large = new long[3];
                 for (int i = 0; i < 3; i++) {
+                    final long t0 = System.nanoTime();
                     pingPong(seq, step, peer, a, big);
+                    large[i] = System.nanoTime() - t0;
                     step += 2;
                 }
-                beta = Math.max(0, (System.nanoTime() - t0) / 2e9 / 3 - alpha) / big;
+                Arrays.sort(large);
+                beta = Math.max(1e-12, large[0] / 2e9 - alpha) / big;
             }
             release(buf);
             if (rank == 0) {

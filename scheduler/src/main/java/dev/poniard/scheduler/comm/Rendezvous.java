@@ -309,7 +309,7 @@ final class Rendezvous {
         }
     }
 
-    /** Bounded wait without Thread.sleep. */
+    /** A bounded pause by parking the thread. */
     static final class LockSupportPause {
         private LockSupportPause() {
         }

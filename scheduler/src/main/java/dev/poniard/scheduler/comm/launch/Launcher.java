@@ -214,6 +214,39 @@ public final class Launcher implements AutoCloseable {
         return n;
     }
 
+    /**
+     * Removes Aeron directories {@code poniard-*-aeron} under /dev/shm whose media driver is dead (no heartbeat
+     * for {@code staleMs}) and that have not been touched for as long: what ranks killed outside this launcher
+     * (Slurm, mpirun) leave behind. Returns how many were removed.
+     */
+    public static int sweepStaleDirectories(long staleMs) {
+        final File[] dirs = new File("/dev/shm").listFiles((d, name) -> name.startsWith("poniard-")
+            && name.endsWith("-aeron"));
+        int n = 0;
+        if (dirs == null) {
+            return 0;
+        }
+        final long now = System.currentTimeMillis();
+        for (File d : dirs) {
+            if (now - d.lastModified() < staleMs) {
+                continue;
+            }
+            final File cnc = new File(d, io.aeron.CncFileDescriptor.CNC_FILE);
+            boolean active;
+            try {
+                active = cnc.exists() && io.aeron.CommonContext.isDriverActive(d, staleMs, msg -> { });
+            } catch (RuntimeException e) {
+                active = false;
+            }
+            if (!active) {
+                LOG.info("removing stale Aeron directory {}", d);
+                IoUtil.delete(d, true);
+                n++;
+            }
+        }
+        return n;
+    }
+
     @Override
     public void close() {
         closed = true;
