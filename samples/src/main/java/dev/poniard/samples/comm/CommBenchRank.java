@@ -141,12 +141,19 @@ public final class CommBenchRank {
             final ByteBuffer b = direct(bytes);
             final long src = BufferUtil.address(a);
             final long dst = BufferUtil.address(b);
-            UnsafeApi.copyMemory(src, dst, bytes);
-            final int reps = (int) Math.max(3, Math.min(iters, (256L << 20) / Math.max(1, bytes) * 4));
-            final long t0 = System.nanoTime();
-            for (int i = 0; i < reps; i++) {
-                UnsafeApi.copyMemory(src, dst, bytes);
+            // At least ~256 MiB copied per timing, best of three, after a warm-up: a fair, JIT-compiled baseline.
+            final int reps = (int) Math.max(3, Math.max(iters, (256L << 20) / Math.max(1, bytes)));
+            long best = Long.MAX_VALUE;
+            for (int round = 0; round < 4; round++) {
+                final long t0 = System.nanoTime();
+                for (int i = 0; i < reps; i++) {
+                    UnsafeApi.copyMemory(src, dst, bytes);
+                }
+                if (round > 0) {
+                    best = Math.min(best, System.nanoTime() - t0);
+                }
             }
+            final long t0 = System.nanoTime() - best;
             gbps = (double) bytes * reps / (System.nanoTime() - t0);
         }
         c.barrier();

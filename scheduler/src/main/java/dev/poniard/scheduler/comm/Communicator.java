@@ -1478,7 +1478,7 @@ public final class Communicator implements AutoCloseable {
         private byte[] secret;
         private String aeronDirectoryName = System.getProperty("poniard.comm.aeronDir");
         private Boolean launchDriver;
-        private String bindAddress = System.getProperty("poniard.comm.bindAddress", "127.0.0.1");
+        private String bindAddress = System.getProperty("poniard.comm.bindAddress");
         private int termLength = Integer.getInteger("poniard.comm.termLength", 4 << 20);
         private int ipcMtu = Integer.getInteger("poniard.comm.ipcMtu", 65504);
         private int udpMtu = Integer.getInteger("poniard.comm.udpMtu", 8192);
@@ -1552,6 +1552,9 @@ public final class Communicator implements AutoCloseable {
             if (launchDriver == null) {
                 launchDriver = localRank == 0;
             }
+            if (bindAddress == null) {
+                bindAddress = addressTowards(coordinatorHost);
+            }
             if (termLength < 65536 || Integer.bitCount(termLength) != 1) {
                 throw new IllegalArgumentException("termLength must be a power of two >= 64 KiB: " + termLength);
             }
@@ -1578,6 +1581,23 @@ public final class Communicator implements AutoCloseable {
                 throw new IllegalArgumentException("maxMessageLength must be in [0, 2^31 - 65]: " + maxMessageLength);
             }
             return this;
+        }
+
+        /** Loopback for a loopback coordinator, else this host's address on the route to the coordinator. */
+        private static String addressTowards(String host) {
+            try {
+                final InetAddress target = InetAddress.getByName(host);
+                if (target.isLoopbackAddress()) {
+                    return "127.0.0.1";
+                }
+                try (java.net.DatagramSocket probe = new java.net.DatagramSocket()) {
+                    probe.connect(target, 9);
+                    final InetAddress local = probe.getLocalAddress();
+                    return local == null || local.isAnyLocalAddress() ? "127.0.0.1" : local.getHostAddress();
+                }
+            } catch (IOException e) {
+                return "127.0.0.1";
+            }
         }
 
         private static void positive(String name, long v) {
@@ -1691,6 +1711,7 @@ public final class Communicator implements AutoCloseable {
             return bindAddress;
         }
 
+        /** The address this rank's UDP endpoint binds to (default: loopback, or the route to the coordinator). */
         public Context bindAddress(String address) {
             this.bindAddress = address;
             return this;
