@@ -8,6 +8,7 @@ import dev.poniard.samples.bench.BenchOptions;
 import dev.poniard.samples.bench.BenchResult;
 import dev.poniard.samples.bench.BenchSuite;
 import dev.poniard.samples.bench.SchedulerBenchSuite;
+import dev.poniard.samples.comm.CommBenchSuite;
 import dev.poniard.samples.sim.SimBenchSuite;
 import dev.poniard.samples.trainer.TrainerBenchSuite;
 import java.io.PrintWriter;
@@ -33,7 +34,8 @@ public final class BenchCommand implements Callable<Integer> {
     /** Suites by name, in the order `--help` lists them. */
     static Map<String, BenchSuite> suites() {
         Map<String, BenchSuite> m = new LinkedHashMap<>();
-        for (BenchSuite s : List.<BenchSuite>of(new SchedulerBenchSuite(), new TrainerBenchSuite(), new SimBenchSuite())) {
+        for (BenchSuite s : List.<BenchSuite>of(new SchedulerBenchSuite(), new CommBenchSuite(), new TrainerBenchSuite(),
+                new SimBenchSuite())) {
             m.put(s.name(), s);
         }
         return m;

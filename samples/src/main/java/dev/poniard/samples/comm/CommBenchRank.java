@@ -1,0 +1,182 @@
+package dev.poniard.samples.comm;
+
+import dev.poniard.samples.bench.BenchResult;
+import dev.poniard.scheduler.comm.Communicator;
+import dev.poniard.scheduler.comm.DataType;
+import dev.poniard.scheduler.comm.ReduceOp;
+import dev.poniard.scheduler.comm.Window;
+import org.agrona.BufferUtil;
+import org.agrona.UnsafeApi;
+
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
+
+/** One rank of {@link CommBenchSuite}; rank 0 prints one {@code BENCH|...} line per case. */
+public final class CommBenchRank {
+    private final Communicator c;
+    private final boolean quick;
+
+    private CommBenchRank(Communicator c, boolean quick) {
+        this.c = c;
+        this.quick = quick;
+    }
+
+    public static void main(String[] args) {
+        final boolean quick = args.length > 0 && args[0].equals("quick");
+        try (Communicator c = Communicator.connect(new Communicator.Context())) {
+            new CommBenchRank(c, quick).runAll();
+            c.barrier();
+        }
+    }
+
+    private void report(BenchResult r) {
+        if (c.rank() == 0) {
+            System.out.println(CommBenchSuite.format(r));
+        }
+    }
+
+    private void runAll() {
+        report(BenchResult.standalone("pingpong_latency_8B", "half round trip", "us", pingPong(8, quick ? 2000 : 20000)));
+        report(BenchResult.standalone("pingpong_latency_64KiB", "half round trip", "us",
+            pingPong(64 << 10, quick ? 300 : 3000)));
+        final int n = c.size();
+        final double arFactor = 2.0 * (n - 1) / n;
+        for (long bytes : new long[]{4 << 10, 1 << 20, 64 << 20, 256L << 20}) {
+            final int iters = bytes <= (1 << 20) ? (quick ? 200 : 2000) : (bytes <= (64 << 20) ? (quick ? 3 : 10)
+                : (quick ? 2 : 5));
+            final double seconds = allReduce(bytes, iters);
+            report(BenchResult.higherIsBetter("allreduce_busbw_" + label(bytes), "bus bandwidth", "GB/s",
+                arFactor * bytes / seconds / 1e9, "memcpy", memcpy(bytes, iters)));
+        }
+        final long a2a = 16 << 20;
+        report(BenchResult.higherIsBetter("alltoall_busbw_16MiB", "bus bandwidth", "GB/s",
+            (n - 1.0) / n * a2a / allToAll(a2a, quick ? 5 : 20) / 1e9, "memcpy", memcpy(a2a, 5)));
+        final long bc = 64 << 20;
+        report(BenchResult.higherIsBetter("broadcast_busbw_64MiB", "bus bandwidth", "GB/s",
+            bc / broadcast(bc, quick ? 3 : 10) / 1e9, "memcpy", memcpy(bc, 5)));
+        report(BenchResult.standalone("rma_put_latency_1MiB", "put + fence", "us", rmaPut(1 << 20, quick ? 200 : 2000)));
+    }
+
+    private static String label(long bytes) {
+        return bytes >= (1 << 20) ? (bytes >> 20) + "MiB" : (bytes >> 10) + "KiB";
+    }
+
+    private static ByteBuffer direct(long bytes) {
+        final ByteBuffer b = ByteBuffer.allocateDirect((int) bytes).order(ByteOrder.nativeOrder());
+        for (int i = 0; i + 4 <= bytes; i += 4096) {
+            b.putFloat(i, 1.0f);
+        }
+        return b;
+    }
+
+    /** Half round trip in microseconds between ranks 0 and 1. */
+    private double pingPong(int bytes, int iters) {
+        final ByteBuffer b = direct(bytes);
+        final int warm = Math.max(10, iters / 5);
+        c.barrier();
+        long t0 = 0;
+        for (int i = 0; i < warm + iters; i++) {
+            if (i == warm) {
+                t0 = System.nanoTime();
+            }
+            if (c.rank() == 0) {
+                c.send(b.clear(), 1, 1);
+                c.recv(b.clear(), 1, 2);
+            } else if (c.rank() == 1) {
+                c.recv(b.clear(), 0, 1);
+                c.send(b.clear(), 0, 2);
+            }
+        }
+        final double us = (System.nanoTime() - t0) / 1e3 / iters / 2;
+        c.barrier();
+        return us;
+    }
+
+    /** Seconds per all-reduce of {@code bytes} float32. */
+    private double allReduce(long bytes, int iters) {
+        final ByteBuffer b = direct(bytes);
+        c.allReduce(b.clear(), DataType.FLOAT32, ReduceOp.SUM);
+        c.barrier();
+        final long t0 = System.nanoTime();
+        for (int i = 0; i < iters; i++) {
+            c.allReduce(b.clear(), DataType.FLOAT32, ReduceOp.SUM);
+        }
+        final double s = (System.nanoTime() - t0) / 1e9 / iters;
+        c.barrier();
+        return s;
+    }
+
+    private double allToAll(long bytes, int iters) {
+        final ByteBuffer s = direct(bytes);
+        final ByteBuffer r = direct(bytes);
+        c.allToAll(s.clear(), r.clear());
+        c.barrier();
+        final long t0 = System.nanoTime();
+        for (int i = 0; i < iters; i++) {
+            c.allToAll(s.clear(), r.clear());
+        }
+        final double sec = (System.nanoTime() - t0) / 1e9 / iters;
+        c.barrier();
+        return sec;
+    }
+
+    private double broadcast(long bytes, int iters) {
+        final ByteBuffer b = direct(bytes);
+        c.broadcast(b.clear(), 0);
+        c.barrier();
+        final long t0 = System.nanoTime();
+        for (int i = 0; i < iters; i++) {
+            c.broadcast(b.clear(), 0);
+        }
+        final double sec = (System.nanoTime() - t0) / 1e9 / iters;
+        c.barrier();
+        return sec;
+    }
+
+    /** memcpy bandwidth in GB/s for {@code bytes}, measured on this rank while the others wait. */
+    private double memcpy(long bytes, int iters) {
+        double gbps = 0;
+        if (c.rank() == 0) {
+            final ByteBuffer a = direct(bytes);
+            final ByteBuffer b = direct(bytes);
+            final long src = BufferUtil.address(a);
+            final long dst = BufferUtil.address(b);
+            // At least ~256 MiB copied per timing, best of three, after a warm-up: a fair, JIT-compiled baseline.
+            final int reps = (int) Math.max(3, Math.max(iters, (256L << 20) / Math.max(1, bytes)));
+            long best = Long.MAX_VALUE;
+            for (int round = 0; round < 4; round++) {
+                final long t0 = System.nanoTime();
+                for (int i = 0; i < reps; i++) {
+                    UnsafeApi.copyMemory(src, dst, bytes);
+                }
+                if (round > 0) {
+                    best = Math.min(best, System.nanoTime() - t0);
+                }
+            }
+            final long t0 = System.nanoTime() - best;
+            gbps = (double) bytes * reps / (System.nanoTime() - t0);
+        }
+        c.barrier();
+        return gbps;
+    }
+
+    /** Microseconds for rank 0 to put {@code bytes} into rank 1's window plus the fence. */
+    private double rmaPut(int bytes, int iters) {
+        try (Window w = Window.allocate(c, bytes)) {
+            final ByteBuffer src = direct(bytes);
+            w.fence();
+            final int warm = Math.max(5, iters / 10);
+            long t0 = 0;
+            for (int i = 0; i < warm + iters; i++) {
+                if (i == warm) {
+                    t0 = System.nanoTime();
+                }
+                if (c.rank() == 0) {
+                    w.put(src.clear(), 1, 0);
+                }
+                w.fence();
+            }
+            return (System.nanoTime() - t0) / 1e3 / iters;
+        }
+    }
+}

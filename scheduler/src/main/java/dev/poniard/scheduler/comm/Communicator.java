@@ -1,0 +1,1903 @@
+package dev.poniard.scheduler.comm;
+
+import dev.poniard.scheduler.comm.frame.FrameHeader;
+import dev.poniard.scheduler.comm.launch.RankEnvironment;
+import io.aeron.Aeron;
+import io.aeron.ExclusivePublication;
+import io.aeron.Subscription;
+import io.aeron.driver.MediaDriver;
+import io.aeron.driver.ThreadingMode;
+import org.agrona.BufferUtil;
+import org.agrona.IoUtil;
+import org.agrona.concurrent.BackoffIdleStrategy;
+import org.agrona.concurrent.UnsafeBuffer;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+import java.io.File;
+import java.io.IOException;
+import java.net.InetAddress;
+import java.net.InetSocketAddress;
+import java.net.ServerSocket;
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.List;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ConcurrentLinkedDeque;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.ThreadFactory;
+import java.util.concurrent.atomic.AtomicInteger;
+import java.util.concurrent.atomic.AtomicLong;
+import java.util.concurrent.locks.LockSupport;
+
+/**
+ * A group of ranks that exchange messages and run collectives: Poniard's MPI communicator.
+ *
+ * <h2>Implementation overview</h2>
+ * {@link #connect(Context)} builds the world communicator: it starts (or attaches to) the host's Aeron media
+ * driver, joins the TCP rendezvous run by rank 0 (HMAC-authenticated, see {@link Rendezvous}), learns every
+ * rank's endpoint, opens one exclusive publication per peer (IPC when the peer shares this media driver, UDP
+ * otherwise) and starts the {@link Transport}'s progress thread, which alone touches Aeron. It then measures
+ * the α-β cost model (rank 0 measures, everyone receives the figures) so that algorithm choices agree on every
+ * rank.
+ * <p>
+ * Collectives run on the calling thread as sequences of non-blocking sends and receives handed to the progress
+ * thread; each collective call takes the next operation sequence number of the communicator, which with the
+ * communicator id and the algorithm step forms the message key, so concurrent and non-blocking collectives
+ * never mix their messages. Large messages are chunked into frames and reduced into the destination as each
+ * frame arrives. Every element is reduced in an order fixed by the algorithm (never by arrival timing), and
+ * results computed by one rank are copied to the others, so results are bitwise identical run to run and on
+ * every rank. Non-blocking collectives run the same code on a worker thread. {@link #split} derives
+ * sub-communicators that share the world's transport under their own communicator id.
+ * <p>
+ * Algorithms follow Thakur, Rabenseifner and Gropp, "Optimization of Collective Communication Operations in
+ * MPICH" (IJHPCA 2005): ring, recursive doubling, Rabenseifner (recursive halving + doubling, with the
+ * non-power-of-two fold), binomial trees, pipelined chain broadcast, pairwise all-to-all, dissemination barrier.
+ * <p>
+ * Memory: operations take direct {@link ByteBuffer}s (position to limit, used in place, never copied to a
+ * staging buffer), raw {@code address + length}, or Java arrays (copied through a pooled direct buffer).
+ * Callers must keep the memory alive and untouched until the operation completes.
+ */
+public final class Communicator implements AutoCloseable {
+    private static final Logger LOG = LoggerFactory.getLogger(Communicator.class);
+    private static final int WORLD_ID = 1;
+    private static final int UDP_STREAM_ID = 0x504E;
+    private static final int TYPE_P2P = FrameHeader.TYPE_P2P;
+    private static final int TYPE_COLL = FrameHeader.TYPE_COLLECTIVE;
+
+    private final Transport transport;
+    private final Communicator world;
+    private final int commId;
+    private final int[] group;
+    private final int rank;
+    private final int size;
+    private final AtomicLong sequence = new AtomicLong();
+    private final Context ctx;
+    private final ExecutorService async;
+    private final ConcurrentLinkedDeque<ByteBuffer> scratch;
+    private volatile CostModel costModel = CostModel.DEFAULT;
+    /** Per world rank: shares this rank's host and media driver (IPC, shared memory windows). */
+    private boolean[] sameHost;
+    /** The IPC stream this rank subscribes to (tests inject hostile frames into it). */
+    private int ipcStreamId;
+    private volatile boolean closed;
+
+    private Communicator(Transport transport, Communicator world, int commId, int[] group, int rank, Context ctx,
+                         ExecutorService async, ConcurrentLinkedDeque<ByteBuffer> scratch) {
+        this.transport = transport;
+        this.world = world == null ? this : world;
+        this.commId = commId;
+        this.group = group;
+        this.rank = rank;
+        this.size = group.length;
+        this.ctx = ctx;
+        this.async = async;
+        this.scratch = scratch;
+    }
+
+    // =================================================================== construction
+
+    /** Joins the job described by {@code ctx} and returns the world communicator. */
+    public static Communicator connect(Context ctx) {
+        ctx.conclude();
+        final List<AutoCloseable> resources = new ArrayList<>();
+        try {
+            return doConnect(ctx, resources);
+        } catch (RuntimeException | Error e) {
+            for (int i = resources.size() - 1; i >= 0; i--) {
+                closeQuietly(resources.get(i));
+            }
+            throw e;
+        }
+    }
+
+    private static Communicator doConnect(Context ctx, List<AutoCloseable> resources) {
+        final int rank = ctx.rank();
+        final int size = ctx.size();
+        final String dir = ctx.aeronDirectoryName();
+        if (ctx.launchDriver()) {
+            dev.poniard.scheduler.comm.launch.Launcher.sweepStaleDirectories(60_000);
+            final MediaDriver.Context mdc = new MediaDriver.Context()
+                .aeronDirectoryName(dir)
+                .dirDeleteOnStart(true)
+                .dirDeleteOnShutdown(true)
+                .threadingMode(ThreadingMode.SHARED)
+                .sharedIdleStrategy(new BackoffIdleStrategy(100, 10, 1_000, 100_000))
+                .termBufferSparseFile(true)
+                .socketRcvbufLength(4 << 20)
+                .socketSndbufLength(4 << 20)
+                .publicationTermBufferLength(ctx.termLength())
+                .ipcTermBufferLength(ctx.termLength())
+                .clientLivenessTimeoutNs(Math.max(ctx.failureTimeoutMs() * 2L, 2000L) * 1_000_000L)
+                .errorHandler(t -> LOG.warn("media driver (rank {}): {}", rank, t.toString()));
+            final MediaDriver driver = MediaDriver.launch(mdc);
+            // A rank stopped by a signal still removes its driver directory (SIGKILL is the launcher's job).
+            final Thread hook = new Thread(() -> IoUtil.delete(new File(dir), true), "poniard-comm-dir-cleanup");
+            Runtime.getRuntime().addShutdownHook(hook);
+            resources.add(() -> {
+                driver.close();
+                IoUtil.delete(new File(dir), true);
+                try {
+                    Runtime.getRuntime().removeShutdownHook(hook);
+                } catch (IllegalStateException ignored) {
+                    // already shutting down
+                }
+            });
+        }
+        watchLauncher();
+        final Aeron aeron = connectAeron(ctx, dir);
+        resources.add(aeron);
+
+        final String bind = ctx.bindAddress();
+        final Subscription udpSub = aeron.addSubscription("aeron:udp?endpoint=" + bind + ":0|so-rcvbuf=4m", UDP_STREAM_ID);
+        resources.add(udpSub);
+        final long deadline = System.currentTimeMillis() + ctx.rendezvousTimeoutMs();
+        String udpEndpoint;
+        while ((udpEndpoint = udpSub.resolvedEndpoint()) == null) {
+            aeron.conductorAgentInvoker().invoke();
+            checkDeadline(deadline, "resolving the UDP endpoint");
+            LockSupport.parkNanos(100_000);
+        }
+        final String hostKey = hostName() + ":" + new File(dir).getAbsolutePath();
+        final Rendezvous.Endpoint self = new Rendezvous.Endpoint(hostKey, udpEndpoint);
+        final Rendezvous.Table table;
+        if (size == 1) {
+            table = new Rendezvous.Table(0L, 0x1000, List.of(self));
+        } else if (rank == 0) {
+            try (ServerSocket server = new ServerSocket()) {
+                server.setReuseAddress(true);
+                server.bind(new InetSocketAddress(ctx.coordinatorHost(), ctx.coordinatorPort()));
+                table = Rendezvous.coordinate(server, size, ctx.secret(), self, ctx.rendezvousTimeoutMs(),
+                    ctx.protocolVersion());
+            } catch (IOException e) {
+                throw new RendezvousException("rank 0 could not listen on " + ctx.coordinatorHost() + ":"
+                    + ctx.coordinatorPort() + ": " + e, e);
+            }
+        } else {
+            table = Rendezvous.join(new InetSocketAddress(ctx.coordinatorHost(), ctx.coordinatorPort()), rank, size,
+                ctx.secret(), self, ctx.rendezvousTimeoutMs(), ctx.protocolVersion());
+        }
+        LOG.debug("rank {}: endpoints {}", rank, Rendezvous.describe(table));
+
+        final Subscription ipcSub = aeron.addSubscription("aeron:ipc", table.streamBase() + rank);
+        resources.add(ipcSub);
+        final ExclusivePublication[] pubs = new ExclusivePublication[size];
+        for (int p = 0; p < size; p++) {
+            if (p == rank) {
+                continue;
+            }
+            final Rendezvous.Endpoint peer = table.endpoints().get(p);
+            if (peer.hostKey().equals(hostKey)) {
+                pubs[p] = aeron.addExclusivePublication("aeron:ipc?term-length=" + ctx.termLength() + "|mtu="
+                    + ctx.ipcMtu(), table.streamBase() + p);
+            } else {
+                pubs[p] = aeron.addExclusivePublication("aeron:udp?endpoint=" + peer.udpEndpoint() + "|term-length="
+                    + ctx.termLength() + "|mtu=" + ctx.udpMtu() + "|so-sndbuf=4m", UDP_STREAM_ID);
+            }
+            resources.add(pubs[p]);
+        }
+        for (int p = 0; p < size; p++) {
+            while (pubs[p] != null && !pubs[p].isConnected()) {
+                aeron.conductorAgentInvoker().invoke();
+                checkDeadline(deadline, "connecting to rank " + p);
+                LockSupport.parkNanos(100_000);
+            }
+        }
+        final Transport.Settings settings = new Transport.Settings(rank, size,
+            ctx.heartbeatIntervalMs() * 1_000_000L, ctx.failureTimeoutMs() * 1_000_000L,
+            ctx.operationTimeoutMs() * 1_000_000L, ctx.unexpectedBudget(), ctx.maxMessageLength(),
+            ctx.chunkLength(), ctx.idleParkNs(), ctx.idleSpins(), ctx.idleYields());
+        final Transport transport = new Transport(settings, aeron, pubs, List.of(ipcSub, udpSub));
+        for (AutoCloseable r : resources) {
+            transport.onClose(() -> closeQuietly(r));
+        }
+        resources.clear();
+        transport.start();
+        final int[] group = new int[size];
+        Arrays.setAll(group, i -> i);
+        final AtomicInteger threads = new AtomicInteger();
+        final ThreadFactory tf = r -> {
+            final Thread t = new Thread(r, "poniard-comm-async-r" + rank + "-" + threads.incrementAndGet());
+            t.setDaemon(true);
+            return t;
+        };
+        final ExecutorService async = Executors.newCachedThreadPool(tf);
+        final Communicator comm = new Communicator(transport, null, WORLD_ID, group, rank, ctx, async,
+            new ConcurrentLinkedDeque<>());
+        comm.ipcStreamId = table.streamBase() + rank;
+        comm.sameHost = new boolean[size];
+        for (int p = 0; p < size; p++) {
+            comm.sameHost[p] = table.endpoints().get(p).hostKey().equals(hostKey);
+        }
+        try {
+            comm.costModel = comm.establishCostModel();
+        } catch (RuntimeException e) {
+            comm.close();
+            throw e;
+        }
+        LOG.debug("rank {}: connected, {} ranks, cost model {}", rank, size, comm.costModel);
+        return comm;
+    }
+
+    /** A rank started by {@link dev.poniard.scheduler.comm.launch.Launcher} exits when its launcher is gone. */
+    private static void watchLauncher() {
+        final String pid = System.getenv("PONIARD_LAUNCHER_PID");
+        if (pid == null || pid.isBlank()) {
+            return;
+        }
+        try {
+            ProcessHandle.of(Long.parseLong(pid.trim())).ifPresentOrElse(
+                ph -> ph.onExit().thenRun(() -> {
+                    LOG.error("launcher (pid {}) is gone; this rank exits", pid);
+                    System.exit(143);
+                }),
+                () -> LOG.warn("launcher pid {} not found", pid));
+        } catch (NumberFormatException e) {
+            LOG.warn("PONIARD_LAUNCHER_PID is not a pid: {}", pid);
+        }
+    }
+
+    private static Aeron connectAeron(Context ctx, String dir) {
+        final long deadline = System.currentTimeMillis() + ctx.rendezvousTimeoutMs();
+        while (true) {
+            try {
+                return Aeron.connect(new Aeron.Context()
+                    .aeronDirectoryName(dir)
+                    .useConductorAgentInvoker(true)
+                    .driverTimeoutMs(Math.max(2000, Math.min(10_000, ctx.failureTimeoutMs() * 2L)))
+                    .errorHandler(t -> LOG.warn("aeron client (rank {}): {}", ctx.rank(), t.toString())));
+            } catch (RuntimeException e) {
+                if (System.currentTimeMillis() > deadline) {
+                    throw new CommException("rank " + ctx.rank() + " found no Aeron media driver in " + dir
+                        + " within " + ctx.rendezvousTimeoutMs() + " ms (the local rank 0 launches it): " + e, e);
+                }
+                LockSupport.parkNanos(50_000_000L);
+            }
+        }
+    }
+
+    private static void checkDeadline(long deadline, String what) {
+        if (System.currentTimeMillis() > deadline) {
+            throw new CommException("timed out " + what);
+        }
+    }
+
+    private static String hostName() {
+        try {
+            return InetAddress.getLocalHost().getHostName();
+        } catch (IOException e) {
+            return "localhost";
+        }
+    }
+
+    private static void closeQuietly(AutoCloseable c) {
+        try {
+            c.close();
+        } catch (Exception e) {
+            LOG.debug("close failed", e);
+        }
+    }
+
+    /** Rank 0 measures α, β and γ (unless the context fixes them) and everyone receives the same figures. */
+    private CostModel establishCostModel() {
+        if (!Double.isNaN(ctx.alpha()) && !Double.isNaN(ctx.beta()) && !Double.isNaN(ctx.gamma())) {
+            return new CostModel(ctx.alpha(), ctx.beta(), ctx.gamma());
+        }
+        final ByteBuffer params = ByteBuffer.allocateDirect(24).order(ByteOrder.nativeOrder());
+        final long seq = nextSequence();
+        if (size > 1) {
+            final int small = 8;
+            final int big = 1 << 20;
+            final ByteBuffer buf = acquire(big);
+            final long a = BufferUtil.address(buf);
+            final int reps = 20;
+            double alpha = 0;
+            double beta = 0;
+            if (rank <= 1) {
+                // Medians of individually timed round trips: robust to a noisy, shared machine.
+                final int peer = 1 - rank;
+                int step = 0;
+                final long[] small8 = new long[reps];
+                for (int i = 0; i < reps + 5; i++) {
+                    final long t0 = System.nanoTime();
+                    pingPong(seq, step, peer, a, small);
+                    if (i >= 5) {
+                        small8[i - 5] = System.nanoTime() - t0;
+                    }
+                    step += 2;
+                }
+                Arrays.sort(small8);
+                alpha = small8[reps / 2] / 2e9;
+                final long[] large = new long[3];
+                for (int i = 0; i < 3; i++) {
+                    final long t0 = System.nanoTime();
+                    pingPong(seq, step, peer, a, big);
+                    large[i] = System.nanoTime() - t0;
+                    step += 2;
+                }
+                Arrays.sort(large);
+                beta = Math.max(1e-12, large[0] / 2e9 - alpha) / big;
+            }
+            release(buf);
+            if (rank == 0) {
+                params.putDouble(0, alpha).putDouble(8, beta).putDouble(16, measureGamma());
+            }
+            broadcastBinomial(seq, 1000, BufferUtil.address(params), 24, 0);
+        } else {
+            params.putDouble(0, CostModel.DEFAULT.alpha()).putDouble(8, CostModel.DEFAULT.beta())
+                .putDouble(16, CostModel.DEFAULT.gamma());
+        }
+        final double alpha = Double.isNaN(ctx.alpha()) ? params.getDouble(0) : ctx.alpha();
+        final double beta = Double.isNaN(ctx.beta()) ? params.getDouble(8) : ctx.beta();
+        final double gamma = Double.isNaN(ctx.gamma()) ? params.getDouble(16) : ctx.gamma();
+        return new CostModel(alpha, beta, gamma);
+    }
+
+    private void pingPong(long seq, int step, int peer, long address, long bytes) {
+        if (rank == 0) {
+            final Request r = irecv(seq, step + 1, peer, address, bytes);
+            isend(seq, step, peer, address, bytes).await(spin(), yields());
+            r.await(spin(), yields());
+        } else {
+            irecv(seq, step, peer, address, bytes).await(spin(), yields());
+            isend(seq, step + 1, peer, address, bytes).await(spin(), yields());
+        }
+    }
+
+    private double measureGamma() {
+        final int bytes = 256 << 10;
+        final ByteBuffer a = acquire(bytes);
+        final ByteBuffer b = acquire(bytes);
+        final long aa = BufferUtil.address(a);
+        final long ba = BufferUtil.address(b);
+        long best = Long.MAX_VALUE;
+        for (int i = 0; i < 5; i++) {
+            final long t0 = System.nanoTime();
+            Reductions.combine(DataType.FLOAT32, ReduceOp.SUM, aa, ba, bytes / 4, true);
+            best = Math.min(best, System.nanoTime() - t0);
+        }
+        release(a);
+        release(b);
+        return best / 1e9 / bytes;
+    }
+
+    // =================================================================== accessors
+
+    /** This process's rank in this communicator. */
+    public int rank() {
+        return rank;
+    }
+
+    /** Number of ranks in this communicator. */
+    public int size() {
+        return size;
+    }
+
+    /** The world rank of {@code rank} in this communicator. */
+    public int worldRank(int rank) {
+        return group[rank];
+    }
+
+    /** The α-β-γ figures this communicator chooses algorithms with. */
+    public CostModel costModel() {
+        return costModel;
+    }
+
+    /** Replaces the cost model; call with the same figures on every rank. */
+    public void costModel(CostModel model) {
+        this.costModel = model;
+    }
+
+    /** Frames dropped by the decoder on this rank since connect. */
+    public long malformedFrames() {
+        return transport.malformedFrames();
+    }
+
+    /** The failure that stopped this communicator, or null while it is healthy. */
+    public CommException failure() {
+        return transport.failure();
+    }
+
+    /** Aborts the job: every pending and later operation on every rank fails with {@link CommAbortedException}. */
+    public void abort(String reason) {
+        transport.abort(reason);
+    }
+
+    // =================================================================== point-to-point
+
+    /** Sends {@code buf} (position to limit) to {@code dest} with {@code tag >= 0}; returns when the buffer may be reused. */
+    public void send(ByteBuffer buf, int dest, int tag) {
+        send(address(buf), buf.remaining(), dest, tag);
+    }
+
+    /** Sends {@code length} bytes at {@code address}. */
+    public void send(long address, long length, int dest, int tag) {
+        isendRequest(address, length, dest, tag).await(spin(), yields());
+    }
+
+    /** Non-blocking send; the future completes when the buffer may be reused. */
+    public CompletableFuture<Void> isend(ByteBuffer buf, int dest, int tag) {
+        return isend(address(buf), buf.remaining(), dest, tag);
+    }
+
+    /** Non-blocking send of raw memory. */
+    public CompletableFuture<Void> isend(long address, long length, int dest, int tag) {
+        return isendRequest(address, length, dest, tag).toFuture(async);
+    }
+
+    /** Receives into {@code buf} (position to limit) from {@code source}; returns the bytes received. */
+    public long recv(ByteBuffer buf, int source, int tag) {
+        return recv(address(buf), buf.remaining(), source, tag);
+    }
+
+    /** Receives at most {@code capacity} bytes into {@code address}; returns the bytes received. */
+    public long recv(long address, long capacity, int source, int tag) {
+        final Request r = irecvRequest(address, capacity, source, tag);
+        r.await(spin(), yields());
+        return r.length;
+    }
+
+    /** Non-blocking receive; the future yields the number of bytes received. */
+    public CompletableFuture<Long> irecv(ByteBuffer buf, int source, int tag) {
+        return irecv(address(buf), buf.remaining(), source, tag);
+    }
+
+    /** Non-blocking receive into raw memory. */
+    public CompletableFuture<Long> irecv(long address, long capacity, int source, int tag) {
+        final Request r = irecvRequest(address, capacity, source, tag);
+        return r.toFuture(async).thenApply(v -> r.length);
+    }
+
+    /** Sends a float array. */
+    public void send(float[] data, int dest, int tag) {
+        final ByteBuffer b = acquire(data.length * 4L);
+        b.asFloatBuffer().put(data);
+        try {
+            send(BufferUtil.address(b), data.length * 4L, dest, tag);
+        } finally {
+            release(b);
+        }
+    }
+
+    /** Receives into a float array; returns the number of elements received. */
+    public int recv(float[] data, int source, int tag) {
+        final ByteBuffer b = acquire(data.length * 4L);
+        try {
+            final long n = recv(BufferUtil.address(b), data.length * 4L, source, tag);
+            b.asFloatBuffer().get(data, 0, (int) (n / 4));
+            return (int) (n / 4);
+        } finally {
+            release(b);
+        }
+    }
+
+    private Request isendRequest(long address, long length, int dest, int tag) {
+        checkPeer(dest, "dest");
+        checkTag(tag);
+        return transport.send(TYPE_P2P, commId, 0, tag, group[dest], address, length);
+    }
+
+    private Request irecvRequest(long address, long capacity, int source, int tag) {
+        checkPeer(source, "source");
+        checkTag(tag);
+        return transport.recv(TYPE_P2P, commId, 0, tag, group[source], address, capacity);
+    }
+
+    // =================================================================== collectives: public API
+
+    /** Blocks until every rank has entered the barrier. */
+    public void barrier() {
+        barrier(nextSequence());
+    }
+
+    /** Non-blocking barrier. */
+    public CompletableFuture<Void> ibarrier() {
+        final long s = nextSequence();
+        return runAsync(() -> barrier(s));
+    }
+
+    /** Broadcasts {@code buf} (position to limit, same length on every rank) from {@code root}. */
+    public void broadcast(ByteBuffer buf, int root) {
+        broadcast(address(buf), buf.remaining(), root, Algorithm.AUTO);
+    }
+
+    /** Broadcasts raw memory with a chosen algorithm (BINOMIAL_TREE, CHAIN or AUTO). */
+    public void broadcast(long address, long length, int root, Algorithm algorithm) {
+        checkPeer(root, "root");
+        broadcast(nextSequence(), address, length, root, algorithm);
+    }
+
+    /** Non-blocking broadcast. */
+    public CompletableFuture<Void> ibroadcast(ByteBuffer buf, int root) {
+        checkPeer(root, "root");
+        final long s = nextSequence();
+        final long a = address(buf);
+        final long n = buf.remaining();
+        return runAsync(() -> broadcast(s, a, n, root, Algorithm.AUTO));
+    }
+
+    /** Broadcasts a float array. */
+    public void broadcast(float[] data, int root) {
+        withArray(data, (a, n) -> broadcast(a, n, root, Algorithm.AUTO));
+    }
+
+    /** Broadcasts a double array. */
+    public void broadcast(double[] data, int root) {
+        withArray(data, (a, n) -> broadcast(a, n, root, Algorithm.AUTO));
+    }
+
+    /** Broadcasts an int array. */
+    public void broadcast(int[] data, int root) {
+        withArray(data, (a, n) -> broadcast(a, n, root, Algorithm.AUTO));
+    }
+
+    /** Broadcasts a long array. */
+    public void broadcast(long[] data, int root) {
+        withArray(data, (a, n) -> broadcast(a, n, root, Algorithm.AUTO));
+    }
+
+    /** Broadcasts a byte array. */
+    public void broadcast(byte[] data, int root) {
+        withArray(data, (a, n) -> broadcast(a, n, root, Algorithm.AUTO));
+    }
+
+    /** Reduces {@code buf} onto {@code root} in place; other ranks' buffers are left unchanged. */
+    public void reduce(ByteBuffer buf, DataType type, ReduceOp op, int root) {
+        reduce(address(buf), buf.remaining(), type, op, root);
+    }
+
+    /** Reduces raw memory onto {@code root}. */
+    public void reduce(long address, long length, DataType type, ReduceOp op, int root) {
+        checkPeer(root, "root");
+        elements(length, type);
+        reduce(nextSequence(), address, length, type, op, root);
+    }
+
+    /** Non-blocking reduce. */
+    public CompletableFuture<Void> ireduce(ByteBuffer buf, DataType type, ReduceOp op, int root) {
+        checkPeer(root, "root");
+        elements(buf.remaining(), type);
+        final long s = nextSequence();
+        final long a = address(buf);
+        final long n = buf.remaining();
+        return runAsync(() -> reduce(s, a, n, type, op, root));
+    }
+
+    /** Reduces a float array onto {@code root}. */
+    public void reduce(float[] data, ReduceOp op, int root) {
+        withArray(data, (a, n) -> reduce(a, n, DataType.FLOAT32, op, root));
+    }
+
+    /** All-reduces {@code buf} (position to limit, whole elements of {@code type}) in place. */
+    public void allReduce(ByteBuffer buf, DataType type, ReduceOp op) {
+        allReduce(address(buf), buf.remaining(), type, op, Algorithm.AUTO);
+    }
+
+    /** All-reduces in place with a chosen algorithm. */
+    public void allReduce(ByteBuffer buf, DataType type, ReduceOp op, Algorithm algorithm) {
+        allReduce(address(buf), buf.remaining(), type, op, algorithm);
+    }
+
+    /** All-reduces raw memory in place. */
+    public void allReduce(long address, long length, DataType type, ReduceOp op, Algorithm algorithm) {
+        elements(length, type);
+        allReduce(nextSequence(), address, length, type, op, algorithm);
+    }
+
+    /** Non-blocking all-reduce. */
+    public CompletableFuture<Void> iallReduce(ByteBuffer buf, DataType type, ReduceOp op) {
+        elements(buf.remaining(), type);
+        final long s = nextSequence();
+        final long a = address(buf);
+        final long n = buf.remaining();
+        return runAsync(() -> allReduce(s, a, n, type, op, Algorithm.AUTO));
+    }
+
+    /** All-reduces a float array. */
+    public void allReduce(float[] data, ReduceOp op) {
+        withArray(data, (a, n) -> allReduce(a, n, DataType.FLOAT32, op, Algorithm.AUTO));
+    }
+
+    /** All-reduces a double array. */
+    public void allReduce(double[] data, ReduceOp op) {
+        withArray(data, (a, n) -> allReduce(a, n, DataType.FLOAT64, op, Algorithm.AUTO));
+    }
+
+    /** All-reduces an int array. */
+    public void allReduce(int[] data, ReduceOp op) {
+        withArray(data, (a, n) -> allReduce(a, n, DataType.INT32, op, Algorithm.AUTO));
+    }
+
+    /** All-reduces a long array. */
+    public void allReduce(long[] data, ReduceOp op) {
+        withArray(data, (a, n) -> allReduce(a, n, DataType.INT64, op, Algorithm.AUTO));
+    }
+
+    /**
+     * Reduce-scatter: {@code send} holds {@code size} equal blocks; rank i receives the reduction of block i
+     * into {@code recv} (one block). {@code send} is left unchanged.
+     */
+    public void reduceScatter(ByteBuffer send, ByteBuffer recv, DataType type, ReduceOp op) {
+        checkReduceScatter(send.remaining(), recv.remaining(), type);
+        reduceScatter(nextSequence(), address(send), send.remaining(), address(recv), recv.remaining(), type, op);
+    }
+
+    /** Non-blocking reduce-scatter. */
+    public CompletableFuture<Void> ireduceScatter(ByteBuffer send, ByteBuffer recv, DataType type, ReduceOp op) {
+        checkReduceScatter(send.remaining(), recv.remaining(), type);
+        final long s = nextSequence();
+        final long sa = address(send);
+        final long sn = send.remaining();
+        final long ra = address(recv);
+        final long rn = recv.remaining();
+        return runAsync(() -> reduceScatter(s, sa, sn, ra, rn, type, op));
+    }
+
+    /** All-gather: every rank's {@code send} block lands at {@code rank * block} of every rank's {@code recv}. */
+    public void allGather(ByteBuffer send, ByteBuffer recv) {
+        checkBlocks("allGather: recv", recv.remaining(), send.remaining());
+        allGather(nextSequence(), address(send), send.remaining(), address(recv), recv.remaining());
+    }
+
+    /** Non-blocking all-gather. */
+    public CompletableFuture<Void> iallGather(ByteBuffer send, ByteBuffer recv) {
+        checkBlocks("allGather: recv", recv.remaining(), send.remaining());
+        final long s = nextSequence();
+        final long sa = address(send);
+        final long sn = send.remaining();
+        final long ra = address(recv);
+        final long rn = recv.remaining();
+        return runAsync(() -> allGather(s, sa, sn, ra, rn));
+    }
+
+    private void checkReduceScatter(long sendLen, long recvLen, DataType type) {
+        elements(recvLen, type);
+        checkBlocks("reduceScatter: send", sendLen, recvLen);
+    }
+
+    private void checkBlocks(String what, long whole, long block) {
+        if (whole != block * size) {
+            throw new IllegalArgumentException(what + " must hold size * " + block + " = " + block * size
+                + " bytes, got " + whole);
+        }
+    }
+
+    private void checkAllToAll(long sendLen, long recvLen) {
+        if (sendLen != recvLen || sendLen % size != 0) {
+            throw new IllegalArgumentException("allToAll: send and recv must be equal multiples of size " + size
+                + " bytes, got " + sendLen + " and " + recvLen);
+        }
+    }
+
+    /** All-gathers float arrays: {@code recv.length == size * send.length}. */
+    public void allGather(float[] send, float[] recv) {
+        if (recv.length != (long) send.length * size) {
+            throw new IllegalArgumentException("recv.length must be size * send.length = " + (long) send.length * size
+                + ", got " + recv.length);
+        }
+        final ByteBuffer s = acquire(send.length * 4L);
+        final ByteBuffer r = acquire(recv.length * 4L);
+        try {
+            s.asFloatBuffer().put(send);
+            allGather(nextSequence(), BufferUtil.address(s), send.length * 4L, BufferUtil.address(r),
+                recv.length * 4L);
+            r.asFloatBuffer().get(recv);
+        } finally {
+            release(s);
+            release(r);
+        }
+    }
+
+    /** Gather: every rank's {@code send} block lands at {@code rank * block} of {@code recv} on {@code root}. */
+    public void gather(ByteBuffer send, ByteBuffer recv, int root) {
+        checkPeer(root, "root");
+        if (rank == root) {
+            checkBlocks("gather: recv", recv == null ? 0 : recv.remaining(), send.remaining());
+        }
+        gather(nextSequence(), address(send), send.remaining(), recv == null ? 0 : address(recv),
+            recv == null ? 0 : recv.remaining(), root);
+    }
+
+    /** Non-blocking gather. */
+    public CompletableFuture<Void> igather(ByteBuffer send, ByteBuffer recv, int root) {
+        checkPeer(root, "root");
+        if (rank == root) {
+            checkBlocks("gather: recv", recv == null ? 0 : recv.remaining(), send.remaining());
+        }
+        final long s = nextSequence();
+        final long sa = address(send);
+        final long sn = send.remaining();
+        final long ra = recv == null ? 0 : address(recv);
+        final long rn = recv == null ? 0 : recv.remaining();
+        return runAsync(() -> gather(s, sa, sn, ra, rn, root));
+    }
+
+    /** Scatter: block i of {@code send} on {@code root} lands in rank i's {@code recv}. */
+    public void scatter(ByteBuffer send, ByteBuffer recv, int root) {
+        checkPeer(root, "root");
+        if (rank == root) {
+            checkBlocks("scatter: send", send == null ? 0 : send.remaining(), recv.remaining());
+        }
+        scatter(nextSequence(), send == null ? 0 : address(send), send == null ? 0 : send.remaining(),
+            address(recv), recv.remaining(), root);
+    }
+
+    /** Non-blocking scatter. */
+    public CompletableFuture<Void> iscatter(ByteBuffer send, ByteBuffer recv, int root) {
+        checkPeer(root, "root");
+        if (rank == root) {
+            checkBlocks("scatter: send", send == null ? 0 : send.remaining(), recv.remaining());
+        }
+        final long s = nextSequence();
+        final long sa = send == null ? 0 : address(send);
+        final long sn = send == null ? 0 : send.remaining();
+        final long ra = address(recv);
+        final long rn = recv.remaining();
+        return runAsync(() -> scatter(s, sa, sn, ra, rn, root));
+    }
+
+    /** All-to-all: block j of {@code send} goes to rank j and lands at block {@code rank} of its {@code recv}. */
+    public void allToAll(ByteBuffer send, ByteBuffer recv) {
+        checkAllToAll(send.remaining(), recv.remaining());
+        allToAll(nextSequence(), address(send), send.remaining(), address(recv), recv.remaining());
+    }
+
+    /** Non-blocking all-to-all. */
+    public CompletableFuture<Void> iallToAll(ByteBuffer send, ByteBuffer recv) {
+        checkAllToAll(send.remaining(), recv.remaining());
+        final long s = nextSequence();
+        final long sa = address(send);
+        final long sn = send.remaining();
+        final long ra = address(recv);
+        final long rn = recv.remaining();
+        return runAsync(() -> allToAll(s, sa, sn, ra, rn));
+    }
+
+    /**
+     * All-to-all with variable counts (all in bytes): {@code sendCounts[j]} bytes at {@code sendDispls[j]} go to
+     * rank j, and {@code recvCounts[i]} bytes from rank i land at {@code recvDispls[i]}.
+     */
+    public void allToAllV(ByteBuffer send, long[] sendCounts, long[] sendDispls, ByteBuffer recv, long[] recvCounts,
+                          long[] recvDispls) {
+        checkRanges("send", send.remaining(), sendCounts, sendDispls);
+        checkRanges("recv", recv.remaining(), recvCounts, recvDispls);
+        allToAllV(nextSequence(), address(send), send.remaining(), sendCounts, sendDispls, address(recv),
+            recv.remaining(), recvCounts, recvDispls);
+    }
+
+    /** Non-blocking all-to-all-v. */
+    public CompletableFuture<Void> iallToAllV(ByteBuffer send, long[] sendCounts, long[] sendDispls, ByteBuffer recv,
+                                              long[] recvCounts, long[] recvDispls) {
+        checkRanges("send", send.remaining(), sendCounts, sendDispls);
+        checkRanges("recv", recv.remaining(), recvCounts, recvDispls);
+        final long s = nextSequence();
+        final long sa = address(send);
+        final long sn = send.remaining();
+        final long ra = address(recv);
+        final long rn = recv.remaining();
+        final long[] sc = sendCounts.clone();
+        final long[] sd = sendDispls.clone();
+        final long[] rc = recvCounts.clone();
+        final long[] rd = recvDispls.clone();
+        return runAsync(() -> allToAllV(s, sa, sn, sc, sd, ra, rn, rc, rd));
+    }
+
+    /**
+     * Splits this communicator: ranks passing the same {@code color >= 0} form a new communicator, ordered by
+     * {@code key} then by rank here. A negative color returns null. Collective over this communicator.
+     */
+    public Communicator split(int color, int key) {
+        final long seq = nextSequence();
+        final ByteBuffer mine = ByteBuffer.allocateDirect(8).order(ByteOrder.LITTLE_ENDIAN);
+        mine.putInt(0, color).putInt(4, key);
+        final ByteBuffer all = ByteBuffer.allocateDirect(8 * size).order(ByteOrder.LITTLE_ENDIAN);
+        allGather(seq, BufferUtil.address(mine), 8, BufferUtil.address(all), 8L * size);
+        if (color < 0) {
+            return null;
+        }
+        final List<int[]> members = new ArrayList<>();
+        for (int r = 0; r < size; r++) {
+            if (all.getInt(8 * r) == color) {
+                members.add(new int[]{all.getInt(8 * r + 4), r});
+            }
+        }
+        members.sort((x, y) -> x[0] != y[0] ? Integer.compare(x[0], y[0]) : Integer.compare(x[1], y[1]));
+        final int[] newGroup = new int[members.size()];
+        int newRank = -1;
+        for (int i = 0; i < newGroup.length; i++) {
+            newGroup[i] = group[members.get(i)[1]];
+            if (members.get(i)[1] == rank) {
+                newRank = i;
+            }
+        }
+        long h = commId * 0x9E3779B97F4A7C15L + seq * 0xC2B2AE3D27D4EB4FL + color * 0x165667B19E3779F9L;
+        h ^= h >>> 31;
+        h *= 0xBF58476D1CE4E5B9L;
+        h ^= h >>> 29;
+        int id = (int) (h & 0x7FFFFFFF);
+        if (id <= WORLD_ID) {
+            id += 2;
+        }
+        final Communicator sub = new Communicator(transport, world, id, newGroup, newRank, ctx, async, scratch);
+        sub.costModel = costModel;
+        sub.sameHost = sameHost;
+        return sub;
+    }
+
+    // =================================================================== algorithms
+
+    private void barrier(long seq) {
+        int step = 0;
+        for (int d = 1; d < size; d <<= 1) {
+            final Request r = irecv(seq, step, (rank - d + size) % size, 0, 0);
+            final Request s = isend(seq, step, (rank + d) % size, 0, 0);
+            awaitAll(r, s);
+            step++;
+        }
+    }
+
+    private void broadcast(long seq, long address, long length, int root, Algorithm algorithm) {
+        checkPeer(root, "root");
+        if (size == 1) {
+            return;
+        }
+        Algorithm a = algorithm == Algorithm.AUTO ? costModel.chooseBroadcast(size, length) : algorithm;
+        if (a == Algorithm.CHAIN) {
+            broadcastChain(seq, address, length, root, costModel.chainSegments(size, length));
+        } else if (a == Algorithm.BINOMIAL_TREE) {
+            broadcastBinomial(seq, 0, address, length, root);
+        } else {
+            throw new IllegalArgumentException("broadcast supports BINOMIAL_TREE, CHAIN or AUTO, not " + algorithm);
+        }
+    }
+
+    private void broadcastBinomial(long seq, int step, long address, long length, int root) {
+        final int vr = (rank - root + size) % size;
+        int mask = 1;
+        while (mask < size) {
+            if ((vr & mask) != 0) {
+                irecv(seq, step, (vr - mask + root) % size, address, length).await(spin(), yields());
+                break;
+            }
+            mask <<= 1;
+        }
+        mask >>= 1;
+        final List<Request> sends = new ArrayList<>();
+        while (mask > 0) {
+            if (vr + mask < size) {
+                sends.add(isend(seq, step, (vr + mask + root) % size, address, length));
+            }
+            mask >>= 1;
+        }
+        awaitAll(sends.toArray(new Request[0]));
+    }
+
+    /** Chain broadcast in k segments; segment i is forwarded as soon as it has arrived (pipelining). */
+    void broadcastChain(long seq, long address, long length, int root, int segments) {
+        final int vr = (rank - root + size) % size;
+        final long seg = Math.max(1, (length + segments - 1) / segments);
+        final int k = (int) Math.max(1, (length + seg - 1) / seg);
+        final int next = vr + 1 < size ? (vr + 1 + root) % size : -1;
+        final int prev = (vr - 1 + root + size) % size;
+        final Request[] recvs = new Request[k];
+        final Request[] sends = new Request[k];
+        if (vr != 0) {
+            for (int i = 0; i < k; i++) {
+                final long off = i * seg;
+                recvs[i] = irecv(seq, i, prev, address + off, Math.min(seg, length - off));
+            }
+        }
+        for (int i = 0; i < k; i++) {
+            final long off = i * seg;
+            if (recvs[i] != null) {
+                recvs[i].await(spin(), yields());
+            }
+            if (next >= 0) {
+                sends[i] = isend(seq, i, next, address + off, Math.max(0, Math.min(seg, length - off)));
+            }
+        }
+        awaitAll(sends);
+    }
+
+    private void reduce(long seq, long address, long length, DataType type, ReduceOp op, int root) {
+        checkPeer(root, "root");
+        final long count = elements(length, type);
+        final int vr = (rank - root + size) % size;
+        ByteBuffer acc = null;
+        long accAddr = address;
+        try {
+            if (vr != 0) {
+                acc = acquire(length);
+                accAddr = BufferUtil.address(acc);
+                Reductions.copy(address, accAddr, length);
+            }
+            int mask = 1;
+            int step = 0;
+            while (mask < size) {
+                if ((vr & mask) == 0) {
+                    final int src = vr | mask;
+                    if (src < size) {
+                        irecvReduce(seq, step, (src + root) % size, accAddr, length, type, op, false).await(spin(), yields());
+                    }
+                } else {
+                    isend(seq, step, ((vr & ~mask) + root) % size, accAddr, length).await(spin(), yields());
+                    break;
+                }
+                mask <<= 1;
+                step++;
+            }
+            if (vr == 0 && op == ReduceOp.AVG) {
+                Reductions.divide(type, address, count, size);
+            }
+        } finally {
+            if (acc != null) {
+                release(acc);
+            }
+        }
+    }
+
+    private void allReduce(long seq, long address, long length, DataType type, ReduceOp op, Algorithm algorithm) {
+        final long count = elements(length, type);
+        if (size == 1) {
+            return;
+        }
+        final Algorithm a = algorithm == Algorithm.AUTO ? costModel.chooseAllReduce(size, length) : algorithm;
+        switch (a) {
+            case RING -> allReduceRing(seq, address, count, type, op);
+            case RECURSIVE_DOUBLING -> allReduceRecursiveDoubling(seq, address, count, type, op);
+            case RABENSEIFNER -> allReduceRabenseifner(seq, address, count, type, op);
+            default -> throw new IllegalArgumentException(
+                "all-reduce supports RING, RECURSIVE_DOUBLING, RABENSEIFNER or AUTO, not " + algorithm);
+        }
+    }
+
+    private static long segStart(long count, int n, int i) {
+        return count * i / n;
+    }
+
+    private void allReduceRing(long seq, long address, long count, DataType type, ReduceOp op) {
+        final int n = size;
+        final int es = type.size();
+        final int left = (rank - 1 + n) % n;
+        final int right = (rank + 1) % n;
+        for (int s = 0; s < n - 1; s++) {
+            final int sendSeg = ((rank - s) % n + n) % n;
+            final int recvSeg = ((rank - s - 1) % n + n) % n;
+            final long rs = segStart(count, n, recvSeg);
+            final long ss = segStart(count, n, sendSeg);
+            final Request r = irecvReduce(seq, s, left, address + rs * es,
+                (segStart(count, n, recvSeg + 1) - rs) * es, type, op, true);
+            final Request w = isend(seq, s, right, address + ss * es, (segStart(count, n, sendSeg + 1) - ss) * es);
+            awaitAll(r, w);
+        }
+        final int owned = (rank + 1) % n;
+        if (op == ReduceOp.AVG) {
+            final long os = segStart(count, n, owned);
+            Reductions.divide(type, address + os * es, segStart(count, n, owned + 1) - os, n);
+        }
+        ringAllGatherSegments(seq, n, address, count, es, owned);
+    }
+
+    /** Ring all-gather of segments; this rank starts owning segment {@code owned}. */
+    private void ringAllGatherSegments(long seq, int stepBase, long address, long count, int es, int owned) {
+        final int n = size;
+        final int left = (rank - 1 + n) % n;
+        final int right = (rank + 1) % n;
+        int sendSeg = owned;
+        for (int s = 0; s < n - 1; s++) {
+            final int recvSeg = (sendSeg - 1 + n) % n;
+            final long rs = segStart(count, n, recvSeg);
+            final long ss = segStart(count, n, sendSeg);
+            final Request r = irecv(seq, stepBase + s, left, address + rs * es,
+                (segStart(count, n, recvSeg + 1) - rs) * es);
+            final Request w = isend(seq, stepBase + s, right, address + ss * es,
+                (segStart(count, n, sendSeg + 1) - ss) * es);
+            awaitAll(r, w);
+            sendSeg = recvSeg;
+        }
+    }
+
+    private int realRank(int newRank, int rem) {
+        return newRank < rem ? newRank * 2 + 1 : newRank + rem;
+    }
+
+    /** Folds a non-power-of-two group onto its largest power of two; returns the new rank or -1 (idle). */
+    private int foldIn(long seq, long address, long length, DataType type, ReduceOp op, int rem) {
+        if (rank < 2 * rem) {
+            if (rank % 2 == 0) {
+                isend(seq, 0, rank + 1, address, length).await(spin(), yields());
+                return -1;
+            }
+            irecvReduce(seq, 0, rank - 1, address, length, type, op, true).await(spin(), yields());
+            return rank / 2;
+        }
+        return rank - rem;
+    }
+
+    private void foldOut(long seq, long address, long length, int rem) {
+        if (rank < 2 * rem) {
+            if (rank % 2 == 1) {
+                isend(seq, 9999, rank - 1, address, length).await(spin(), yields());
+            } else {
+                irecv(seq, 9999, rank + 1, address, length).await(spin(), yields());
+            }
+        }
+    }
+
+    private void allReduceRecursiveDoubling(long seq, long address, long count, DataType type, ReduceOp op) {
+        final long length = count * type.size();
+        final int p2 = Integer.highestOneBit(size);
+        final int rem = size - p2;
+        final int newRank = foldIn(seq, address, length, type, op, rem);
+        if (newRank >= 0) {
+            final ByteBuffer tmp = acquire(length);
+            try {
+                final long t = BufferUtil.address(tmp);
+                int step = 1;
+                for (int mask = 1; mask < p2; mask <<= 1) {
+                    final int partner = realRank(newRank ^ mask, rem);
+                    final Request r = irecv(seq, step, partner, t, length);
+                    final Request s = isend(seq, step, partner, address, length);
+                    awaitAll(r, s);
+                    Reductions.combine(type, op, t, address, count, partner < rank);
+                    step++;
+                }
+            } finally {
+                release(tmp);
+            }
+            if (op == ReduceOp.AVG) {
+                Reductions.divide(type, address, count, size);
+            }
+        }
+        foldOut(seq, address, length, rem);
+    }
+
+    private void allReduceRabenseifner(long seq, long address, long count, DataType type, ReduceOp op) {
+        final int es = type.size();
+        final long length = count * es;
+        final int p2 = Integer.highestOneBit(size);
+        final int rem = size - p2;
+        final int newRank = foldIn(seq, address, length, type, op, rem);
+        if (newRank >= 0) {
+            final int levels = Integer.numberOfTrailingZeros(p2);
+            final long[] los = new long[levels];
+            final long[] his = new long[levels];
+            long lo = 0;
+            long hi = count;
+            int level = 0;
+            int step = 1;
+            for (int mask = p2 >> 1; mask >= 1; mask >>= 1) {
+                final int newPartner = newRank ^ mask;
+                final int partner = realRank(newPartner, rem);
+                final long mid = lo + (hi - lo) / 2;
+                los[level] = lo;
+                his[level] = hi;
+                level++;
+                final long keepLo = newRank < newPartner ? lo : mid;
+                final long keepHi = newRank < newPartner ? mid : hi;
+                final long sendLo = newRank < newPartner ? mid : lo;
+                final long sendHi = newRank < newPartner ? hi : mid;
+                final Request r = irecvReduce(seq, step, partner, address + keepLo * es, (keepHi - keepLo) * es, type,
+                    op, partner < rank);
+                final Request s = isend(seq, step, partner, address + sendLo * es, (sendHi - sendLo) * es);
+                awaitAll(r, s);
+                lo = keepLo;
+                hi = keepHi;
+                step++;
+            }
+            if (op == ReduceOp.AVG) {
+                Reductions.divide(type, address + lo * es, hi - lo, size);
+            }
+            for (int mask = 1; mask < p2; mask <<= 1) {
+                level--;
+                final int partner = realRank(newRank ^ mask, rem);
+                final long plo = los[level];
+                final long phi = his[level];
+                final long otherLo = lo == plo ? hi : plo;
+                final long otherHi = lo == plo ? phi : lo;
+                final Request r = irecv(seq, step, partner, address + otherLo * es, (otherHi - otherLo) * es);
+                final Request s = isend(seq, step, partner, address + lo * es, (hi - lo) * es);
+                awaitAll(r, s);
+                lo = plo;
+                hi = phi;
+                step++;
+            }
+        }
+        foldOut(seq, address, length, rem);
+    }
+
+    private void reduceScatter(long seq, long sendAddr, long sendLen, long recvAddr, long recvLen, DataType type,
+                               ReduceOp op) {
+        final int es = type.size();
+        if (sendLen != recvLen * size) {
+            throw new IllegalArgumentException("reduceScatter: send must hold size * recv bytes = " + recvLen * size
+                + ", got " + sendLen);
+        }
+        final long block = elements(recvLen, type);
+        final int n = size;
+        final ByteBuffer work = acquire(sendLen);
+        try {
+            final long w = BufferUtil.address(work);
+            Reductions.copy(sendAddr, w, sendLen);
+            final int left = (rank - 1 + n) % n;
+            final int right = (rank + 1) % n;
+            for (int s = 0; s < n - 1; s++) {
+                final int sendSeg = ((rank - s - 1) % n + n) % n;
+                final int recvSeg = ((rank - s - 2) % n + n) % n;
+                final Request r = irecvReduce(seq, s, left, w + recvSeg * block * es, block * es, type, op, true);
+                final Request x = isend(seq, s, right, w + sendSeg * block * es, block * es);
+                awaitAll(r, x);
+            }
+            if (op == ReduceOp.AVG) {
+                Reductions.divide(type, w + rank * block * es, block, n);
+            }
+            Reductions.copy(w + rank * block * es, recvAddr, block * es);
+        } finally {
+            release(work);
+        }
+    }
+
+    private void allGather(long seq, long sendAddr, long block, long recvAddr, long recvLen) {
+        if (recvLen != block * size) {
+            throw new IllegalArgumentException("allGather: recv must hold size * send bytes = " + block * size
+                + ", got " + recvLen);
+        }
+        Reductions.copy(sendAddr, recvAddr + rank * block, block);
+        final int n = size;
+        final int left = (rank - 1 + n) % n;
+        final int right = (rank + 1) % n;
+        for (int s = 0; s < n - 1; s++) {
+            final int sendSlot = ((rank - s) % n + n) % n;
+            final int recvSlot = ((rank - s - 1) % n + n) % n;
+            final Request r = irecv(seq, s, left, recvAddr + recvSlot * block, block);
+            final Request w = isend(seq, s, right, recvAddr + sendSlot * block, block);
+            awaitAll(r, w);
+        }
+    }
+
+    private void gather(long seq, long sendAddr, long block, long recvAddr, long recvLen, int root) {
+        checkPeer(root, "root");
+        if (rank != root) {
+            isend(seq, 0, root, sendAddr, block).await(spin(), yields());
+            return;
+        }
+        if (recvLen != block * size) {
+            throw new IllegalArgumentException("gather: recv must hold size * send bytes = " + block * size
+                + ", got " + recvLen);
+        }
+        final Request[] rs = new Request[size];
+        for (int p = 0; p < size; p++) {
+            if (p != rank) {
+                rs[p] = irecv(seq, 0, p, recvAddr + p * block, block);
+            }
+        }
+        Reductions.copy(sendAddr, recvAddr + rank * block, block);
+        awaitAll(rs);
+    }
+
+    private void scatter(long seq, long sendAddr, long sendLen, long recvAddr, long block, int root) {
+        checkPeer(root, "root");
+        if (rank != root) {
+            irecv(seq, 0, root, recvAddr, block).await(spin(), yields());
+            return;
+        }
+        if (sendLen != block * size) {
+            throw new IllegalArgumentException("scatter: send must hold size * recv bytes = " + block * size
+                + ", got " + sendLen);
+        }
+        final Request[] ss = new Request[size];
+        for (int p = 0; p < size; p++) {
+            if (p != rank) {
+                ss[p] = isend(seq, 0, p, sendAddr + p * block, block);
+            }
+        }
+        Reductions.copy(sendAddr + rank * block, recvAddr, block);
+        awaitAll(ss);
+    }
+
+    private void allToAll(long seq, long sendAddr, long sendLen, long recvAddr, long recvLen) {
+        if (sendLen != recvLen || sendLen % size != 0) {
+            throw new IllegalArgumentException("allToAll: send and recv must be equal multiples of size " + size
+                + " bytes, got " + sendLen + " and " + recvLen);
+        }
+        final long block = sendLen / size;
+        final long[] counts = new long[size];
+        final long[] displs = new long[size];
+        for (int p = 0; p < size; p++) {
+            counts[p] = block;
+            displs[p] = p * block;
+        }
+        allToAllV(seq, sendAddr, sendLen, counts, displs, recvAddr, recvLen, counts, displs);
+    }
+
+    private void allToAllV(long seq, long sendAddr, long sendLen, long[] sendCounts, long[] sendDispls, long recvAddr,
+                           long recvLen, long[] recvCounts, long[] recvDispls) {
+        checkRanges("send", sendLen, sendCounts, sendDispls);
+        checkRanges("recv", recvLen, recvCounts, recvDispls);
+        Reductions.copy(sendAddr + sendDispls[rank], recvAddr + recvDispls[rank],
+            Math.min(sendCounts[rank], recvCounts[rank]));
+        for (int s = 1; s < size; s++) {
+            final int dst = (rank + s) % size;
+            final int src = (rank - s + size) % size;
+            final Request r = irecv(seq, 0, src, recvAddr + recvDispls[src], recvCounts[src]);
+            final Request w = isend(seq, 0, dst, sendAddr + sendDispls[dst], sendCounts[dst]);
+            awaitAll(r, w);
+        }
+    }
+
+    private void checkRanges(String what, long length, long[] counts, long[] displs) {
+        if (counts.length != size || displs.length != size) {
+            throw new IllegalArgumentException(what + " counts and displacements need " + size + " entries, got "
+                + counts.length + " and " + displs.length);
+        }
+        for (int p = 0; p < size; p++) {
+            if (counts[p] < 0 || displs[p] < 0 || displs[p] + counts[p] > length) {
+                throw new IllegalArgumentException(what + " block for rank " + p + " [" + displs[p] + ", +"
+                    + counts[p] + ") lies outside the " + length + "-byte buffer");
+            }
+        }
+    }
+
+    // =================================================================== plumbing
+
+    private Request isend(long seq, int step, int peer, long address, long length) {
+        return transport.send(TYPE_COLL, commId, seq, step, group[peer], address, length);
+    }
+
+    private Request irecv(long seq, int step, int peer, long address, long capacity) {
+        return transport.recv(TYPE_COLL, commId, seq, step, group[peer], address, capacity);
+    }
+
+    private Request irecvReduce(long seq, int step, int peer, long address, long capacity, DataType type,
+                                ReduceOp op, boolean inFirst) {
+        return transport.recvReduce(TYPE_COLL, commId, seq, step, group[peer], address, capacity, type, op, inFirst);
+    }
+
+    private void awaitAll(Request... requests) {
+        CommException first = null;
+        for (Request r : requests) {
+            if (r == null) {
+                continue;
+            }
+            try {
+                r.await(spin(), yields());
+            } catch (CommException e) {
+                if (first == null) {
+                    first = e;
+                }
+            }
+        }
+        if (first != null) {
+            throw first;
+        }
+    }
+
+    private long spin() {
+        return ctx.waitSpins();
+    }
+
+    private long yields() {
+        return ctx.waitYields();
+    }
+
+    private long nextSequence() {
+        if (closed) {
+            throw new CommException("communicator " + commId + " on rank " + rank + " is closed");
+        }
+        final CommException f = transport.failure();
+        if (f != null) {
+            throw f;
+        }
+        return sequence.getAndIncrement();
+    }
+
+    private CompletableFuture<Void> runAsync(Runnable body) {
+        return CompletableFuture.runAsync(body, async);
+    }
+
+    private void checkPeer(int peer, String what) {
+        if (peer < 0 || peer >= size) {
+            throw new IllegalArgumentException(what + " " + peer + " is not a rank of this communicator [0, " + size
+                + ")");
+        }
+    }
+
+    private static void checkTag(int tag) {
+        if (tag < 0) {
+            throw new IllegalArgumentException("tag must be >= 0: " + tag);
+        }
+    }
+
+    private static long elements(long length, DataType type) {
+        if (length % type.size() != 0) {
+            throw new IllegalArgumentException(length + " bytes is not a whole number of " + type + " elements");
+        }
+        return length / type.size();
+    }
+
+    static long address(ByteBuffer buf) {
+        if (!buf.isDirect()) {
+            throw new IllegalArgumentException("heap ByteBuffer: use a direct buffer or the array overloads");
+        }
+        return BufferUtil.address(buf) + buf.position();
+    }
+
+    ByteBuffer acquire(long bytes) {
+        if (bytes > Integer.MAX_VALUE - 64) {
+            throw new IllegalArgumentException("scratch of " + bytes + " bytes is too large");
+        }
+        for (ByteBuffer b : scratch) {
+            if (b.capacity() >= bytes && scratch.remove(b)) {
+                b.clear();
+                return b;
+            }
+        }
+        return ByteBuffer.allocateDirect((int) Math.max(64, bytes)).order(ByteOrder.nativeOrder());
+    }
+
+    void release(ByteBuffer b) {
+        if (scratch.size() < 8) {
+            scratch.add(b);
+        }
+    }
+
+    private interface MemoryBody {
+        void run(long address, long length);
+    }
+
+    private void withArray(Object array, MemoryBody body) {
+        final long bytes;
+        final ByteBuffer b;
+        if (array instanceof float[] a) {
+            bytes = a.length * 4L;
+            b = acquire(bytes);
+            b.asFloatBuffer().put(a);
+        } else if (array instanceof double[] a) {
+            bytes = a.length * 8L;
+            b = acquire(bytes);
+            b.asDoubleBuffer().put(a);
+        } else if (array instanceof int[] a) {
+            bytes = a.length * 4L;
+            b = acquire(bytes);
+            b.asIntBuffer().put(a);
+        } else if (array instanceof long[] a) {
+            bytes = a.length * 8L;
+            b = acquire(bytes);
+            b.asLongBuffer().put(a);
+        } else {
+            final byte[] a = (byte[]) array;
+            bytes = a.length;
+            b = acquire(bytes);
+            b.put(0, a);
+        }
+        try {
+            body.run(BufferUtil.address(b), bytes);
+            if (array instanceof float[] a) {
+                b.asFloatBuffer().get(a);
+            } else if (array instanceof double[] a) {
+                b.asDoubleBuffer().get(a);
+            } else if (array instanceof int[] a) {
+                b.asIntBuffer().get(a);
+            } else if (array instanceof long[] a) {
+                b.asLongBuffer().get(a);
+            } else {
+                b.get(0, (byte[]) array);
+            }
+        } finally {
+            release(b);
+        }
+    }
+
+    Transport transport() {
+        return transport;
+    }
+
+    /** Whether every rank of this communicator shares this rank's host (and media driver). */
+    public boolean allOnThisHost() {
+        for (int w : group) {
+            if (!sameHost[w]) {
+                return false;
+            }
+        }
+        return true;
+    }
+
+    /** Whether {@code rank} of this communicator shares this rank's host. */
+    boolean sameHostAs(int rank) {
+        return sameHost[group[rank]];
+    }
+
+    /** The context this communicator was connected with. */
+    Context context() {
+        return ctx;
+    }
+
+    /** A fresh sequence number of this communicator (collective: every rank must call it in the same order). */
+    long takeSequence() {
+        return nextSequence();
+    }
+
+    int ipcStreamId() {
+        return ipcStreamId;
+    }
+
+    int communicatorId() {
+        return commId;
+    }
+
+    /** Closes this communicator; closing the world communicator stops the transport and its media driver. */
+    @Override
+    public void close() {
+        if (closed) {
+            return;
+        }
+        closed = true;
+        if (world == this) {
+            transport.close();
+            async.shutdownNow();
+        }
+    }
+
+    // =================================================================== context
+
+    /**
+     * Settings of a communicator. Every field has a default from a system property ({@code poniard.comm.*}) or
+     * the launcher's environment (see {@link RankEnvironment}).
+     */
+    public static final class Context {
+        private int rank = -1;
+        private int size = -1;
+        private String coordinatorHost;
+        private int coordinatorPort = -1;
+        private byte[] secret;
+        private String aeronDirectoryName = System.getProperty("poniard.comm.aeronDir");
+        private Boolean launchDriver;
+        private String bindAddress = System.getProperty("poniard.comm.bindAddress");
+        private int termLength = Integer.getInteger("poniard.comm.termLength", 4 << 20);
+        private int ipcMtu = Integer.getInteger("poniard.comm.ipcMtu", 65504);
+        private int udpMtu = Integer.getInteger("poniard.comm.udpMtu", 8192);
+        private int chunkLength = Integer.getInteger("poniard.comm.chunkLength", 65536 - 128);
+        private long heartbeatIntervalMs = Long.getLong("poniard.comm.heartbeatIntervalMs", 250);
+        private long failureTimeoutMs = Long.getLong("poniard.comm.failureTimeoutMs", 3000);
+        private long operationTimeoutMs = Long.getLong("poniard.comm.operationTimeoutMs", 300_000);
+        private long rendezvousTimeoutMs = Long.getLong("poniard.comm.rendezvousTimeoutMs", 60_000);
+        private long unexpectedBudget = Long.getLong("poniard.comm.unexpectedBudget", 64L << 20);
+        private long maxMessageLength = Long.getLong("poniard.comm.maxMessageLength", (long) Integer.MAX_VALUE - 64);
+        private long waitSpins = Long.getLong("poniard.comm.waitSpins", 0);
+        private long waitYields = Long.getLong("poniard.comm.waitYields", 2000);
+        private long idleParkNs = Long.getLong("poniard.comm.idleParkNs", 50_000);
+        private int idleSpins = Integer.getInteger("poniard.comm.idleSpins", 0);
+        private int idleYields = Integer.getInteger("poniard.comm.idleYields", 2000);
+        private double alpha = doubleProperty("poniard.comm.alpha");
+        private double beta = doubleProperty("poniard.comm.beta");
+        private double gamma = doubleProperty("poniard.comm.gamma");
+        private int protocolVersion = Rendezvous.VERSION;
+        private String launchId;
+        private int localRank = -1;
+
+        private static double doubleProperty(String name) {
+            final String v = System.getProperty(name);
+            return v == null ? Double.NaN : Double.parseDouble(v);
+        }
+
+        /** Fills unset fields from the environment and validates everything; called by connect. */
+        public Context conclude() {
+            final RankEnvironment env = (rank < 0 || size < 0 || coordinatorHost == null || coordinatorPort < 0
+                || launchId == null || localRank < 0) ? RankEnvironment.detect() : null;
+            if (rank < 0) {
+                rank = env.rank();
+            }
+            if (size < 0) {
+                size = env.size();
+            }
+            if (localRank < 0) {
+                localRank = env != null && env.size() == size ? env.localRank() : rank;
+            }
+            if (coordinatorHost == null) {
+                coordinatorHost = env.coordinatorHost();
+            }
+            if (coordinatorPort < 0) {
+                coordinatorPort = env.coordinatorPort();
+            }
+            if (launchId == null) {
+                launchId = env.launchId();
+            }
+            if (size < 1 || rank < 0 || rank >= size) {
+                throw new IllegalArgumentException("rank must be in [0, size): rank=" + rank + " size=" + size);
+            }
+            if (coordinatorPort > 65535) {
+                throw new IllegalArgumentException("coordinatorPort must be in [0, 65535]: " + coordinatorPort);
+            }
+            if (secret == null) {
+                secret = secretFromEnvironment();
+            }
+            if (secret == null && size > 1) {
+                throw new IllegalArgumentException("no shared secret: set PONIARD_SECRET or PONIARD_SECRET_FILE "
+                    + "(the launcher does this) or Context.secret(...)");
+            }
+            if (secret == null) {
+                secret = new byte[0];
+            }
+            if (aeronDirectoryName == null) {
+                final File shm = new File("/dev/shm");
+                final String base = shm.isDirectory() ? shm.getPath() : System.getProperty("java.io.tmpdir");
+                aeronDirectoryName = base + File.separator + "poniard-" + launchId + "-aeron";
+            }
+            if (launchDriver == null) {
+                launchDriver = localRank == 0;
+            }
+            if (bindAddress == null) {
+                bindAddress = addressTowards(coordinatorHost);
+            }
+            if (termLength < 65536 || Integer.bitCount(termLength) != 1) {
+                throw new IllegalArgumentException("termLength must be a power of two >= 64 KiB: " + termLength);
+            }
+            if (ipcMtu < 4096 || ipcMtu > 65504 || ipcMtu % 32 != 0) {
+                throw new IllegalArgumentException("ipcMtu must be a multiple of 32 in [4096, 65504]: " + ipcMtu);
+            }
+            if (udpMtu < 1408 || udpMtu > 65504 || udpMtu % 32 != 0) {
+                throw new IllegalArgumentException("udpMtu must be a multiple of 32 in [1408, 65504]: " + udpMtu);
+            }
+            if (chunkLength < 64 || chunkLength > 65536) {
+                throw new IllegalArgumentException("chunkLength must be in [64, 65536]: " + chunkLength);
+            }
+            positive("heartbeatIntervalMs", heartbeatIntervalMs);
+            positive("operationTimeoutMs", operationTimeoutMs);
+            positive("rendezvousTimeoutMs", rendezvousTimeoutMs);
+            if (failureTimeoutMs < 2 * heartbeatIntervalMs) {
+                throw new IllegalArgumentException("failureTimeoutMs must be at least twice heartbeatIntervalMs ("
+                    + heartbeatIntervalMs + "): " + failureTimeoutMs);
+            }
+            if (unexpectedBudget < 0) {
+                throw new IllegalArgumentException("unexpectedBudget must be >= 0: " + unexpectedBudget);
+            }
+            if (maxMessageLength < 0 || maxMessageLength > Integer.MAX_VALUE - 64) {
+                throw new IllegalArgumentException("maxMessageLength must be in [0, 2^31 - 65]: " + maxMessageLength);
+            }
+            return this;
+        }
+
+        /** Loopback for a loopback coordinator, else this host's address on the route to the coordinator. */
+        private static String addressTowards(String host) {
+            try {
+                final InetAddress target = InetAddress.getByName(host);
+                if (target.isLoopbackAddress()) {
+                    return "127.0.0.1";
+                }
+                try (java.net.DatagramSocket probe = new java.net.DatagramSocket()) {
+                    probe.connect(target, 9);
+                    final InetAddress local = probe.getLocalAddress();
+                    return local == null || local.isAnyLocalAddress() ? "127.0.0.1" : local.getHostAddress();
+                }
+            } catch (IOException e) {
+                return "127.0.0.1";
+            }
+        }
+
+        private static void positive(String name, long v) {
+            if (v <= 0) {
+                throw new IllegalArgumentException(name + " must be > 0: " + v);
+            }
+        }
+
+        private static byte[] secretFromEnvironment() {
+            final String s = System.getenv("PONIARD_SECRET");
+            if (s != null && !s.isEmpty()) {
+                return s.getBytes(StandardCharsets.UTF_8);
+            }
+            final String file = System.getenv("PONIARD_SECRET_FILE");
+            if (file != null && !file.isEmpty()) {
+                try {
+                    return Files.readAllBytes(Path.of(file));
+                } catch (IOException e) {
+                    throw new IllegalArgumentException("cannot read PONIARD_SECRET_FILE " + file + ": " + e, e);
+                }
+            }
+            return null;
+        }
+
+        public int rank() {
+            return rank;
+        }
+
+        public Context rank(int rank) {
+            this.rank = rank;
+            return this;
+        }
+
+        public int size() {
+            return size;
+        }
+
+        public Context size(int size) {
+            this.size = size;
+            return this;
+        }
+
+        public int localRank() {
+            return localRank;
+        }
+
+        /** Rank among the ranks of this host; local rank 0 launches the host's media driver by default. */
+        public Context localRank(int localRank) {
+            this.localRank = localRank;
+            return this;
+        }
+
+        public String coordinatorHost() {
+            return coordinatorHost;
+        }
+
+        public Context coordinatorHost(String host) {
+            this.coordinatorHost = host;
+            return this;
+        }
+
+        public int coordinatorPort() {
+            return coordinatorPort;
+        }
+
+        public Context coordinatorPort(int port) {
+            this.coordinatorPort = port;
+            return this;
+        }
+
+        public byte[] secret() {
+            return secret;
+        }
+
+        /** The shared secret every rank must present (default: PONIARD_SECRET or PONIARD_SECRET_FILE). */
+        public Context secret(byte[] secret) {
+            this.secret = secret.clone();
+            return this;
+        }
+
+        public String aeronDirectoryName() {
+            return aeronDirectoryName;
+        }
+
+        public Context aeronDirectoryName(String dir) {
+            this.aeronDirectoryName = dir;
+            return this;
+        }
+
+        public boolean launchDriver() {
+            return launchDriver != null && launchDriver;
+        }
+
+        /** Whether this rank launches the embedded media driver (default: local rank 0 does). */
+        public Context launchDriver(boolean launch) {
+            this.launchDriver = launch;
+            return this;
+        }
+
+        public String launchId() {
+            return launchId;
+        }
+
+        /** Names this job's media driver directory; the launcher removes directories with its launch id. */
+        public Context launchId(String id) {
+            this.launchId = id;
+            return this;
+        }
+
+        public String bindAddress() {
+            return bindAddress;
+        }
+
+        /** The address this rank's UDP endpoint binds to (default: loopback, or the route to the coordinator). */
+        public Context bindAddress(String address) {
+            this.bindAddress = address;
+            return this;
+        }
+
+        public int termLength() {
+            return termLength;
+        }
+
+        public Context termLength(int termLength) {
+            this.termLength = termLength;
+            return this;
+        }
+
+        public int ipcMtu() {
+            return ipcMtu;
+        }
+
+        public Context ipcMtu(int mtu) {
+            this.ipcMtu = mtu;
+            return this;
+        }
+
+        public int udpMtu() {
+            return udpMtu;
+        }
+
+        public Context udpMtu(int mtu) {
+            this.udpMtu = mtu;
+            return this;
+        }
+
+        public int chunkLength() {
+            return chunkLength;
+        }
+
+        /** Largest payload per frame (clamped to what the channel's MTU allows). */
+        public Context chunkLength(int chunkLength) {
+            this.chunkLength = chunkLength;
+            return this;
+        }
+
+        public long heartbeatIntervalMs() {
+            return heartbeatIntervalMs;
+        }
+
+        public Context heartbeatIntervalMs(long ms) {
+            this.heartbeatIntervalMs = ms;
+            return this;
+        }
+
+        public long failureTimeoutMs() {
+            return failureTimeoutMs;
+        }
+
+        /** A peer unheard for this long is declared lost (default 3000 ms). */
+        public Context failureTimeoutMs(long ms) {
+            this.failureTimeoutMs = ms;
+            return this;
+        }
+
+        public long operationTimeoutMs() {
+            return operationTimeoutMs;
+        }
+
+        /** A send or receive pending this long aborts the communicator (default 300 s). */
+        public Context operationTimeoutMs(long ms) {
+            this.operationTimeoutMs = ms;
+            return this;
+        }
+
+        public long rendezvousTimeoutMs() {
+            return rendezvousTimeoutMs;
+        }
+
+        public Context rendezvousTimeoutMs(long ms) {
+            this.rendezvousTimeoutMs = ms;
+            return this;
+        }
+
+        public long unexpectedBudget() {
+            return unexpectedBudget;
+        }
+
+        /** Bytes of messages that arrived before their receive was posted that may be buffered (default 64 MiB). */
+        public Context unexpectedBudget(long bytes) {
+            this.unexpectedBudget = bytes;
+            return this;
+        }
+
+        public long maxMessageLength() {
+            return maxMessageLength;
+        }
+
+        public Context maxMessageLength(long bytes) {
+            this.maxMessageLength = bytes;
+            return this;
+        }
+
+        public long waitSpins() {
+            return waitSpins;
+        }
+
+        /** Spin iterations a waiting caller makes before yielding and parking. */
+        public Context waitSpins(long spins) {
+            this.waitSpins = spins;
+            return this;
+        }
+
+        public long waitYields() {
+            return waitYields;
+        }
+
+        /** Yields a waiting caller makes after spinning and before parking. */
+        public Context waitYields(long yields) {
+            this.waitYields = yields;
+            return this;
+        }
+
+        public long idleParkNs() {
+            return idleParkNs;
+        }
+
+        public Context idleParkNs(long ns) {
+            this.idleParkNs = ns;
+            return this;
+        }
+
+        public int idleSpins() {
+            return idleSpins;
+        }
+
+        /** Idle progress-loop iterations spent spinning before yielding. */
+        public Context idleSpins(int spins) {
+            this.idleSpins = spins;
+            return this;
+        }
+
+        public int idleYields() {
+            return idleYields;
+        }
+
+        /** Idle progress-loop iterations spent yielding before parking for {@link #idleParkNs()}. */
+        public Context idleYields(int yields) {
+            this.idleYields = yields;
+            return this;
+        }
+
+        public double alpha() {
+            return alpha;
+        }
+
+        /** Fixes the cost model's α (seconds per message) instead of measuring it. */
+        public Context alpha(double alpha) {
+            this.alpha = alpha;
+            return this;
+        }
+
+        public double beta() {
+            return beta;
+        }
+
+        /** Fixes the cost model's β (seconds per byte) instead of measuring it. */
+        public Context beta(double beta) {
+            this.beta = beta;
+            return this;
+        }
+
+        public double gamma() {
+            return gamma;
+        }
+
+        /** Fixes the cost model's γ (seconds per byte reduced) instead of measuring it. */
+        public Context gamma(double gamma) {
+            this.gamma = gamma;
+            return this;
+        }
+
+        public int protocolVersion() {
+            return protocolVersion;
+        }
+
+        /** The rendezvous protocol version spoken (tests use it to check refusals). */
+        public Context protocolVersion(int version) {
+            this.protocolVersion = version;
+            return this;
+        }
+    }
+}

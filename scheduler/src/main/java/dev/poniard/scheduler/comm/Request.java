@@ -1,0 +1,108 @@
+package dev.poniard.scheduler.comm;
+
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.Executor;
+import java.util.concurrent.locks.LockSupport;
+
+/**
+ * Completion handle of one transport operation. The progress thread completes or fails it; the owner waits
+ * with spin, then yield, then park (the progress thread unparks a parked waiter).
+ */
+final class Request {
+    private static final int PENDING = 0;
+    private static final int DONE = 1;
+    private static final int FAILED = 2;
+
+    private volatile int state = PENDING;
+    private volatile Thread waiter;
+    private Throwable error;
+    /** Bytes actually received (receives) or sent (sends). Written before completion. */
+    long length;
+    private CompletableFuture<Void> future;
+    private Executor futureExecutor;
+
+    boolean isDone() {
+        return state != PENDING;
+    }
+
+    void complete() {
+        if (state == PENDING) {
+            state = DONE;
+            signal();
+        }
+    }
+
+    void fail(Throwable t) {
+        if (state == PENDING) {
+            error = t;
+            state = FAILED;
+            signal();
+        }
+    }
+
+    private void signal() {
+        final Thread w = waiter;
+        if (w != null) {
+            LockSupport.unpark(w);
+        }
+        final CompletableFuture<Void> f;
+        final Executor ex;
+        synchronized (this) {
+            f = future;
+            ex = futureExecutor;
+        }
+        if (f != null) {
+            ex.execute(this::settle);
+        }
+    }
+
+    private void settle() {
+        if (state == DONE) {
+            future.complete(null);
+        } else {
+            future.completeExceptionally(error);
+        }
+    }
+
+    /** A future completed on {@code executor} (never on the progress thread). */
+    CompletableFuture<Void> toFuture(Executor executor) {
+        final CompletableFuture<Void> f = new CompletableFuture<>();
+        synchronized (this) {
+            future = f;
+            futureExecutor = executor;
+        }
+        if (state != PENDING) {
+            executor.execute(this::settle);
+        }
+        return f;
+    }
+
+    /** Waits for completion; rethrows the failure as a {@link CommException}. */
+    void await(long spinIterations) {
+        await(spinIterations, 20);
+    }
+
+    /** Waits: {@code spinIterations} busy spins, then {@code yields} yields, then parks until signalled. */
+    void await(long spinIterations, long yields) {
+        for (long i = 0; i < spinIterations && state == PENDING; i++) {
+            Thread.onSpinWait();
+        }
+        for (long i = 0; i < yields && state == PENDING; i++) {
+            Thread.yield();
+        }
+        if (state == PENDING) {
+            waiter = Thread.currentThread();
+            while (state == PENDING) {
+                LockSupport.parkNanos(this, 1_000_000L);
+            }
+            waiter = null;
+        }
+        if (state == FAILED) {
+            final Throwable t = error;
+            if (t instanceof CommException ce) {
+                throw ce;
+            }
+            throw new CommException("communication failed: " + t, t);
+        }
+    }
+}
