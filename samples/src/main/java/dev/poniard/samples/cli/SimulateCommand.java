@@ -2,7 +2,7 @@ package dev.poniard.samples.cli;
 
 import dev.poniard.samples.sim.Studies;
 import dev.poniard.scheduler.PlacementPolicy;
-import dev.poniard.scheduler.sim.CollectiveModel;
+import dev.poniard.scheduler.comm.Algorithm;
 import dev.poniard.scheduler.sim.SimDag;
 import dev.poniard.scheduler.sim.SimResult;
 import dev.poniard.scheduler.sim.VirtualCluster;
@@ -81,9 +81,9 @@ public final class SimulateCommand implements Callable<Integer> {
         double[] xs = new double[count], ring = new double[count], tree = new double[count];
         int k = 0;
         for (int d = 8; d <= maxDevices; d *= 2, k++) {
-            double r = Studies.dataParallel(d, CollectiveModel.Algorithm.RING).makespanNs();
-            double t = Studies.dataParallel(d, CollectiveModel.Algorithm.BINOMIAL_TREE).makespanNs();
-            double b = Studies.dataParallel(d, null).makespanNs();
+            double r = Studies.dataParallel(d, Algorithm.RING).makespanNs();
+            double t = Studies.dataParallel(d, Algorithm.BINOMIAL_TREE).makespanNs();
+            double b = Studies.dataParallel(d, Algorithm.AUTO).makespanNs();
             xs[k] = d;
             ring[k] = base / r;
             tree[k] = base / t;

@@ -2,7 +2,7 @@ package dev.poniard.samples.sim;
 
 import dev.poniard.scheduler.PlacementPolicy;
 import dev.poniard.scheduler.Processor;
-import dev.poniard.scheduler.sim.CollectiveModel;
+import dev.poniard.scheduler.comm.Algorithm;
 import dev.poniard.scheduler.sim.LinkSpec;
 import dev.poniard.scheduler.sim.SimDag;
 import dev.poniard.scheduler.sim.SimResult;
@@ -41,7 +41,7 @@ public final class Studies {
     }
 
     /** Step time of the data-parallel step on {@code devices} devices with the given all-reduce. */
-    public static SimResult dataParallel(int devices, CollectiveModel.Algorithm alg) {
+    public static SimResult dataParallel(int devices, Algorithm alg) {
         return simulate(gpus(devices), PlacementPolicy.eft(),
                 Workloads.dataParallelStep(devices, DP_COMPUTE_NS, DP_GRADIENT_BYTES, DP_BUCKETS, alg), true, false);
     }

@@ -2,7 +2,8 @@ package dev.poniard.scheduler.comm;
 
 /**
  * The α-β(-γ) model that picks collective algorithms: sending m bytes costs α + mβ, reducing m bytes costs
- * mγ. Parameters are measured when the world communicator connects (rank 0 measures, everyone receives the
+ * mγ (Thakur, Rabenseifner and Gropp 2005). The cluster simulator prices collectives with the same model, so
+ * its predictions follow the communicator's own choices. Parameters are measured when the world communicator connects (rank 0 measures, everyone receives the
  * same figures) unless the context overrides them, so every rank makes the same choice for the same call.
  *
  * @param alpha seconds per message
@@ -33,11 +34,18 @@ public record CostModel(double alpha, double beta, double gamma) {
             case RING -> 2.0 * (p - 1) * alpha + 2.0 * (p - 1) / p * m * beta + (p - 1.0) / p * m * gamma;
             case RECURSIVE_DOUBLING -> fold + lg * (alpha + m * beta + m * gamma);
             case RABENSEIFNER -> fold + 2.0 * lg * alpha + 2.0 * (p - 1) / p * m * beta + (p - 1.0) / p * m * gamma;
+            // reduce to a root, then broadcast: what a plain tree all-reduce costs (predictions only)
+            case BINOMIAL_TREE -> 2.0 * lg * (alpha + m * beta) + lg * m * gamma;
             default -> Double.POSITIVE_INFINITY;
         };
     }
 
-    /** The cheapest all-reduce algorithm. */
+    /** Predicted pairwise all-to-all time on p ranks when each rank sends m bytes in all (m / p to each peer). */
+    public double allToAll(int p, long m) {
+        return p <= 1 ? 0 : (p - 1) * (alpha + (double) m / p * beta);
+    }
+
+    /** The cheapest all-reduce algorithm the communicator implements (ring, recursive doubling, Rabenseifner). */
     public Algorithm chooseAllReduce(int p, long m) {
         Algorithm best = Algorithm.RING;
         double cost = allReduce(Algorithm.RING, p, m);

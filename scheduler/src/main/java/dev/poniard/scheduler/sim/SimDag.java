@@ -1,6 +1,7 @@
 package dev.poniard.scheduler.sim;
 
 import dev.poniard.scheduler.Schedulable;
+import dev.poniard.scheduler.comm.Algorithm;
 import dev.poniard.scheduler.Scope;
 import java.util.ArrayList;
 import java.util.Collections;
@@ -9,9 +10,13 @@ import java.util.List;
 /**
  * A task DAG for the simulator, built in topological order: every input of a task is added before it.
  * A task either computes (work in nanoseconds on a speed-1 device, an output of some bytes) or is a
- * collective over a group of devices, priced by {@link CollectiveModel}.
+ * collective over a group of devices, priced by the communicator's own cost model
+ * ({@link dev.poniard.scheduler.comm.CostModel}) with the links of the virtual cluster.
  */
 public final class SimDag {
+    /** What a collective does. */
+    public enum Collective { ALL_REDUCE, BROADCAST, ALL_TO_ALL }
+
     private final List<Task> tasks = new ArrayList<>();
 
     /** A task of the DAG; also what the scheduler's queues and policies see during a simulation. */
@@ -24,14 +29,14 @@ public final class SimDag {
         final int priority;
         final Scope scope;
         /** For collectives: the op, algorithm (null: the model's best), bytes and device group. */
-        final CollectiveModel.Op op;
-        final CollectiveModel.Algorithm algorithm;
+        final Collective op;
+        final Algorithm algorithm;
         final int[] group;
         double rank;
         long estimateNs;
 
         Task(int index, String name, double workNs, long outputBytes, int[] inputs, int priority, Scope scope,
-             CollectiveModel.Op op, CollectiveModel.Algorithm algorithm, int[] group) {
+             Collective op, Algorithm algorithm, int[] group) {
             this.index = index;
             this.name = name;
             this.workNs = workNs;
@@ -101,16 +106,13 @@ public final class SimDag {
      * Adds a collective over {@code group} that starts when all inputs are done and occupies the group's
      * communication engines (and, when it spans nodes, their NICs) for the model's time.
      *
-     * @param algorithm the algorithm to price, or null for the model's best choice
+     * @param algorithm the algorithm to price, or {@link Algorithm#AUTO} for the communicator's own choice
      */
-    public int collective(String name, CollectiveModel.Op op, CollectiveModel.Algorithm algorithm, long bytes,
-                          int[] group, int... inputs) {
+    public int collective(String name, Collective op, Algorithm algorithm, long bytes, int[] group, int... inputs) {
         if (group.length == 0) {
             throw new IllegalArgumentException("collective " + name + " needs a non-empty device group");
         }
-        if (algorithm != null && !algorithm.implementsOp(op)) {
-            throw new IllegalArgumentException(algorithm + " does not implement " + op + " (collective " + name + ")");
-        }
+        Simulator.checkAlgorithm(op, algorithm);
         checkInputs(name, inputs);
         Task t = new Task(tasks.size(), name, 0, bytes, inputs.clone(), 0, Scope.any(), op, algorithm, group.clone());
         tasks.add(t);

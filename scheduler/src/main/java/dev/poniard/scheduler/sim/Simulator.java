@@ -5,6 +5,8 @@ import dev.poniard.scheduler.Processor;
 import dev.poniard.scheduler.ReadyQueue;
 import dev.poniard.scheduler.TaskState;
 import dev.poniard.scheduler.Trace;
+import dev.poniard.scheduler.comm.Algorithm;
+import dev.poniard.scheduler.comm.CostModel;
 import java.util.ArrayDeque;
 import java.util.ArrayList;
 import java.util.List;
@@ -28,7 +30,8 @@ import java.util.Random;
  * steals (when the policy steals; a thief fetches what it lacks when it starts the task); a task computes
  * once its inputs have arrived, for
  * {@code work / speed}, optionally with seeded log-normal noise. Collectives occupy the communication
- * engine of every member device, and every NIC they cross, for the time {@link CollectiveModel} gives.
+ * engine of every member device, and every NIC they cross, for the time the communicator's cost model
+ * ({@link CostModel}) gives over the link they cross — the same model and choice a real run makes.
  * An input copied to a device stays there for later consumers on that device (read-only data such as
  * replicated weights or a factorization's panel tiles is fetched once per device). Memory: an output lives
  * on its producer, and its copies on their devices, until its last consumer finishes. Tasks are never lost: a run that ends with unfinished tasks
@@ -122,6 +125,49 @@ public final class Simulator {
     private static final int STEAL_SCAN = 64;
 
     private final Context ctx;
+
+    /**
+     * Time in nanoseconds of a collective over {@code ranks} ranks and a link, priced by the communicator's
+     * cost model; {@link Algorithm#AUTO} takes the communicator's own choice.
+     */
+    public static double collectiveNs(SimDag.Collective op, Algorithm algorithm, int ranks, long bytes, LinkSpec link,
+                                      double gammaNsPerByte) {
+        checkAlgorithm(op, algorithm);
+        CostModel model = new CostModel(link.alphaNs() * 1e-9, link.nsPerByte() * 1e-9, gammaNsPerByte * 1e-9);
+        double seconds;
+        switch (op) {
+            case ALL_REDUCE:
+                seconds = model.allReduce(algorithm == Algorithm.AUTO ? model.chooseAllReduce(ranks, bytes) : algorithm,
+                        ranks, bytes);
+                break;
+            case BROADCAST:
+                seconds = model.broadcast(algorithm == Algorithm.AUTO ? model.chooseBroadcast(ranks, bytes) : algorithm,
+                        ranks, bytes);
+                break;
+            default:
+                seconds = model.allToAll(ranks, bytes);
+        }
+        return ranks <= 1 ? 0 : seconds * 1e9;
+    }
+
+    /** Refuses an algorithm that does not perform {@code op}, naming the ones that do. */
+    static void checkAlgorithm(SimDag.Collective op, Algorithm algorithm) {
+        java.util.EnumSet<Algorithm> ok;
+        switch (op) {
+            case ALL_REDUCE:
+                ok = java.util.EnumSet.of(Algorithm.AUTO, Algorithm.RING, Algorithm.RECURSIVE_DOUBLING,
+                        Algorithm.RABENSEIFNER, Algorithm.BINOMIAL_TREE);
+                break;
+            case BROADCAST:
+                ok = java.util.EnumSet.of(Algorithm.AUTO, Algorithm.BINOMIAL_TREE, Algorithm.CHAIN);
+                break;
+            default:
+                ok = java.util.EnumSet.of(Algorithm.AUTO); // pairwise exchange
+        }
+        if (!ok.contains(algorithm)) {
+            throw new IllegalArgumentException(algorithm + " does not perform " + op + "; use one of " + ok);
+        }
+    }
 
     public Simulator(Context ctx) {
         this.ctx = ctx.conclude();
@@ -522,10 +568,8 @@ public final class Simulator {
             for (int g : t.group) {
                 crossNode |= cluster.nodeOf(g) != firstNode;
             }
-            LinkSpec link = crossNode ? cluster.interNode() : cluster.intraNode();
-            CollectiveModel.Algorithm alg = t.algorithm != null ? t.algorithm
-                    : CollectiveModel.best(t.op, t.group.length, t.outputBytes, link, cluster.gammaNsPerByte());
-            return CollectiveModel.timeNs(t.op, alg, t.group.length, t.outputBytes, link, cluster.gammaNsPerByte());
+            return Simulator.collectiveNs(t.op, t.algorithm, t.group.length, t.outputBytes,
+                    crossNode ? cluster.interNode() : cluster.intraNode(), cluster.gammaNsPerByte());
         }
 
         // ---- completion -------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 package dev.poniard.scheduler.sim;
 
 import dev.poniard.scheduler.Scope;
+import dev.poniard.scheduler.comm.Algorithm;
 import java.util.Random;
 
 /**
@@ -19,10 +20,10 @@ public final class Workloads {
      *
      * @param computeNs forward plus backward time of one device's batch
      * @param gradientBytes size of all gradients
-     * @param algorithm the all-reduce algorithm, or null for the model's best per bucket
+     * @param algorithm the all-reduce algorithm, or {@link Algorithm#AUTO} for the communicator's choice per bucket
      */
     public static SimDag dataParallelStep(int devices, double computeNs, long gradientBytes, int buckets,
-                                          CollectiveModel.Algorithm algorithm) {
+                                          Algorithm algorithm) {
         SimDag dag = new SimDag();
         int[] all = new int[devices];
         int[][] grads = new int[buckets][devices];
@@ -37,7 +38,7 @@ public final class Workloads {
         }
         int[] reduced = new int[buckets];
         for (int k = 0; k < buckets; k++) {
-            reduced[k] = dag.collective("allreduce", CollectiveModel.Op.ALL_REDUCE, algorithm, gradientBytes / buckets,
+            reduced[k] = dag.collective("allreduce", SimDag.Collective.ALL_REDUCE, algorithm, gradientBytes / buckets,
                     all, grads[k]);
         }
         for (int d = 0; d < devices; d++) {

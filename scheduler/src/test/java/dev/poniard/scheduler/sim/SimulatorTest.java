@@ -8,6 +8,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 import dev.poniard.scheduler.PlacementPolicy;
 import dev.poniard.scheduler.Processor;
 import dev.poniard.scheduler.Scope;
+import dev.poniard.scheduler.comm.Algorithm;
 import org.junit.jupiter.api.Test;
 
 /** Small cases whose results are computed by hand. */
@@ -82,9 +83,10 @@ class SimulatorTest {
         VirtualCluster cluster = VirtualCluster.gpuCluster(1, 4);
         SimDag dag = new SimDag();
         int[] group = {0, 1, 2, 3};
-        dag.collective("allreduce", CollectiveModel.Op.ALL_REDUCE, CollectiveModel.Algorithm.RING, 1 << 24, group);
-        double expected = CollectiveModel.timeNs(CollectiveModel.Op.ALL_REDUCE, CollectiveModel.Algorithm.RING, 4,
-                1 << 24, cluster.intraNode(), cluster.gammaNsPerByte());
+        dag.collective("allreduce", SimDag.Collective.ALL_REDUCE, Algorithm.RING, 1 << 24, group);
+        // ring: 2(n-1)α + 2(n-1)/n·mβ + (n-1)/n·mγ with α = 3 us, β = 1/150 ns/B, γ = 1/500 ns/B
+        double m = 1 << 24;
+        double expected = 2 * 3 * 3_000 + 2 * 0.75 * m / 150 + 0.75 * m / 500;
         assertEquals(expected, run(cluster, PlacementPolicy.eft(), dag).makespanNs(), 1e-3);
     }
 
@@ -93,9 +95,9 @@ class SimulatorTest {
         VirtualCluster cluster = VirtualCluster.gpuCluster(2, 1);
         SimDag dag = new SimDag();
         int[] group = {0, 1};
-        dag.collective("ar1", CollectiveModel.Op.ALL_REDUCE, CollectiveModel.Algorithm.RING, 1 << 20, group);
-        dag.collective("ar2", CollectiveModel.Op.ALL_REDUCE, CollectiveModel.Algorithm.RING, 1 << 20, group);
-        double one = CollectiveModel.timeNs(CollectiveModel.Op.ALL_REDUCE, CollectiveModel.Algorithm.RING, 2, 1 << 20,
+        dag.collective("ar1", SimDag.Collective.ALL_REDUCE, Algorithm.RING, 1 << 20, group);
+        dag.collective("ar2", SimDag.Collective.ALL_REDUCE, Algorithm.RING, 1 << 20, group);
+        double one = Simulator.collectiveNs(SimDag.Collective.ALL_REDUCE, Algorithm.RING, 2, 1 << 20,
                 cluster.interNode(), cluster.gammaNsPerByte());
         assertEquals(2 * one, run(cluster, PlacementPolicy.eft(), dag).makespanNs(), 1e-3);
     }
@@ -150,6 +152,18 @@ class SimulatorTest {
         IllegalStateException e = assertThrows(IllegalStateException.class,
                 () -> run(VirtualCluster.cpuNode(2), PlacementPolicy.eft(), dag));
         assertTrue(e.getMessage().contains("lost"), e.getMessage());
+    }
+
+    @Test
+    void shouldLetTheCommunicatorsModelChooseUnderAuto() {
+        LinkSpec link = new LinkSpec(10, 1);
+        double auto = Simulator.collectiveNs(SimDag.Collective.ALL_REDUCE, Algorithm.AUTO, 64, 8, link, 0.1);
+        double doubling = Simulator.collectiveNs(SimDag.Collective.ALL_REDUCE, Algorithm.RECURSIVE_DOUBLING, 64, 8,
+                link, 0.1);
+        assertEquals(doubling, auto, 1e-6, "small messages: recursive doubling");
+        assertEquals(0, Simulator.collectiveNs(SimDag.Collective.ALL_REDUCE, Algorithm.RING, 1, 1 << 20, link, 1));
+        assertThrows(IllegalArgumentException.class,
+                () -> Simulator.collectiveNs(SimDag.Collective.BROADCAST, Algorithm.RING, 4, 10, link, 0));
     }
 
     @Test

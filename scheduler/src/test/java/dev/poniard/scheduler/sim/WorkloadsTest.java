@@ -6,6 +6,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 import dev.poniard.scheduler.PlacementPolicy;
 import dev.poniard.scheduler.Processor;
 import dev.poniard.scheduler.Scope;
+import dev.poniard.scheduler.comm.Algorithm;
 import java.util.Arrays;
 import org.junit.jupiter.api.Test;
 
@@ -45,7 +46,7 @@ class WorkloadsTest {
 
     @Test
     void shouldCostNoCommunicationOnOneDevice() {
-        SimDag dag = Workloads.dataParallelStep(1, 1e6, 1 << 20, 4, CollectiveModel.Algorithm.RING);
+        SimDag dag = Workloads.dataParallelStep(1, 1e6, 1 << 20, 4, Algorithm.RING);
         assertEquals(Workloads.dataParallelComputeNs(1e6), run(VirtualCluster.cpuNode(1), dag, true).makespanNs(), 1e-3);
     }
 
