@@ -7,7 +7,8 @@ import java.util.Locale;
  * own overhead per task, and — when tracing — the critical path against the makespan.
  *
  * <p>Overhead per task is the processors' time that was neither in task bodies nor idle, divided by the
- * tasks they ran: queueing, dispatch, bookkeeping and wake-ups.
+ * tasks they ran: queueing, dispatch, bookkeeping and wake-ups. All times are wall-clock, so on a machine
+ * shared with other processes it also counts time the operating system took a worker away between tasks.
  */
 public final class RunSummary {
     private final String policy;

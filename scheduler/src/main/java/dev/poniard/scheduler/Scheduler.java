@@ -358,7 +358,9 @@ public final class Scheduler implements AutoCloseable, PlacementPolicy.Schedulin
             return;
         }
         q.push(t);
-        if (idle.get() > 0) {
+        // A worker that queues a task for itself takes it as soon as it returns to its loop: waking an idle
+        // thief (a futex call on the critical path) pays only when more work than this task is waiting.
+        if (idle.get() > 0 && (i != current || q.queuedWorkNs() > t.estimateNs)) {
             wakeFor(i, t);
         }
     }

@@ -23,7 +23,11 @@ public final class PoniardCli implements Runnable {
             org.slf4j.LoggerFactory.getLogger(PoniardCli.class).debug("command failed", ex);
             return 1;
         });
-        return cl.execute(args);
+        int code = cl.execute(args);
+        // commands print through picocli's writers, which flush only on println
+        cl.getOut().flush();
+        cl.getErr().flush();
+        return code;
     }
 
     private static String describe(Throwable ex) {
