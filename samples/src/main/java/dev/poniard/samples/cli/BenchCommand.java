@@ -31,7 +31,7 @@ public final class BenchCommand implements Callable<Integer> {
     /** Suites by name, in the order `--help` lists them. */
     static Map<String, BenchSuite> suites() {
         Map<String, BenchSuite> m = new LinkedHashMap<>();
-        for (BenchSuite s : List.<BenchSuite>of(new SchedulerBenchSuite())) {
+        for (BenchSuite s : List.<BenchSuite>of(new SchedulerBenchSuite(), new dev.poniard.samples.linalg.LinalgBenchSuite())) {
             m.put(s.name(), s);
         }
         return m;
