@@ -140,10 +140,10 @@ public final class LinalgBenchSuite implements BenchSuite {
                         }
                         double[] cd = c.toColumnMajor();
                         double[] ad = a.toColumnMajor();
-                        double[] x = vector(n);
-                        double[] bx = matvec(b.toColumnMajor(), n, n, x);
-                        check("gemm (ours)", diff(matvec(cd, n, n, x), matvec(ad, n, n, bx))
-                                / (a.normFrobenius() * b.normFrobenius() * norm(x) * n * eps()));
+                        double[] x = Residuals.vector(n);
+                        double[] bx = Residuals.matvec(b.toColumnMajor(), n, n, x);
+                        check("gemm (ours)", Residuals.diff(Residuals.matvec(cd, n, n, x), Residuals.matvec(ad, n, n, bx))
+                                / (a.normFrobenius() * b.normFrobenius() * Residuals.norm(x) * n * eps()));
                     }
                     return flops(n) / best;
                 }
@@ -171,9 +171,9 @@ public final class LinalgBenchSuite implements BenchSuite {
                     }
                     double[] cd = new double[n * n];
                     c.get(cd);
-                    double[] x = vector(n);
-                    check("gemm (OpenBLAS)", diff(matvec(cd, n, n, x), matvec(ad, n, n, matvec(bd, n, n, x)))
-                            / (norm(ad) * norm(bd) * norm(x) * n * eps()));
+                    double[] x = Residuals.vector(n);
+                    check("gemm (OpenBLAS)", Residuals.diff(Residuals.matvec(cd, n, n, x), Residuals.matvec(ad, n, n, Residuals.matvec(bd, n, n, x)))
+                            / (Residuals.norm(ad) * Residuals.norm(bd) * Residuals.norm(x) * n * eps()));
                     return flops(n) / best;
                 }
             }
@@ -197,7 +197,7 @@ public final class LinalgBenchSuite implements BenchSuite {
                             if (r > 0) {
                                 best = Math.min(best, dt);
                             }
-                            check("cholesky (ours)", choleskyResidual(ad, f.toColumnMajor(), n));
+                            check("cholesky (ours)", Residuals.choleskyResidual(ad, f.toColumnMajor(), n));
                         }
                     }
                     return flops(n) / best;
@@ -226,7 +226,7 @@ public final class LinalgBenchSuite implements BenchSuite {
                     }
                     double[] fd = new double[n * n];
                     f.get(fd);
-                    check("cholesky (OpenBLAS)", choleskyResidual(ad, fd, n));
+                    check("cholesky (OpenBLAS)", Residuals.choleskyResidual(ad, fd, n));
                 }
                 return flops(n) / best;
             }
@@ -250,7 +250,7 @@ public final class LinalgBenchSuite implements BenchSuite {
                             if (r > 0) {
                                 best = Math.min(best, dt);
                             }
-                            check("lu (ours)", luResidual(ad, f.toColumnMajor(), lu.pivots(), n));
+                            check("lu (ours)", Residuals.luResidual(ad, f.toColumnMajor(), lu.pivots(), n));
                         }
                     }
                     return flops(n) / best;
@@ -284,7 +284,7 @@ public final class LinalgBenchSuite implements BenchSuite {
                     for (int i = 0; i < n; i++) {
                         piv[i]--;
                     }
-                    check("lu (OpenBLAS)", luResidual(ad, fd, piv, n));
+                    check("lu (OpenBLAS)", Residuals.luResidual(ad, fd, piv, n));
                 }
                 return flops(n) / best;
             }
@@ -309,13 +309,13 @@ public final class LinalgBenchSuite implements BenchSuite {
                                     best = Math.min(best, dt);
                                 }
                                 // A x = Q (R x): form R x, apply Q with the tile kernels, compare.
-                                double[] x = vector(n);
-                                double[] rx = upperMatvec(f.toColumnMajor(), n, x);
+                                double[] x = Residuals.vector(n);
+                                double[] rx = Residuals.upperMatvec(f.toColumnMajor(), n, x);
                                 try (DistributedMatrix y = DistributedMatrix.zeros(DType.F64, n, 1, nb)) {
                                     y.fromColumnMajor(rx);
                                     la.applyQ(qr, TileKernels.Trans.N, y);
-                                    check("qr (ours)", diff(matvec(ad, n, n, x), y.toColumnMajor())
-                                            / (norm(ad) * norm(x) * n * eps()));
+                                    check("qr (ours)", Residuals.diff(Residuals.matvec(ad, n, n, x), y.toColumnMajor())
+                                            / (Residuals.norm(ad) * Residuals.norm(x) * n * eps()));
                                 }
                             }
                         }
@@ -347,9 +347,9 @@ public final class LinalgBenchSuite implements BenchSuite {
                     // ||R x|| = ||A x|| for orthogonal Q: a cheap sanity check of the baseline's R.
                     double[] fd = new double[n * n];
                     f.get(fd);
-                    double[] x = vector(n);
-                    double ax = norm(matvec(ad, n, n, x));
-                    check("qr (OpenBLAS)", Math.abs(norm(upperMatvec(fd, n, x)) - ax) / (norm(ad) * norm(x) * n * eps()));
+                    double[] x = Residuals.vector(n);
+                    double ax = Residuals.norm(Residuals.matvec(ad, n, n, x));
+                    check("qr (OpenBLAS)", Math.abs(Residuals.norm(Residuals.upperMatvec(fd, n, x)) - ax) / (Residuals.norm(ad) * Residuals.norm(x) * n * eps()));
                 }
                 return flops(n) / best;
             }
@@ -371,7 +371,7 @@ public final class LinalgBenchSuite implements BenchSuite {
         abstract double openblas(int n, int reps);
     }
 
-    private static double eps() {
+    static double eps() {
         return DType.F64.epsilon();
     }
 
@@ -383,93 +383,4 @@ public final class LinalgBenchSuite implements BenchSuite {
         }
     }
 
-    private static double[] vector(int n) {
-        java.util.SplittableRandom rnd = new java.util.SplittableRandom(SEED);
-        double[] x = new double[n];
-        for (int i = 0; i < n; i++) {
-            x[i] = rnd.nextDouble() - 0.5;
-        }
-        return x;
-    }
-
-    /** y = A x for column-major m x n A. */
-    private static double[] matvec(double[] a, int m, int n, double[] x) {
-        double[] y = new double[m];
-        for (int j = 0; j < n; j++) {
-            double xj = x[j];
-            int off = j * m;
-            for (int i = 0; i < m; i++) {
-                y[i] += a[off + i] * xj;
-            }
-        }
-        return y;
-    }
-
-    /** y = U x with U the upper triangle of column-major n x n a. */
-    private static double[] upperMatvec(double[] a, int n, double[] x) {
-        double[] y = new double[n];
-        for (int j = 0; j < n; j++) {
-            double xj = x[j];
-            for (int i = 0; i <= j; i++) {
-                y[i] += a[j * n + i] * xj;
-            }
-        }
-        return y;
-    }
-
-    /** ||A x − L (L^T x)|| / (||A|| ||x|| n eps), L the lower triangle of f. */
-    private static double choleskyResidual(double[] a, double[] f, int n) {
-        double[] x = vector(n);
-        double[] y = new double[n];
-        for (int j = 0; j < n; j++) {
-            double s = 0;
-            for (int i = j; i < n; i++) {
-                s += f[j * n + i] * x[i];
-            }
-            y[j] = s;
-        }
-        double[] z = new double[n];
-        for (int j = 0; j < n; j++) {
-            for (int i = j; i < n; i++) {
-                z[i] += f[j * n + i] * y[j];
-            }
-        }
-        return diff(matvec(a, n, n, x), z) / (norm(a) * norm(x) * n * eps());
-    }
-
-    /** ||P A x − L (U x)|| / (||A|| ||x|| n eps), pivots 0-based LAPACK style. */
-    private static double luResidual(double[] a, double[] f, int[] piv, int n) {
-        double[] x = vector(n);
-        double[] ax = matvec(a, n, n, x);
-        for (int r = 0; r < piv.length; r++) {
-            double t = ax[r];
-            ax[r] = ax[piv[r]];
-            ax[piv[r]] = t;
-        }
-        double[] ux = upperMatvec(f, n, x);
-        double[] lux = ux.clone();
-        for (int j = 0; j < n; j++) {
-            for (int i = j + 1; i < n; i++) {
-                lux[i] += f[j * n + i] * ux[j];
-            }
-        }
-        return diff(ax, lux) / (norm(a) * norm(x) * n * eps());
-    }
-
-    private static double norm(double[] v) {
-        double s = 0;
-        for (double d : v) {
-            s += d * d;
-        }
-        return Math.sqrt(s);
-    }
-
-    private static double diff(double[] a, double[] b) {
-        double s = 0;
-        for (int i = 0; i < a.length; i++) {
-            double d = a[i] - b[i];
-            s += d * d;
-        }
-        return Math.sqrt(s);
-    }
 }
