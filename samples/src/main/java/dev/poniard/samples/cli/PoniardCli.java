@@ -6,7 +6,7 @@ import picocli.CommandLine.Command;
 /** The {@code ./poniard} command line. */
 @Command(name = "poniard", mixinStandardHelpOptions = true, versionProvider = PoniardCli.Version.class,
         description = "Dynamic task-DAG scheduling and multi-device training for Deeplearning4j.",
-        subcommands = {TrainCommand.class, LaunchCommand.class, BenchCommand.class, SimulateCommand.class, DemoCommand.class, CommandLine.HelpCommand.class})
+        subcommands = {TrainCommand.class, LaunchCommand.class, BenchCommand.class, SimulateCommand.class, LinalgCommand.class, DemoCommand.class, CommandLine.HelpCommand.class})
 public final class PoniardCli implements Runnable {
     @CommandLine.Spec
     CommandLine.Model.CommandSpec spec;

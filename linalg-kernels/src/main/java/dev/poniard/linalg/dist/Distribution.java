@@ -1,0 +1,181 @@
+package dev.poniard.linalg.dist;
+
+import java.util.ArrayList;
+import java.util.List;
+
+/**
+ * Maps every tile (i, j) of an mt x nt tile grid to its owner. Owners are numbered as <i>slots</i>
+ * {@code 0 .. ranks*devicesPerRank-1}; slot s is device {@code s % devicesPerRank} of rank
+ * {@code s / devicesPerRank}, so one descriptor covers "one rank per device" and "several devices per
+ * rank" alike. The descriptors are pure functions of the tile index, so every rank of an SPMD program
+ * computes the same owners without talking to the others.
+ *
+ * <ul>
+ *   <li>{@link #block1d}: contiguous bands of tile columns (or rows), one band per slot.</li>
+ *   <li>{@link #cyclic1d}: tile column (or row) j goes to slot j mod S.</li>
+ *   <li>{@link #blockCyclic1d}: groups of b tile columns (or rows) dealt cyclically.</li>
+ *   <li>{@link #blockCyclic2d}: ScaLAPACK's 2D block-cyclic over a P x Q grid with tile blocks of mb x nb.</li>
+ *   <li>{@link #replicated25d}: 2.5D (Solomonik–Demmel): c layers, each a P x Q block-cyclic grid, every
+ *       tile replicated once per layer; its primary owner is on layer 0.</li>
+ * </ul>
+ */
+public interface Distribution {
+    /** Which tile index a 1D distribution deals out. */
+    enum Axis { ROWS, COLUMNS }
+
+    /** The primary owner of tile (i, j): the one whose copy is authoritative. */
+    TileOwner owner(int i, int j);
+
+    /** Every holder of tile (i, j); a single owner unless the distribution replicates. */
+    default List<TileOwner> replicas(int i, int j) {
+        return List.of(owner(i, j));
+    }
+
+    /** Number of ranks the distribution spans. */
+    int ranks();
+
+    /** Devices (processor slots) per rank. */
+    int devicesPerRank();
+
+    /** Tiles of an mt x nt grid whose primary owner is {@code rank}, in column-major tile order. */
+    default List<int[]> localTiles(int rank, int mt, int nt) {
+        List<int[]> out = new ArrayList<>();
+        for (int j = 0; j < nt; j++) {
+            for (int i = 0; i < mt; i++) {
+                if (owner(i, j).rank() == rank) {
+                    out.add(new int[] {i, j});
+                }
+            }
+        }
+        return out;
+    }
+
+    /** Everything on rank 0, device 0: the one-process case. */
+    static Distribution single() {
+        return blockCyclic2d(1, 1, 1, 1, 1);
+    }
+
+    /** Contiguous bands: {@code tiles} tile columns (or rows) split into {@code slots} nearly equal bands. */
+    static Distribution block1d(Axis axis, int tiles, int ranks, int devicesPerRank) {
+        positive("tiles", tiles);
+        int slots = slots(ranks, devicesPerRank);
+        return new OneD(axis, ranks, devicesPerRank, idx -> {
+            if (idx < 0 || idx >= tiles) {
+                throw new IndexOutOfBoundsException("tile index " + idx + " is outside the " + tiles + " tiles this block distribution covers");
+            }
+            // Band s starts at floor(s * tiles / slots), so band sizes differ by at most one; the slot of
+            // idx is the last band starting at or before it.
+            return (int) (((long) (idx + 1) * slots - 1) / tiles);
+        }, "block1d");
+    }
+
+    /** Tile column (or row) j on slot j mod S. */
+    static Distribution cyclic1d(Axis axis, int ranks, int devicesPerRank) {
+        int slots = slots(ranks, devicesPerRank);
+        return new OneD(axis, ranks, devicesPerRank, idx -> Math.floorMod(idx, slots), "cyclic1d");
+    }
+
+    /** Blocks of {@code block} tile columns (or rows) dealt cyclically. */
+    static Distribution blockCyclic1d(Axis axis, int block, int ranks, int devicesPerRank) {
+        positive("block", block);
+        int slots = slots(ranks, devicesPerRank);
+        return new OneD(axis, ranks, devicesPerRank, idx -> Math.floorMod(idx / block, slots), "blockCyclic1d");
+    }
+
+    /**
+     * 2D block-cyclic over a {@code p x q} grid of slots (row-major slot numbering, as ScaLAPACK's default
+     * grid), blocks of {@code mb x nb} tiles. Needs {@code p * q == ranks * devicesPerRank}.
+     */
+    static Distribution blockCyclic2d(int p, int q, int mb, int nb, int devicesPerRank) {
+        positive("p", p);
+        positive("q", q);
+        positive("mb", mb);
+        positive("nb", nb);
+        positive("devicesPerRank", devicesPerRank);
+        if ((p * q) % devicesPerRank != 0) {
+            throw new IllegalArgumentException("a " + p + "x" + q + " grid has " + p * q + " slots, not a multiple of "
+                    + devicesPerRank + " devices per rank");
+        }
+        return new Grid(p, q, mb, nb, 1, p * q / devicesPerRank, devicesPerRank);
+    }
+
+    /**
+     * 2.5D: {@code c} layers of a {@code p x q} block-cyclic grid (tile blocks 1 x 1); layer l holds slots
+     * {@code l*p*q .. (l+1)*p*q-1}. Every tile has c replicas, one per layer; layer 0 holds the primary.
+     * With c = 1 this is plain 2D block-cyclic; a 3D distribution is p = q = c.
+     */
+    static Distribution replicated25d(int p, int q, int c, int devicesPerRank) {
+        positive("p", p);
+        positive("q", q);
+        positive("c", c);
+        positive("devicesPerRank", devicesPerRank);
+        if ((p * q * c) % devicesPerRank != 0) {
+            throw new IllegalArgumentException(p + "x" + q + "x" + c + " slots is not a multiple of " + devicesPerRank
+                    + " devices per rank");
+        }
+        return new Grid(p, q, 1, 1, c, p * q * c / devicesPerRank, devicesPerRank);
+    }
+
+    private static int slots(int ranks, int devicesPerRank) {
+        positive("ranks", ranks);
+        positive("devicesPerRank", devicesPerRank);
+        return ranks * devicesPerRank;
+    }
+
+    private static void positive(String what, int v) {
+        if (v < 1) {
+            throw new IllegalArgumentException(what + " must be >= 1, got " + v);
+        }
+    }
+
+    /** Owner from a slot number. */
+    private static TileOwner slot(int s, int devicesPerRank) {
+        return new TileOwner(s / devicesPerRank, s % devicesPerRank);
+    }
+
+    /** A 1D distribution: a slot function of the row or column tile index. */
+    record OneD(Axis axis, int ranks, int devicesPerRank, java.util.function.IntUnaryOperator slotOf, String kind)
+            implements Distribution {
+        @Override
+        public TileOwner owner(int i, int j) {
+            return slot(slotOf.applyAsInt(axis == Axis.COLUMNS ? j : i), devicesPerRank);
+        }
+
+        @Override
+        public String toString() {
+            return kind + "(" + axis + ", " + ranks + " ranks x " + devicesPerRank + " devices)";
+        }
+    }
+
+    /** P x Q block-cyclic grids, replicated over c layers. */
+    record Grid(int p, int q, int mb, int nb, int c, int ranks, int devicesPerRank) implements Distribution {
+        @Override
+        public TileOwner owner(int i, int j) {
+            return onLayer(i, j, 0);
+        }
+
+        @Override
+        public List<TileOwner> replicas(int i, int j) {
+            List<TileOwner> out = new ArrayList<>(c);
+            for (int l = 0; l < c; l++) {
+                out.add(onLayer(i, j, l));
+            }
+            return out;
+        }
+
+        private TileOwner onLayer(int i, int j, int layer) {
+            if (i < 0 || j < 0) {
+                throw new IndexOutOfBoundsException("tile (" + i + ", " + j + ") has a negative index");
+            }
+            int pr = (i / mb) % p;
+            int pc = (j / nb) % q;
+            return slot(layer * p * q + pr * q + pc, devicesPerRank);
+        }
+
+        @Override
+        public String toString() {
+            return c == 1 ? "blockCyclic2d(" + p + "x" + q + ", blocks " + mb + "x" + nb + ")"
+                    : "replicated25d(" + p + "x" + q + "x" + c + ")";
+        }
+    }
+}
