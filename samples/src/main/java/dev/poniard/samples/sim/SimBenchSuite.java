@@ -5,11 +5,27 @@ import dev.poniard.samples.bench.BenchResult;
 import dev.poniard.samples.bench.BenchSuite;
 import dev.poniard.scheduler.PlacementPolicy;
 import dev.poniard.scheduler.Scheduler;
+import dev.poniard.linalg.DType;
+import dev.poniard.linalg.DistributedMatrix;
+import dev.poniard.linalg.TileAlgebra;
+import dev.poniard.scheduler.Scope;
+import dev.poniard.scheduler.Trace;
+import dev.poniard.scheduler.comm.Algorithm;
+import dev.poniard.scheduler.comm.CostModel;
+import dev.poniard.scheduler.comm.DataType;
+import dev.poniard.scheduler.comm.LocalCluster;
+import dev.poniard.scheduler.comm.ReduceOp;
+import dev.poniard.scheduler.sim.LinkSpec;
 import dev.poniard.scheduler.sim.SimDag;
+import dev.poniard.scheduler.sim.Simulator;
 import dev.poniard.scheduler.sim.SimResult;
 import dev.poniard.scheduler.sim.VirtualCluster;
 import dev.poniard.scheduler.sim.Workloads;
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
 import java.time.Duration;
+import java.util.HashMap;
+import java.util.Map;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Random;
@@ -34,6 +50,12 @@ public final class SimBenchSuite implements BenchSuite {
     public List<BenchResult> run(BenchOptions options, Consumer<BenchResult> progress) throws Exception {
         List<BenchResult> results = new ArrayList<>();
         BenchResult r = validateImbalancedWork(options.quick() ? 2_000 : 10_000);
+        results.add(r);
+        progress.accept(r);
+        r = validateCholesky(options.quick() ? 1536 : 3072, 256);
+        results.add(r);
+        progress.accept(r);
+        r = validateAllReduce(options.quick() ? 4 << 20 : 16 << 20);
         results.add(r);
         progress.accept(r);
         r = eventsPerSecond(options.quick() ? 32 : 64);
@@ -85,6 +107,81 @@ public final class SimBenchSuite implements BenchSuite {
             }
         }
         return BenchResult.standalone("validate_imbalanced_work", "predicted_over_measured", "x", predictedAtBest / best);
+    }
+
+    /**
+     * Factors an SPD matrix with the tile Cholesky on 2 workers, fits each kernel's time from the run's own
+     * trace (the learned-cost-model way), then predicts the makespan of the same DAG on a virtual 2-core
+     * node with the same policy and critical-path priorities.
+     */
+    static BenchResult validateCholesky(int n, int tile) {
+        double bestMeasured = Double.MAX_VALUE, predictedAtBest = 0;
+        try (TileAlgebra algebra = TileAlgebra.launch(new TileAlgebra.Context().workers(2).trace(true))) {
+            for (int round = 0; round < 3; round++) {
+                try (DistributedMatrix a = DistributedMatrix.spd(DType.F64, n, tile, 7)) {
+                    algebra.scheduler().resetStats();
+                    algebra.cholesky(a);
+                    Trace trace = algebra.scheduler().trace();
+                    double measured = trace.makespanNs();
+                    Map<String, double[]> perKernel = new HashMap<>();
+                    for (Trace.TaskRecord rec : trace.records()) {
+                        String kernel = rec.name().replaceAll("[^a-z].*$", "");
+                        double[] sumCount = perKernel.computeIfAbsent(kernel, x -> new double[2]);
+                        sumCount[0] += rec.durationNs();
+                        sumCount[1]++;
+                    }
+                    Workloads.CholeskyKernels kernels = new Workloads.CholeskyKernels(mean(perKernel, "potrf"),
+                            mean(perKernel, "trsm"), mean(perKernel, "syrk"), mean(perKernel, "gemm"));
+                    SimDag dag = Workloads.tileCholesky(n, tile, kernels, 0, (i, j) -> Scope.any());
+                    double predicted = Studies.simulate(VirtualCluster.cpuNode(2), PlacementPolicy.eft(), dag, true,
+                            false).makespanNs();
+                    if (measured < bestMeasured) {
+                        bestMeasured = measured;
+                        predictedAtBest = predicted;
+                    }
+                }
+            }
+        }
+        return BenchResult.standalone("validate_cholesky_1proc", "predicted_over_measured", "x",
+                predictedAtBest / bestMeasured);
+    }
+
+    private static double mean(Map<String, double[]> perKernel, String kernel) {
+        double[] sc = perKernel.get(kernel);
+        if (sc == null) {
+            throw new IllegalStateException("the Cholesky trace has no " + kernel + " task: " + perKernel.keySet());
+        }
+        return sc[0] / sc[1];
+    }
+
+    /**
+     * Times a 2-rank all-reduce over Aeron IPC in this process and predicts it with the simulator, pricing
+     * the collective by the α, β, γ the communicator measured when it connected.
+     */
+    static BenchResult validateAllReduce(int bytes) {
+        try (LocalCluster cluster = LocalCluster.launch(2)) {
+            List<double[]> results = cluster.run(comm -> {
+                ByteBuffer buf = ByteBuffer.allocateDirect(bytes).order(ByteOrder.nativeOrder());
+                for (int i = 0; i < 3; i++) {
+                    comm.allReduce(buf, DataType.FLOAT32, ReduceOp.SUM);
+                }
+                comm.barrier();
+                long best = Long.MAX_VALUE;
+                for (int i = 0; i < 10; i++) {
+                    long t0 = System.nanoTime();
+                    comm.allReduce(buf, DataType.FLOAT32, ReduceOp.SUM);
+                    best = Math.min(best, System.nanoTime() - t0);
+                }
+                CostModel m = comm.costModel();
+                return new double[] {best, m.alpha(), m.beta(), m.gamma()};
+            });
+            double measured = Math.max(results.get(0)[0], results.get(1)[0]);
+            double[] model = results.get(0);
+            LinkSpec link = new LinkSpec(model[1] * 1e6, 1e-9 / model[2]);
+            double predicted = Simulator.collectiveNs(SimDag.Collective.ALL_REDUCE, Algorithm.AUTO, 2, bytes, link,
+                    model[3] * 1e9);
+            return BenchResult.standalone("validate_allreduce_n2", "predicted_over_measured", "x", predicted / measured);
+        }
     }
 
     /** Heavy-tailed task durations: Pareto(α = 1.5) with a mean of about 50 us, capped at 20 ms. */

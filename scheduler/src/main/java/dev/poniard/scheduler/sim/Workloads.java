@@ -171,6 +171,15 @@ public final class Workloads {
         return 1 - busy / (stages * r.makespanNs());
     }
 
+    /** Measured or modelled time in nanoseconds of each tile kernel of a Cholesky factorization. */
+    public record CholeskyKernels(double potrfNs, double trsmNs, double syrkNs, double gemmNs) {
+        /** Every kernel at the same speed: nb³/3, nb³, nb³ and 2nb³ floating-point operations. */
+        public static CholeskyKernels atFlopsPerNs(int tile, double flopsPerNs) {
+            double nb3 = (double) tile * tile * tile;
+            return new CholeskyKernels(nb3 / 3 / flopsPerNs, nb3 / flopsPerNs, nb3 / flopsPerNs, 2 * nb3 / flopsPerNs);
+        }
+    }
+
     /**
      * Tile Cholesky (right-looking, POTRF/TRSM/SYRK/GEMM) of an n×n matrix in tiles of {@code tile},
      * owner-computes on a 2D block-cyclic {@code p}×{@code q} grid of devices.
@@ -178,26 +187,33 @@ public final class Workloads {
      * @param flopsPerNs each device's speed in floating-point operations per nanosecond (GFLOP/s / 1)
      */
     public static SimDag tileCholesky(int n, int tile, int p, int q, double flopsPerNs) {
+        return tileCholesky(n, tile, CholeskyKernels.atFlopsPerNs(tile, flopsPerNs), (long) tile * tile * 8,
+                (i, j) -> Scope.processors((i % p) * q + (j % q)));
+    }
+
+    /**
+     * The same DAG with given kernel times and tile bytes, each tile's tasks placed by {@code owner}
+     * ({@code (i, j) -> Scope.any()} for one shared-memory process, where tiles move for free: pass 0 bytes).
+     */
+    public static SimDag tileCholesky(int n, int tile, CholeskyKernels k, long tileBytes,
+                                      java.util.function.BiFunction<Integer, Integer, Scope> owner) {
         int t = (n + tile - 1) / tile;
-        long tileBytes = (long) tile * tile * 8;
-        double nb3 = (double) tile * tile * tile;
         SimDag dag = new SimDag();
         int[][] last = new int[t][t];
         for (int[] row : last) {
             java.util.Arrays.fill(row, -1);
         }
-        for (int k = 0; k < t; k++) {
-            last[k][k] = dag.task("potrf", nb3 / 3 / flopsPerNs, tileBytes, 0, owner(k, k, p, q), deps(last[k][k]));
-            for (int i = k + 1; i < t; i++) {
-                last[i][k] = dag.task("trsm", nb3 / flopsPerNs, tileBytes, 0, owner(i, k, p, q),
-                        deps(last[k][k], last[i][k]));
+        for (int kk = 0; kk < t; kk++) {
+            last[kk][kk] = dag.task("potrf", k.potrfNs(), tileBytes, 0, owner.apply(kk, kk), deps(last[kk][kk]));
+            for (int i = kk + 1; i < t; i++) {
+                last[i][kk] = dag.task("trsm", k.trsmNs(), tileBytes, 0, owner.apply(i, kk),
+                        deps(last[kk][kk], last[i][kk]));
             }
-            for (int i = k + 1; i < t; i++) {
-                last[i][i] = dag.task("syrk", nb3 / flopsPerNs, tileBytes, 0, owner(i, i, p, q),
-                        deps(last[i][k], last[i][i]));
-                for (int j = k + 1; j < i; j++) {
-                    last[i][j] = dag.task("gemm", 2 * nb3 / flopsPerNs, tileBytes, 0, owner(i, j, p, q),
-                            deps(last[i][k], last[j][k], last[i][j]));
+            for (int i = kk + 1; i < t; i++) {
+                last[i][i] = dag.task("syrk", k.syrkNs(), tileBytes, 0, owner.apply(i, i), deps(last[i][kk], last[i][i]));
+                for (int j = kk + 1; j < i; j++) {
+                    last[i][j] = dag.task("gemm", k.gemmNs(), tileBytes, 0, owner.apply(i, j),
+                            deps(last[i][kk], last[j][kk], last[i][j]));
                 }
             }
         }
@@ -207,10 +223,6 @@ public final class Workloads {
     /** Floating-point operations of a Cholesky factorization of order n. */
     public static double choleskyFlops(int n) {
         return (double) n * n * n / 3;
-    }
-
-    private static Scope owner(int i, int j, int p, int q) {
-        return Scope.processors((i % p) * q + (j % q));
     }
 
     private static int[] deps(int... candidates) {
