@@ -10,6 +10,7 @@ import dev.poniard.samples.bench.BenchSuite;
 import dev.poniard.samples.bench.SchedulerBenchSuite;
 import dev.poniard.samples.comm.CommBenchSuite;
 import dev.poniard.samples.linalg.LinalgBenchSuite;
+import dev.poniard.samples.streams.StreamsBenchSuite;
 import dev.poniard.samples.sim.SimBenchSuite;
 import dev.poniard.samples.trainer.TrainerBenchSuite;
 import java.io.PrintWriter;
@@ -35,7 +36,7 @@ public final class BenchCommand implements Callable<Integer> {
     /** Suites by name, in the order `--help` lists them. */
     static Map<String, BenchSuite> suites() {
         Map<String, BenchSuite> m = new LinkedHashMap<>();
-        for (BenchSuite s : List.<BenchSuite>of(new SchedulerBenchSuite(), new CommBenchSuite(), new LinalgBenchSuite(), new TrainerBenchSuite(),
+        for (BenchSuite s : List.<BenchSuite>of(new SchedulerBenchSuite(), new CommBenchSuite(), new LinalgBenchSuite(), new StreamsBenchSuite(), new TrainerBenchSuite(),
                 new SimBenchSuite())) {
             m.put(s.name(), s);
         }

@@ -1,0 +1,44 @@
+package dev.poniard.scheduler.stream;
+
+/**
+ * An ordered queue of device work (as a CUDA stream): operations run one after another in the order they
+ * were enqueued, and never wait for the host. Different streams run concurrently; {@link #waitFor} orders
+ * work across streams through events.
+ *
+ * <p>Enqueue calls return at once. An operation that throws fails the stream: later operations are
+ * skipped, and every event recorded after it (and every stream waiting for such an event) reports the
+ * failure when synchronised.
+ */
+public interface Stream {
+    /** What a stream is for: the copy engines are separate from compute, which lets copies overlap kernels. */
+    enum Kind { COMPUTE, HOST_TO_DEVICE, DEVICE_TO_HOST }
+
+    String name();
+
+    Kind kind();
+
+    /** Whether this is the device's high-priority compute stream (critical-path work goes there). */
+    boolean highPriority();
+
+    /**
+     * Enqueues a kernel: {@code work} runs on the device's compute resources in stream order.
+     *
+     * @param estimateNs expected run time, for load balancing across streams (0 if unknown)
+     */
+    void launch(Runnable work, long estimateNs);
+
+    /**
+     * Enqueues an asynchronous copy of {@code bytes} bytes: the copy runs on this stream's engine at the
+     * device's copy bandwidth.
+     */
+    void copy(Buffer from, long fromOffset, Buffer to, long toOffset, long bytes);
+
+    /** Makes all later work on this stream wait until {@code event} completes (the host does not wait). */
+    void waitFor(Event event);
+
+    /** Records an event that completes when everything enqueued so far has run. */
+    Event record();
+
+    /** Estimated nanoseconds of work enqueued and not yet finished (the scheduler's load measure). */
+    long pendingNs();
+}

@@ -1,0 +1,181 @@
+package dev.poniard.scheduler.stream;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import dev.poniard.scheduler.stream.StreamScheduler.Access;
+import dev.poniard.scheduler.stream.cpu.CpuDevice;
+import java.nio.ByteBuffer;
+import java.util.ArrayList;
+import java.util.Collections;
+import java.util.List;
+import java.util.concurrent.CountDownLatch;
+import java.util.concurrent.TimeUnit;
+import java.util.function.Supplier;
+import java.util.stream.Stream;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.Timeout;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.MethodSource;
+
+/**
+ * The stream contract, run against every implementation available here (the CPU emulation everywhere;
+ * CUDA devices join this list in the {@code gpu}-tagged suite).
+ */
+@Timeout(value = 30, unit = TimeUnit.SECONDS)
+class StreamTest {
+
+    static Stream<Supplier<Device>> devices() {
+        return Stream.of(() -> CpuDevice.launch(new CpuDevice.Context().computeStreams(3).computeCapacity(2)
+                .copyBytesPerSecond(50e9)));
+    }
+
+    @ParameterizedTest
+    @MethodSource("devices")
+    void shouldRunTheOperationsOfAStreamInOrder(Supplier<Device> make) {
+        try (Device d = make.get()) {
+            List<Integer> order = Collections.synchronizedList(new ArrayList<>());
+            dev.poniard.scheduler.stream.Stream s = d.computeStreams().get(1);
+            for (int i = 0; i < 100; i++) {
+                int k = i;
+                s.launch(() -> order.add(k), 0);
+            }
+            s.record().synchronize();
+            for (int i = 0; i < 100; i++) {
+                assertEquals(i, order.get(i));
+            }
+        }
+    }
+
+    @ParameterizedTest
+    @MethodSource("devices")
+    void shouldCopyWhileAKernelRuns(Supplier<Device> make) throws Exception {
+        try (Device d = make.get()) {
+            CountDownLatch release = new CountDownLatch(1);
+            CountDownLatch running = new CountDownLatch(1);
+            d.computeStreams().get(1).launch(() -> {
+                running.countDown();
+                await(release);
+            }, 0);
+            assertTrue(running.await(10, TimeUnit.SECONDS));
+            try (Buffer host = d.staging().acquire(1 << 16); Buffer dev = d.memory().acquire(1 << 16)) {
+                d.hostToDevice().copy(host, 0, dev, 0, 1 << 16);
+                Event copied = d.hostToDevice().record();
+                copied.synchronize(); // returns although the kernel still runs: the copy engine is separate
+                assertTrue(copied.isComplete());
+                release.countDown();
+                d.synchronize();
+            }
+        }
+    }
+
+    private static void await(CountDownLatch l) {
+        try {
+            l.await();
+        } catch (InterruptedException e) {
+            throw new IllegalStateException(e);
+        }
+    }
+
+    /** Chunks copied in, doubled by a kernel, copied out: every result arrives, in every buffer. */
+    @ParameterizedTest
+    @MethodSource("devices")
+    void shouldOrderWorkOnSharedBuffersAcrossStreamsWithEvents(Supplier<Device> make) {
+        try (Device d = make.get()) {
+            StreamScheduler sched = new StreamScheduler(d);
+            int chunks = 12, floats = 4096, bytes = floats * 4;
+            List<Buffer> in = new ArrayList<>(), dev = new ArrayList<>(), out = new ArrayList<>();
+            for (int c = 0; c < chunks; c++) {
+                Buffer h = d.staging().acquire(bytes);
+                for (int i = 0; i < floats; i++) {
+                    h.bytes().putFloat(i * 4, c * 10_000 + i);
+                }
+                in.add(h);
+                dev.add(d.memory().acquire(bytes));
+                out.add(d.staging().acquire(bytes));
+            }
+            for (int c = 0; c < chunks; c++) {
+                Buffer db = dev.get(c);
+                sched.copyIn(in.get(c), db, bytes);
+                sched.launch(() -> {
+                    ByteBuffer b = db.bytes();
+                    for (int i = 0; i < floats; i++) {
+                        b.putFloat(i * 4, b.getFloat(i * 4) * 2);
+                    }
+                }, 10_000, c % 4 == 0, Access.out(db));
+                sched.copyOut(db, out.get(c), bytes);
+            }
+            sched.synchronize();
+            for (int c = 0; c < chunks; c++) {
+                for (int i = 0; i < floats; i += 97) {
+                    assertEquals(2f * (c * 10_000 + i), out.get(c).bytes().getFloat(i * 4), "chunk " + c + ", float " + i);
+                }
+            }
+            for (List<Buffer> l : List.of(in, dev, out)) {
+                l.forEach(Buffer::close);
+            }
+        }
+    }
+
+    @ParameterizedTest
+    @MethodSource("devices")
+    void shouldFailEventsAfterAFailedOperationAndStreamsWaitingForThem(Supplier<Device> make) {
+        try (Device d = make.get()) {
+            dev.poniard.scheduler.stream.Stream a = d.computeStreams().get(1);
+            dev.poniard.scheduler.stream.Stream b = d.computeStreams().get(2);
+            a.launch(() -> {
+                throw new ArithmeticException("kernel fault");
+            }, 0);
+            Event afterFault = a.record();
+            b.waitFor(afterFault);
+            Event onB = b.record();
+            IllegalStateException e = assertThrows(IllegalStateException.class, onB::synchronize);
+            assertTrue(e.getCause() instanceof ArithmeticException, e.toString());
+            assertThrows(IllegalStateException.class, afterFault::synchronize);
+        }
+    }
+
+    @ParameterizedTest
+    @MethodSource("devices")
+    void shouldRefuseACopyOutOfBounds(Supplier<Device> make) {
+        try (Device d = make.get(); Buffer small = d.memory().acquire(64); Buffer host = d.staging().acquire(1024)) {
+            IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                    () -> d.hostToDevice().copy(host, 0, small, 0, 1024));
+            assertTrue(e.getMessage().contains("out of bounds"), e.getMessage());
+        }
+    }
+
+    @ParameterizedTest
+    @MethodSource("devices")
+    void shouldPutCriticalWorkOnTheHighPriorityStream(Supplier<Device> make) {
+        try (Device d = make.get(); Buffer b = d.memory().acquire(64)) {
+            StreamScheduler sched = new StreamScheduler(d);
+            String[] ran = new String[2];
+            sched.launch(() -> ran[0] = Thread.currentThread().getName(), 0, true, Access.out(b));
+            sched.launch(() -> ran[1] = Thread.currentThread().getName(), 0, false, Access.out(b));
+            sched.synchronize();
+            assertTrue(d.computeStreams().get(0).highPriority());
+            assertEquals(d.computeStreams().get(0).name(), ran[0]);
+            assertFalse(ran[1].equals(ran[0]), "non-critical work leaves the high-priority stream free");
+        }
+    }
+
+    @Test
+    void shouldReuseBuffersInsteadOfAllocating() {
+        try (BufferPool pool = new BufferPool("test", false, 1 << 20)) {
+            for (int i = 0; i < 100; i++) {
+                Buffer a = pool.acquire(1000), b = pool.acquire(3000);
+                a.close();
+                b.close();
+            }
+            assertEquals(1024 + 4096, pool.allocatedBytes());
+            assertEquals(0, pool.inUseBytes());
+            Buffer big = pool.acquire(1 << 19);
+            IllegalStateException e = assertThrows(IllegalStateException.class, () -> pool.acquire(1 << 19));
+            assertTrue(e.getMessage().contains("in use"), e.getMessage());
+            big.close();
+        }
+    }
+}
