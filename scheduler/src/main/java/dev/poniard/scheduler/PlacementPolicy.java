@@ -54,50 +54,48 @@ public interface PlacementPolicy {
         long estimatedFinishNs(ReadyTask task, int index);
     }
 
+    /** A policy's placement rule, without its stealing and ordering flags. */
+    @FunctionalInterface
+    interface Placement {
+        int place(ReadyTask task, SchedulingView view, int current);
+    }
+
+    /** A policy made of a placement rule and its two flags. */
+    static PlacementPolicy of(String name, boolean stealing, boolean prioritized, Placement placement) {
+        record Policy(String name, boolean stealing, boolean prioritized, Placement placement)
+                implements PlacementPolicy {
+            @Override
+            public int place(ReadyTask task, SchedulingView view, int current) {
+                int only = task.scope().singleProcessor();
+                return only >= 0 ? only : placement.place(task, view, current);
+            }
+        }
+        return new Policy(name, stealing, prioritized, placement);
+    }
+
     /**
      * Earliest estimated finish time: each task goes where the cost model says it would finish first,
      * ties broken towards the processor that made it ready (its inputs are warm there); idle processors
      * steal; queues honour priorities and critical-path ranks.
      */
     static PlacementPolicy eft() {
-        return new PlacementPolicy() {
-            @Override
-            public String name() {
-                return "eft";
-            }
-
-            @Override
-            public int place(ReadyTask task, SchedulingView view, int current) {
-                Scope scope = task.scope();
-                if (scope.singleProcessor() >= 0) {
-                    return scope.singleProcessor();
+        return of("eft", true, true, (task, view, current) -> {
+            Scope scope = task.scope();
+            boolean any = scope.isAny();
+            int best = -1;
+            long bestT = Long.MAX_VALUE;
+            for (int i = 0, n = view.processorCount(); i < n; i++) {
+                if (!any && !scope.allows(view.processor(i))) {
+                    continue;
                 }
-                boolean any = scope.isAny();
-                int best = -1;
-                long bestT = Long.MAX_VALUE;
-                for (int i = 0, n = view.processorCount(); i < n; i++) {
-                    if (!any && !scope.allows(view.processor(i))) {
-                        continue;
-                    }
-                    long t = view.estimatedFinishNs(task, i);
-                    if (t < bestT || (t == bestT && i == current)) {
-                        best = i;
-                        bestT = t;
-                    }
+                long t = view.estimatedFinishNs(task, i);
+                if (t < bestT || (t == bestT && i == current)) {
+                    best = i;
+                    bestT = t;
                 }
-                return best;
             }
-
-            @Override
-            public boolean stealing() {
-                return true;
-            }
-
-            @Override
-            public boolean prioritized() {
-                return true;
-            }
-        };
+            return best;
+        });
     }
 
     /**
@@ -106,42 +104,21 @@ public interface PlacementPolicy {
      */
     static PlacementPolicy workStealing() {
         AtomicInteger next = new AtomicInteger();
-        return new PlacementPolicy() {
-            @Override
-            public String name() {
-                return "ws";
+        return of("ws", true, true, (task, view, current) -> {
+            Scope scope = task.scope();
+            if (current >= 0 && scope.allows(view.processor(current))) {
+                return current;
             }
-
-            @Override
-            public int place(ReadyTask task, SchedulingView view, int current) {
-                Scope scope = task.scope();
-                if (scope.singleProcessor() >= 0) {
-                    return scope.singleProcessor();
+            int n = view.processorCount();
+            int start = Math.floorMod(next.getAndIncrement(), n);
+            for (int k = 0; k < n; k++) {
+                int i = (start + k) % n;
+                if (scope.allows(view.processor(i))) {
+                    return i;
                 }
-                if (current >= 0 && scope.allows(view.processor(current))) {
-                    return current;
-                }
-                int n = view.processorCount();
-                int start = Math.floorMod(next.getAndIncrement(), n);
-                for (int k = 0; k < n; k++) {
-                    int i = (start + k) % n;
-                    if (scope.allows(view.processor(i))) {
-                        return i;
-                    }
-                }
-                return -1;
             }
-
-            @Override
-            public boolean stealing() {
-                return true;
-            }
-
-            @Override
-            public boolean prioritized() {
-                return true;
-            }
-        };
+            return -1;
+        });
     }
 
     /**
@@ -149,39 +126,18 @@ public interface PlacementPolicy {
      * Scoped tasks go to the first processor their scope allows.
      */
     static PlacementPolicy fifo() {
-        return new PlacementPolicy() {
-            @Override
-            public String name() {
-                return "fifo";
+        return of("fifo", false, false, (task, view, current) -> {
+            Scope scope = task.scope();
+            if (scope.isAny()) {
+                return SHARED_QUEUE;
             }
-
-            @Override
-            public int place(ReadyTask task, SchedulingView view, int current) {
-                Scope scope = task.scope();
-                if (scope.isAny()) {
-                    return SHARED_QUEUE;
+            for (int i = 0, n = view.processorCount(); i < n; i++) {
+                if (scope.allows(view.processor(i))) {
+                    return i;
                 }
-                if (scope.singleProcessor() >= 0) {
-                    return scope.singleProcessor();
-                }
-                for (int i = 0, n = view.processorCount(); i < n; i++) {
-                    if (scope.allows(view.processor(i))) {
-                        return i;
-                    }
-                }
-                return -1;
             }
-
-            @Override
-            public boolean stealing() {
-                return false;
-            }
-
-            @Override
-            public boolean prioritized() {
-                return false;
-            }
-        };
+            return -1;
+        });
     }
 
     /** The policy called {@code eft}, {@code ws} or {@code fifo}. */

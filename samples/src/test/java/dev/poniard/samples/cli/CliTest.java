@@ -6,9 +6,6 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
-import java.io.ByteArrayOutputStream;
-import java.io.PrintStream;
-import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.HashSet;
@@ -21,43 +18,29 @@ import org.junit.jupiter.api.io.TempDir;
 @Timeout(value = 120, unit = TimeUnit.SECONDS)
 class CliTest {
 
-    /** Runs the CLI capturing stdout and stderr. */
-    private record Run(int code, String out, String err) {
-    }
-
-    private static Run run(String... args) {
-        PrintStream oldOut = System.out, oldErr = System.err;
-        ByteArrayOutputStream out = new ByteArrayOutputStream(), err = new ByteArrayOutputStream();
-        try {
-            System.setOut(new PrintStream(out, true, StandardCharsets.UTF_8));
-            System.setErr(new PrintStream(err, true, StandardCharsets.UTF_8));
-            int code = PoniardCli.run(args);
-            return new Run(code, out.toString(StandardCharsets.UTF_8), err.toString(StandardCharsets.UTF_8));
-        } finally {
-            System.setOut(oldOut);
-            System.setErr(oldErr);
-        }
+    private static CliRun run(String... args) {
+        return CliRun.of(args);
     }
 
     @Test
     void shouldListTheCommandsInHelp() {
-        Run r = run("--help");
-        assertEquals(0, r.code);
-        assertTrue(r.out.contains("bench") && r.out.contains("demo"), r.out);
+        CliRun r = run("--help");
+        assertEquals(0, r.code());
+        assertTrue(r.out().contains("bench") && r.out().contains("demo"), r.out());
     }
 
     @Test
     void shouldNameTheAvailableSuitesForAnUnknownOne() {
-        Run r = run("bench", "nonsense");
-        assertNotEquals(0, r.code);
-        assertTrue(r.err.contains("unknown suite 'nonsense'") && r.err.contains("scheduler"), r.err);
+        CliRun r = run("bench", "nonsense");
+        assertNotEquals(0, r.code());
+        assertTrue(r.err().contains("unknown suite 'nonsense'") && r.err().contains("scheduler"), r.err());
     }
 
     @Test
     void shouldWriteEverySchedulerCaseAsJson(@TempDir Path dir) throws Exception {
         Path json = dir.resolve("out.json");
-        Run r = run("bench", "scheduler", "--quick", "--json", json.toString());
-        assertEquals(0, r.code, r.err);
+        CliRun r = run("bench", "scheduler", "--quick", "--json", json.toString());
+        assertEquals(0, r.code(), r.err());
         JsonNode root = new ObjectMapper().readTree(Files.readString(json));
         assertEquals("scheduler", root.get("suite").asText());
         assertTrue(root.get("env").get("cores").asInt() >= 1);
@@ -79,10 +62,10 @@ class CliTest {
     @Test
     void shouldRunTheDemoAndWriteItsTrace(@TempDir Path dir) throws Exception {
         Path trace = dir.resolve("demo.json");
-        Run r = run("demo", "--n", "200", "--tile", "64", "--workers", "2", "--trace", trace.toString());
-        assertEquals(0, r.code, r.out + r.err);
-        assertTrue(r.out.contains("64 tasks"), r.out);
-        assertTrue(r.out.contains("critical path"), r.out);
+        CliRun r = run("demo", "--n", "200", "--tile", "64", "--workers", "2", "--trace", trace.toString());
+        assertEquals(0, r.code(), r.out() + r.err());
+        assertTrue(r.out().contains("64 tasks"), r.out());
+        assertTrue(r.out().contains("critical path"), r.out());
         assertTrue(new ObjectMapper().readTree(trace.toFile()).get("traceEvents").size() > 64);
     }
 }

@@ -5,9 +5,6 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 import static org.junit.jupiter.api.Assumptions.assumeFalse;
 
 import dev.poniard.samples.trainer.TrainingSample;
-import java.io.ByteArrayOutputStream;
-import java.io.PrintStream;
-import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.concurrent.TimeUnit;
@@ -19,27 +16,13 @@ import org.junit.jupiter.api.io.TempDir;
 
 @Timeout(value = 120, unit = TimeUnit.SECONDS, threadMode = Timeout.ThreadMode.SEPARATE_THREAD)
 class TrainCommandTest {
-    /** What a run printed on stdout and stderr, and its exit code. */
-    record Run(int code, String out, String err) {
-    }
-
-    static synchronized Run run(String... args) {
-        PrintStream oldOut = System.out, oldErr = System.err;
-        ByteArrayOutputStream out = new ByteArrayOutputStream(), err = new ByteArrayOutputStream();
-        try {
-            System.setOut(new PrintStream(out, true, StandardCharsets.UTF_8));
-            System.setErr(new PrintStream(err, true, StandardCharsets.UTF_8));
-            int code = PoniardCli.run(args);
-            return new Run(code, out.toString(StandardCharsets.UTF_8), err.toString(StandardCharsets.UTF_8));
-        } finally {
-            System.setOut(oldOut);
-            System.setErr(oldErr);
-        }
+    private static CliRun run(String... args) {
+        return CliRun.of(args);
     }
 
     @Test
     void shouldTrainTheDefaultSampleEndToEnd() {
-        Run r = run("train", "--train-size", "600", "--test-size", "300", "--epochs", "1", "--batch", "16", "--no-progress");
+        CliRun r = run("train", "--train-size", "600", "--test-size", "300", "--epochs", "1", "--batch", "16", "--no-progress");
         System.out.println(r.out() + r.err());
         assertEquals(0, r.code(), r.err());
         Matcher m = Pattern.compile("test accuracy: (\\d\\.\\d{4}) \\(300 images\\)").matcher(r.out());
@@ -54,7 +37,7 @@ class TrainCommandTest {
     void shouldWriteATraceWhenAsked() throws Exception {
         var file = Files.createTempFile("poniard-train", ".json");
         try {
-            Run r = run("train", "--train-size", "128", "--test-size", "64", "--epochs", "1", "--no-progress",
+            CliRun r = run("train", "--train-size", "128", "--test-size", "64", "--epochs", "1", "--no-progress",
                     "--trace", file.toString());
             assertEquals(0, r.code(), r.err());
             String json = Files.readString(file);
@@ -75,12 +58,12 @@ class TrainCommandTest {
     @Test
     void shouldResumeFromACheckpointAsIfNeverInterrupted(@TempDir Path dir) throws Exception {
         String[] common = {"train", "--train-size", "256", "--test-size", "200", "--batch", "16", "--no-progress"};
-        Run straight = run(concat(common, "--epochs", "2"));
+        CliRun straight = run(concat(common, "--epochs", "2"));
         assertEquals(0, straight.code(), straight.err());
 
-        Run first = run(concat(common, "--epochs", "1", "--checkpoint", dir.toString(), "--checkpoint-every", "3"));
+        CliRun first = run(concat(common, "--epochs", "1", "--checkpoint", dir.toString(), "--checkpoint-every", "3"));
         assertEquals(0, first.code(), first.err());
-        Run second = run(concat(common, "--epochs", "2", "--checkpoint", dir.toString(), "--resume"));
+        CliRun second = run(concat(common, "--epochs", "2", "--checkpoint", dir.toString(), "--resume"));
         System.out.println(second.out());
         assertEquals(0, second.code(), second.err());
         assertTrue(second.out().contains("resumed from " + dir.resolve("ckpt-000000000008.poniard") + ": epoch 2, step 0"),
@@ -91,7 +74,7 @@ class TrainCommandTest {
         byte[] b = Files.readAllBytes(latest);
         b[b.length - 40] ^= 1;
         Files.write(latest, b);
-        Run corrupt = run(concat(common, "--epochs", "3", "--checkpoint", dir.toString(), "--resume"));
+        CliRun corrupt = run(concat(common, "--epochs", "3", "--checkpoint", dir.toString(), "--resume"));
         assertEquals(1, corrupt.code());
         assertTrue(corrupt.err().contains("checksum mismatch"), corrupt.err());
     }
@@ -105,14 +88,14 @@ class TrainCommandTest {
     @Test
     void shouldSayHowToInstallFashionMnistWhenItIsMissing() {
         assumeFalse(Files.isDirectory(TrainingSample.FASHION_DIR), "Fashion-MNIST is installed here");
-        Run r = run("train", "--sample", "fashion-cnn", "--no-progress");
+        CliRun r = run("train", "--sample", "fashion-cnn", "--no-progress");
         assertEquals(1, r.code());
         assertTrue(r.err().contains("apt-get install dataset-fashion-mnist"), r.err());
     }
 
     @Test
     void shouldRejectAnUnknownSample() {
-        Run r = run("train", "--sample", "imagenet");
+        CliRun r = run("train", "--sample", "imagenet");
         assertEquals(2, r.code());
         assertTrue(r.err().contains("unknown sample 'imagenet'; available: mnist-mlp, fashion-cnn"), r.err());
     }
