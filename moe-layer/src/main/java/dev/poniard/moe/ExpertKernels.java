@@ -1,7 +1,7 @@
 package dev.poniard.moe;
 
 import org.nd4j.linalg.api.ndarray.INDArray;
-import org.nd4j.linalg.indexing.NDArrayIndex;
+import org.nd4j.linalg.factory.Nd4j;
 
 /** Forward and backward of one chunk (a contiguous row range) of an {@link ExpertJob}, on ND4J arrays. */
 final class ExpertKernels {
@@ -16,8 +16,20 @@ final class ExpertKernels {
     record Partial(INDArray gw1, INDArray gb1, INDArray gw2, INDArray gb2) {
     }
 
+    /**
+     * Rows [start, end) of a row-major matrix as a view. Built directly on the buffer: ND4J M2.1's {@code get} with
+     * intervals on views returned empty or collapsed arrays for some row ranges when called from worker threads.
+     */
     static INDArray rows(INDArray a, int start, int end) {
-        return a.get(NDArrayIndex.interval(start, end), NDArrayIndex.all());
+        long cols = a.size(1);
+        if (a.rank() != 2 || a.ordering() != 'c' || a.stride(1) != 1 || a.stride(0) != cols) {
+            throw new IllegalArgumentException("expected a row-major contiguous matrix, got shape "
+                    + java.util.Arrays.toString(a.shape()) + " strides " + java.util.Arrays.toString(a.stride()));
+        }
+        if (start < 0 || end < start || end > a.size(0)) {
+            throw new IndexOutOfBoundsException("rows [" + start + ", " + end + ") of " + a.size(0));
+        }
+        return Nd4j.create(a.data(), new long[] {end - start, cols}, new long[] {cols, 1}, a.offset() + start * cols, 'c');
     }
 
     static Cache forward(ExpertJob job, int start, int end, boolean training) {

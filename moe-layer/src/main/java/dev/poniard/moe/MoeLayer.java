@@ -45,7 +45,7 @@ public class MoeLayer extends FeedForwardLayer {
     private TokenDropPolicy dropPolicy;
     private boolean renormalizeGates;
     private double auxLossWeight;
-    private double zLossWeight;
+    private double routerZLossWeight;
     private int workers;
     private int minChunkTokens;
     private int chunksPerWorker;
@@ -66,7 +66,7 @@ public class MoeLayer extends FeedForwardLayer {
         this.dropPolicy = b.dropPolicy;
         this.renormalizeGates = b.renormalizeGates;
         this.auxLossWeight = b.auxLossWeight;
-        this.zLossWeight = b.zLossWeight;
+        this.routerZLossWeight = b.zLossWeight;
         this.workers = b.workers;
         this.minChunkTokens = b.minChunkTokens;
         this.chunksPerWorker = b.chunksPerWorker;
@@ -84,7 +84,7 @@ public class MoeLayer extends FeedForwardLayer {
                 "capacityFactor must be > 0 (or use dropless(true)), got " + capacityFactor);
         require(!Double.isNaN(capacityFactor), "capacityFactor is NaN");
         require(auxLossWeight >= 0, "auxLossWeight must be >= 0, got " + auxLossWeight);
-        require(zLossWeight >= 0, "zLossWeight must be >= 0, got " + zLossWeight);
+        require(routerZLossWeight >= 0, "zLossWeight must be >= 0, got " + routerZLossWeight);
         require(workers >= 1, "workers must be >= 1, got " + workers);
         require(minChunkTokens >= 1, "minChunkTokens must be >= 1, got " + minChunkTokens);
         require(chunksPerWorker >= 1, "chunksPerWorker must be >= 1, got " + chunksPerWorker);
@@ -203,8 +203,9 @@ public class MoeLayer extends FeedForwardLayer {
         return auxLossWeight;
     }
 
-    public double getZLossWeight() {
-        return zLossWeight;
+    /** Weight of the router z-loss (named so that its JSON property matches the field). */
+    public double getRouterZLossWeight() {
+        return routerZLossWeight;
     }
 
     public int getWorkers() {

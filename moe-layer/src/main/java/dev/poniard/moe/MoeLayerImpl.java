@@ -123,7 +123,7 @@ public class MoeLayerImpl extends BaseLayer<MoeLayer> implements AutoCloseable {
             INDArray wr = getParam(MoeParamInitializer.ROUTER_W);
             double[] logits = x.mmul(wr).castTo(DataType.DOUBLE).dup('c').data().asDouble();
             RoutingPlan plan = RoutingPlan.route(logits, n, experts, cfg.getTopK(), cfg.capacity(n), cfg.getDropPolicy(),
-                    cfg.isRenormalizeGates(), cfg.getAuxLossWeight(), cfg.getZLossWeight());
+                    cfg.isRenormalizeGates(), cfg.getAuxLossWeight(), cfg.getRouterZLossWeight());
             int total = plan.dispatched();
             INDArray gatedOut = Nd4j.zeros(dataType, total + 1, d);
             List<ExpertJob> jobs = new ArrayList<>();

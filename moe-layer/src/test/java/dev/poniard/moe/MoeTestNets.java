@@ -16,8 +16,13 @@ final class MoeTestNets {
     }
 
     static MultiLayerNetwork mln(MoeLayer.Builder moe, int d, int out, long seed) {
+        return mln(moe, d, out, seed, new NoOp());
+    }
+
+    static MultiLayerNetwork mln(MoeLayer.Builder moe, int d, int out, long seed,
+                                 org.nd4j.linalg.learning.config.IUpdater updater) {
         MultiLayerConfiguration conf = new NeuralNetConfiguration.Builder().seed(seed).dataType(DataType.DOUBLE)
-                .updater(new NoOp()).weightInit(WeightInit.XAVIER).list()
+                .updater(updater).weightInit(WeightInit.XAVIER).list()
                 .layer(moe.nIn(d).nOut(d).build())
                 .layer(new OutputLayer.Builder(LossFunctions.LossFunction.MSE).activation(Activation.IDENTITY)
                         .nIn(d).nOut(out).build())
