@@ -9,6 +9,7 @@ import dev.poniard.samples.bench.BenchResult;
 import dev.poniard.samples.bench.BenchSuite;
 import dev.poniard.samples.bench.SchedulerBenchSuite;
 import dev.poniard.samples.comm.CommBenchSuite;
+import dev.poniard.samples.moe.MoeBenchSuite;
 import dev.poniard.samples.sim.SimBenchSuite;
 import dev.poniard.samples.trainer.TrainerBenchSuite;
 import java.io.PrintWriter;
@@ -35,7 +36,7 @@ public final class BenchCommand implements Callable<Integer> {
     static Map<String, BenchSuite> suites() {
         Map<String, BenchSuite> m = new LinkedHashMap<>();
         for (BenchSuite s : List.<BenchSuite>of(new SchedulerBenchSuite(), new CommBenchSuite(), new TrainerBenchSuite(),
-                new SimBenchSuite())) {
+                new SimBenchSuite(), new MoeBenchSuite())) {
             m.put(s.name(), s);
         }
         return m;
