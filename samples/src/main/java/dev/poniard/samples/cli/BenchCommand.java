@@ -10,6 +10,7 @@ import dev.poniard.samples.bench.BenchSuite;
 import dev.poniard.samples.bench.SchedulerBenchSuite;
 import dev.poniard.samples.comm.CommBenchSuite;
 import dev.poniard.samples.linalg.LinalgBenchSuite;
+import dev.poniard.samples.moe.MoeBenchSuite;
 import dev.poniard.samples.streams.StreamsBenchSuite;
 import dev.poniard.samples.sim.SimBenchSuite;
 import dev.poniard.samples.trainer.TrainerBenchSuite;
@@ -37,7 +38,7 @@ public final class BenchCommand implements Callable<Integer> {
     static Map<String, BenchSuite> suites() {
         Map<String, BenchSuite> m = new LinkedHashMap<>();
         for (BenchSuite s : List.<BenchSuite>of(new SchedulerBenchSuite(), new CommBenchSuite(), new LinalgBenchSuite(), new StreamsBenchSuite(), new TrainerBenchSuite(),
-                new SimBenchSuite())) {
+                new MoeBenchSuite(), new SimBenchSuite())) {
             m.put(s.name(), s);
         }
         return m;
