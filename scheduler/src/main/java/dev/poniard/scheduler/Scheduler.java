@@ -359,8 +359,10 @@ public final class Scheduler implements AutoCloseable, PlacementPolicy.Schedulin
         }
         q.push(t);
         // A worker that queues a task for itself takes it as soon as it returns to its loop: waking an idle
-        // thief (a futex call on the critical path) pays only when more work than this task is waiting.
-        if (idle.get() > 0 && (i != current || q.queuedWorkNs() > t.estimateNs)) {
+        // thief (a futex call on the critical path) pays only when more work than this task is waiting. A
+        // non-worker thread (current == -1) queueing on the shared queue (also -1) is not such a worker.
+        boolean forItself = current >= 0 && i == current;
+        if (idle.get() > 0 && (!forItself || q.queuedWorkNs() > t.estimateNs)) {
             wakeFor(i, t);
         }
     }

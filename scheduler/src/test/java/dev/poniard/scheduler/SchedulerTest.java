@@ -47,11 +47,43 @@ class SchedulerTest {
         }
     }
 
+    /**
+     * Regression: with every worker parked, a task queued by a non-worker thread must wake one. The FIFO policy's
+     * shared queue has the index -1, which is also "not a worker", and was once taken for a worker queueing
+     * work for itself, so nobody was woken.
+     */
+    @ParameterizedTest
+    @MethodSource("policies")
+    @Timeout(30)
+    void shouldWakeParkedWorkersForATaskSpawnedOutsideThePool(String policy) throws Exception {
+        try (Scheduler s = Scheduler.launch(new Scheduler.Context().name("parked-" + policy).workers(2)
+                .policy(PlacementPolicy.named(policy)))) {
+            for (int round = 0; round < 3; round++) {
+                awaitWorkersParked("parked-" + policy + "-cpu-", 2);
+                assertEquals(round, s.spawn(() -> 0).get(10, TimeUnit.SECONDS) + round);
+            }
+        }
+    }
+
+    private static void awaitWorkersParked(String prefix, int n) {
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(20);
+        while (System.nanoTime() < deadline) {
+            long parked = Thread.getAllStackTraces().keySet().stream()
+                    .filter(t -> t.getName().startsWith(prefix) && t.getState() == Thread.State.WAITING).count();
+            if (parked == n) {
+                return;
+            }
+            java.util.concurrent.locks.LockSupport.parkNanos(1_000_000);
+        }
+        throw new AssertionError("workers " + prefix + "* did not park within 20 s");
+    }
+
     /** A random DAG evaluated by the scheduler must equal its sequential evaluation. */
     @ParameterizedTest
     @MethodSource("policies")
     void shouldEvaluateRandomDagsLikeSequentialEvaluation(String policy) {
         long seed = System.nanoTime();
+        System.out.println("seed " + seed);
         Random rnd = new Random(seed);
         try (Scheduler s = launch(policy)) {
             for (int round = 0; round < 20; round++) {
@@ -98,6 +130,7 @@ class SchedulerTest {
     @MethodSource("policies")
     void shouldOrderDataDepsRegionLikeProgramOrder(String policy) {
         long seed = System.nanoTime();
+        System.out.println("seed " + seed);
         Random rnd = new Random(seed);
         try (Scheduler s = launch(policy)) {
             for (int round = 0; round < 20; round++) {
