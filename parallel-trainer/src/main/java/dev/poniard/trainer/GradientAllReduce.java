@@ -5,10 +5,13 @@ import org.nd4j.linalg.api.ndarray.INDArray;
 /**
  * The cross-rank step of gradient reduction. Within a process the trainer sums its replicas' gradients itself
  * (bucketed, as scheduler tasks); an implementation of this interface then combines that sum with the other
- * ranks' sums, so every rank applies the same update. {@link #singleRank()} is the in-process case.
+ * ranks' sums, so every rank applies the same update. {@link #singleRank()} is the in-process case;
+ * {@link CommGradientAllReduce} all-reduces over a {@code Communicator}.
  *
- * <p>A multi-rank implementation (an all-reduce over the communication layer) must leave every rank with
- * bit-identical results: the sum of {@code localGradientSum} over ranks, in place, and the sum of the totals.
+ * <p>Every step calls {@link #allReduceTotals} on every rank, then, unless the totals say the step has no
+ * examples anywhere or is not finite, {@link #allReduceGradient}. A rank whose data ran out takes part with zero
+ * examples and a zero gradient until every rank's data is out, which ends the epoch everywhere. Results must be
+ * bit-identical on every rank.
  */
 public interface GradientAllReduce {
     /** This process's rank, 0-based. */
@@ -17,11 +20,14 @@ public interface GradientAllReduce {
     /** Number of ranks taking part. */
     int worldSize();
 
+    /** Returns the step's totals summed over all ranks (the same value on every rank). */
+    StepTotals allReduceTotals(StepTotals local);
+
     /**
      * Replaces {@code localGradientSum} (a flat vector, summed over this rank's replicas and not yet divided by
-     * any batch size) by its sum over all ranks and returns the totals summed over all ranks.
+     * any batch size) by its sum over all ranks, in place.
      */
-    StepTotals allReduce(INDArray localGradientSum, StepTotals local);
+    void allReduceGradient(INDArray localGradientSum);
 
     /** One process, no communication: the local sum is the global sum. */
     static GradientAllReduce singleRank() {
@@ -46,8 +52,12 @@ public interface GradientAllReduce {
         }
 
         @Override
-        public StepTotals allReduce(INDArray localGradientSum, StepTotals local) {
+        public StepTotals allReduceTotals(StepTotals local) {
             return local;
+        }
+
+        @Override
+        public void allReduceGradient(INDArray localGradientSum) {
         }
 
         @Override

@@ -325,30 +325,38 @@ public final class ParallelTrainer implements AutoCloseable {
         } else {
             LOG.info("resuming epoch {} after {} steps", epoch, skipSteps);
         }
+        boolean multiRank = ctx.allReduce().worldSize() > 1;
         for (long s = 0; s < skipSteps; s++) {
-            if (read(batches, epoch) == null) {
+            if (read(batches, epoch) == null && !multiRank) {
+                // With several ranks a rank's data may end before the others' and it takes part with no examples.
                 throw new TrainerException("cannot resume epoch " + epoch + " at step " + skipSteps + ": its data has only "
                         + s + " global batches; resume with the same data, batch size and workers as the checkpoint");
             }
         }
         stepInEpoch = skipSteps;
+        // A rank whose data is out (current == null) still joins every step with no examples until all ranks are
+        // out: the step's all-reduced totals then hold no examples, which ends the epoch on every rank alike.
         DataSet current = read(batches, epoch);
-        while (current != null) {
-            Step step = launchStep(current);
-            DataSet next;
-            try {
-                next = read(batches, epoch);
-            } catch (RuntimeException e) {
-                // As model.fit, every batch read before the failing one is trained on.
+        while (true) {
+            Step step = current == null ? null : launchStep(current);
+            DataSet next = null;
+            if (current != null) {
                 try {
-                    finishStep(step);
-                } catch (RuntimeException stepFailure) {
-                    stepFailure.addSuppressed(e);
-                    throw stepFailure;
+                    next = read(batches, epoch);
+                } catch (RuntimeException e) {
+                    // As model.fit, every batch read before the failing one is trained on.
+                    try {
+                        finishStep(step);
+                    } catch (RuntimeException stepFailure) {
+                        stepFailure.addSuppressed(e);
+                        throw stepFailure;
+                    }
+                    throw e;
                 }
-                throw e;
             }
-            finishStep(step);
+            if (!finishStep(step)) {
+                break;
+            }
             current = next;
         }
         for (TrainingListener l : listeners) {
@@ -362,7 +370,8 @@ public final class ParallelTrainer implements AutoCloseable {
     }
 
     private void checkpoint() {
-        if (ctx.checkpoints() == null) {
+        // Every rank holds the same parameters: rank 0 alone writes, all ranks can restore.
+        if (ctx.checkpoints() == null || ctx.allReduce().rank() != 0) {
             return;
         }
         try {
@@ -436,25 +445,35 @@ public final class ParallelTrainer implements AutoCloseable {
         }
     }
 
-    private void finishStep(Step step) {
+    /**
+     * Completes a step: waits for its tasks, combines ranks, applies the update. {@code step} is null when this
+     * rank has no data left; returns false when no rank had any (the end of the epoch).
+     */
+    private boolean finishStep(Step step) {
         ModelReplica primary = replicas.get(0);
         int iteration = primary.iterationCount();
         int epoch = primary.epochCount();
         double lossSum = 0;
         long nonFinite = 0;
-        try {
-            for (TaskHandle<Double> g : step.grads) {
-                lossSum += g.join();
+        if (step != null) {
+            try {
+                for (TaskHandle<Double> g : step.grads) {
+                    lossSum += g.join();
+                }
+                for (TaskHandle<Integer> s : step.sums) {
+                    nonFinite += s.join();
+                }
+            } catch (TaskFailedException e) {
+                step.awaitQuietly();
+                throw new TrainerException("step " + iteration + " (epoch " + epoch + ") failed in task " + e.failedTask()
+                        + ": " + e.getCause(), e.getCause());
             }
-            for (TaskHandle<Integer> s : step.sums) {
-                nonFinite += s.join();
-            }
-        } catch (TaskFailedException e) {
-            step.awaitQuietly();
-            throw new TrainerException("step " + iteration + " (epoch " + epoch + ") failed in task " + e.failedTask()
-                    + ": " + e.getCause(), e.getCause());
         }
-        StepTotals totals = ctx.allReduce().allReduce(primary.gradientView(), new StepTotals(step.n, lossSum, nonFinite));
+        GradientAllReduce allReduce = ctx.allReduce();
+        StepTotals totals = allReduce.allReduceTotals(new StepTotals(step == null ? 0 : step.n, lossSum, nonFinite));
+        if (totals.examples() == 0) {
+            return false;
+        }
         if (!totals.finite()) {
             String what = "step " + iteration + " (epoch " + epoch + ", " + totals.examples() + " examples): "
                     + (Double.isFinite(totals.lossSum()) ? "the gradient" : "the loss") + " is NaN or infinite";
@@ -466,7 +485,13 @@ public final class ParallelTrainer implements AutoCloseable {
             LOG.warn("{}; skipping the step (NanPolicy.SKIP_STEP)", what);
             skipped++;
             stepInEpoch++;
-            return;
+            return true;
+        }
+        if (allReduce.worldSize() > 1) {
+            if (step == null) {
+                primary.gradientView().assign(0); // still holds the last step's gradient
+            }
+            allReduce.allReduceGradient(primary.gradientView());
         }
         long total = totals.examples();
         if (total > Integer.MAX_VALUE) {
@@ -499,6 +524,7 @@ public final class ParallelTrainer implements AutoCloseable {
         if (ctx.checkpointEverySteps() > 0 && (iteration + 1) % ctx.checkpointEverySteps() == 0) {
             checkpoint();
         }
+        return true;
     }
 
     /** Classification metrics of the model on {@code iterator}'s data, computed on all replicas in parallel. */

@@ -326,10 +326,14 @@ class ParallelTrainerTest {
         }
 
         @Override
-        public StepTotals allReduce(INDArray localGradientSum, StepTotals local) {
+        public StepTotals allReduceTotals(StepTotals local) {
+            return local.plus(local);
+        }
+
+        @Override
+        public void allReduceGradient(INDArray localGradientSum) {
             calls++;
             localGradientSum.muli(2);
-            return local.plus(local);
         }
     }
 

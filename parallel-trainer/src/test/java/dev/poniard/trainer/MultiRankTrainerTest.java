@@ -1,0 +1,106 @@
+package dev.poniard.trainer;
+
+import static dev.poniard.trainer.ParallelTrainerTest.data;
+import static dev.poniard.trainer.ParallelTrainerTest.mlp;
+import static dev.poniard.trainer.ParallelTrainerTest.relError;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import dev.poniard.scheduler.comm.LocalCluster;
+import java.util.ArrayList;
+import java.util.HashSet;
+import java.util.List;
+import java.util.Set;
+import java.util.concurrent.TimeUnit;
+import org.deeplearning4j.nn.multilayer.MultiLayerNetwork;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.Timeout;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.ValueSource;
+import org.nd4j.linalg.api.ndarray.INDArray;
+import org.nd4j.linalg.dataset.DataSet;
+import org.nd4j.linalg.dataset.api.iterator.DataSetIterator;
+import org.nd4j.linalg.learning.config.Adam;
+
+/** Ranks in one JVM over Aeron IPC ({@link LocalCluster}), each with its own trainer, against single-model fit. */
+@Timeout(value = 120, unit = TimeUnit.SECONDS, threadMode = Timeout.ThreadMode.SEPARATE_THREAD)
+class MultiRankTrainerTest {
+    static final long SHUFFLE_SEED = 5;
+
+    /**
+     * 19 global batches of 32 and a last one of {@code lastBatch}: with 1 the second rank has no data for the last
+     * step and must still take part in it.
+     */
+    @ParameterizedTest(name = "last global batch of {0}")
+    @ValueSource(ints = {21, 1})
+    void shouldMatchSingleModelFitAfter20StepsOnTwoRanks(int lastBatch) {
+        DataSet all = data(19 * 32 + lastBatch, 21);
+        MultiLayerNetwork reference = mlp(new Adam(1e-2), 8);
+        MultiLayerNetwork[] nets = {reference.clone(), reference.clone()};
+        reference.fit(EpochShards.forRank(all, SHUFFLE_SEED, 0, 32, 0, 1));
+        assertEquals(20, reference.getIterationCount());
+
+        try (LocalCluster cluster = LocalCluster.launch(2)) {
+            List<Long> steps = cluster.run(comm -> {
+                MultiLayerNetwork net = nets[comm.rank()];
+                try (ParallelTrainer t = ParallelTrainer.launch(new ParallelTrainer.Context().model(net).workers(1)
+                        .allReduce(new CommGradientAllReduce(comm)))) {
+                    t.fitToEpoch(e -> EpochShards.forRank(all, SHUFFLE_SEED, e, 32, comm.rank(), 2), 1);
+                    return t.progress().steps();
+                }
+            });
+            assertEquals(List.of(20L, 20L), steps);
+        }
+        assertEquals(nets[0].params(), nets[1].params(), "the ranks' replicas must be bit-identical");
+        double err = relError(nets[0].params(), reference.params());
+        System.out.printf("2 ranks, last batch %d: relative parameter error after 20 steps %.3e%n", lastBatch, err);
+        assertTrue(err <= 1e-5, "parameters differ from model.fit by " + err + " (relative)");
+        assertTrue(relError(nets[0].getUpdater().getStateViewArray(), reference.getUpdater().getStateViewArray()) <= 1e-5,
+                "updater state differs from model.fit");
+        assertEquals(1, nets[1].getEpochCount());
+    }
+
+    @Test
+    void shouldShardEveryEpochWithoutRepeatsAndAlignedWithTheGlobalBatches() {
+        DataSet all = data(103, 3);
+        INDArray ids = all.getFeatures().getColumn(0);
+        for (int epoch = 0; epoch < 2; epoch++) {
+            List<Double> single = values(EpochShards.forRank(all, 9, epoch, 20, 0, 1), -1);
+            List<Double> merged = new ArrayList<>();
+            List<List<Double>> perRank = new ArrayList<>();
+            for (int r = 0; r < 3; r++) {
+                perRank.add(values(EpochShards.forRank(all, 9, epoch, 21, r, 3), 7));
+            }
+            // Global batches of 21 are rank 0's 7, rank 1's 7, rank 2's 7 (the last: 103 - 84 = 19 as 7, 6, 6).
+            for (int b = 0; b * 21 < 103; b++) {
+                for (int r = 0; r < 3; r++) {
+                    List<Double> mine = perRank.get(r);
+                    merged.addAll(mine.subList(Math.min(b * 7, mine.size()), Math.min(b * 7 + 7, mine.size())));
+                }
+            }
+            assertEquals(single, merged, "ranks together must see the single-process order, batch by batch");
+            Set<Double> seen = new HashSet<>(merged);
+            assertEquals(103, seen.size(), "every example once per epoch");
+            assertEquals(ids.length(), seen.size());
+        }
+        assertTrue(!values(EpochShards.forRank(all, 9, 0, 20, 0, 1), -1)
+                .equals(values(EpochShards.forRank(all, 9, 1, 20, 0, 1), -1)), "epochs are shuffled differently");
+        assertThrows(IllegalArgumentException.class, () -> EpochShards.forRank(all, 9, 0, 20, 0, 3));
+    }
+
+    /** The first feature of every example, in order; checks that batches hold {@code batch} examples but the last. */
+    private static List<Double> values(DataSetIterator it, int batch) {
+        List<Double> out = new ArrayList<>();
+        while (it.hasNext()) {
+            DataSet ds = it.next();
+            if (batch > 0 && it.hasNext()) {
+                assertEquals(batch, ds.numExamples());
+            }
+            for (int i = 0; i < ds.numExamples(); i++) {
+                out.add(ds.getFeatures().getDouble(i, 0));
+            }
+        }
+        return out;
+    }
+}
