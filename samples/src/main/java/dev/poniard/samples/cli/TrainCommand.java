@@ -1,10 +1,15 @@
 package dev.poniard.samples.cli;
 
 import dev.poniard.samples.trainer.TrainingSample;
+import dev.poniard.scheduler.comm.Communicator;
+import dev.poniard.scheduler.comm.launch.RankEnvironment;
 import dev.poniard.trainer.Checkpoints;
+import dev.poniard.trainer.CommGradientAllReduce;
+import dev.poniard.trainer.GradientAllReduce;
 import dev.poniard.trainer.ParallelTrainer;
 import java.io.PrintWriter;
 import java.nio.file.Path;
+import java.util.zip.CRC32;
 import java.util.Locale;
 import java.util.Optional;
 import java.util.concurrent.Callable;
@@ -22,11 +27,15 @@ import picocli.CommandLine.Option;
 
 /**
  * {@code ./poniard train}: trains a sample model data-parallel on in-process workers with the Poniard trainer and
- * prints its test accuracy.
+ * prints its test accuracy. Started as several ranks ({@code ./poniard launch -n 2 -- train}, Slurm, mpirun,
+ * torchrun), every rank trains on its own slice of each global batch and gradients are all-reduced over Aeron;
+ * rank 0 reports, writes checkpoints and evaluates.
  */
 @Command(name = "train", mixinStandardHelpOptions = true,
         description = {"Trains a sample model data-parallel on in-process workers (default: an MLP on the shipped",
-                "MNIST subset, 8,000 training and 2,000 test images) and prints the test accuracy."})
+                "MNIST subset, 8,000 training and 2,000 test images) and prints the test accuracy.",
+                "Under './poniard launch -n N -- train' (or Slurm, mpirun, torchrun) the N ranks train together,",
+                "each on its share of every global batch, gradients all-reduced over Aeron."})
 public final class TrainCommand implements Callable<Integer> {
     @Option(names = "--sample", defaultValue = "mnist-mlp", paramLabel = "NAME",
             description = "mnist-mlp (shipped data) or fashion-cnn (needs apt-get install dataset-fashion-mnist). Default: ${DEFAULT-VALUE}.")
@@ -92,17 +101,32 @@ public final class TrainCommand implements Callable<Integer> {
         if (checkpointEvery < 0 || keep < 1) {
             throw new CommandLine.ParameterException(spec.commandLine(), "--checkpoint-every must be >= 0 and --keep >= 1");
         }
+        RankEnvironment env = RankEnvironment.detect();
+        if (env.size() == 1) {
+            return train(s, nEpochs, GradientAllReduce.singleRank());
+        }
+        try (Communicator comm = Communicator.connect(new Communicator.Context())) {
+            return train(s, nEpochs, new CommGradientAllReduce(comm));
+        }
+    }
+
+    private int train(TrainingSample s, int nEpochs, GradientAllReduce allReduce) throws Exception {
+        int rank = allReduce.rank(), ranks = allReduce.worldSize();
+        boolean lead = rank == 0;
         PrintWriter out = spec.commandLine().getOut();
         TrainingSample.Data data = s.load(trainSize, testSize);
         int trainN = data.train().numExamples();
-        int global = batch * workers;
-        out.printf(Locale.ROOT, "train %s: %d training / %d test images, %d workers x %d examples per step, %d epochs, seed %d%n",
-                s.cliName(), trainN, data.test().numExamples(), workers, batch, nEpochs, seed);
-        out.flush();
+        int global = batch * workers * ranks;
+        if (lead) {
+            out.printf(Locale.ROOT, "train %s: %d training / %d test images, %s%d workers x %d examples per step, %d epochs,"
+                    + " seed %d%n", s.cliName(), trainN, data.test().numExamples(), ranks > 1 ? ranks + " ranks x " : "",
+                    workers, batch, nEpochs, seed);
+            out.flush();
+        }
 
         MultiLayerNetwork net = s.model(seed);
         ParallelTrainer.Context ctx = new ParallelTrainer.Context().model(net).workers(workers).batchSizePerWorker(batch)
-                .seed(seed).trace(trace != null);
+                .seed(seed + (long) rank * workers).trace(trace != null).allReduce(allReduce);
         Checkpoints checkpoints = null;
         if (checkpoint != null) {
             checkpoints = Checkpoints.open(new Checkpoints.Context().directory(checkpoint).keep(keep));
@@ -111,7 +135,9 @@ public final class TrainCommand implements Callable<Integer> {
         try (ParallelTrainer trainer = ParallelTrainer.launch(ctx)) {
             if (resume) {
                 Optional<Checkpoints.Info> info = checkpoints.restoreLatest(trainer);
-                if (info.isPresent()) {
+                if (!lead) {
+                    // every rank restores the same checkpoint; rank 0 says so
+                } else if (info.isPresent()) {
                     out.printf(Locale.ROOT, "resumed from %s: epoch %d, step %d of the epoch, iteration %d%n",
                             info.get().file(), info.get().epoch() + 1, info.get().stepInEpoch(), info.get().iteration());
                 } else {
@@ -121,7 +147,7 @@ public final class TrainCommand implements Callable<Integer> {
             }
             long done = trainer.progress().examples();
             long totalSamples = Math.max(done, (long) trainN * nEpochs);
-            ProgressBar bar = noProgress ? null : new ProgressBarBuilder().setTaskName("train").setInitialMax(totalSamples)
+            ProgressBar bar = noProgress || !lead ? null : new ProgressBarBuilder().setTaskName("train").setInitialMax(totalSamples)
                     .setStyle(ProgressBarStyle.ASCII).setUnit(" samples", 1).showSpeed()
                     .setConsumer(new ConsoleProgressBarConsumer(System.err)).setUpdateIntervalMillis(250).setMaxRenderedLength(110)
                     .startsFrom(done, java.time.Duration.ZERO).build();
@@ -142,6 +168,9 @@ public final class TrainCommand implements Callable<Integer> {
 
                 @Override
                 public void onEpochEnd(Model model) {
+                    if (!lead) {
+                        return;
+                    }
                     ParallelTrainer.Progress p = trainer.progress();
                     double secs = (System.nanoTime() - start) / 1e9;
                     out.printf(Locale.ROOT, "epoch %d: mean loss %.4f, %.0f samples/s so far%n", p.epoch() + 1,
@@ -152,7 +181,7 @@ public final class TrainCommand implements Callable<Integer> {
                 }
             });
             try {
-                trainer.fitToEpoch(e -> data.trainEpoch(seed, e, global), nEpochs);
+                trainer.fitToEpoch(e -> data.trainEpoch(seed, e, global, rank, ranks), nEpochs);
             } finally {
                 if (bar != null) {
                     bar.close();
@@ -161,15 +190,37 @@ public final class TrainCommand implements Callable<Integer> {
             double secs = (System.nanoTime() - start) / 1e9;
             ParallelTrainer.Progress p = trainer.progress();
             long trained = p.examples() - done;
-            Evaluation eval = trainer.evaluate(data.testIterator(500));
-            out.printf(Locale.ROOT, "trained %d steps (%d skipped) in %.1f s: %.0f samples/s with %d workers%n",
-                    p.steps(), p.skippedSteps(), secs, trained / secs, workers);
-            out.printf(Locale.ROOT, "test accuracy: %.4f (%d images)%n", eval.accuracy(), data.test().numExamples());
+            if (lead) {
+                out.printf(Locale.ROOT, "trained %d steps (%d skipped) in %.1f s: %.0f samples/s with %s%d workers%n",
+                        p.steps(), p.skippedSteps(), secs, trained / secs, ranks > 1 ? ranks + " ranks x " : "", workers);
+                // The ranks' parameters are identical, so one evaluation tells for all.
+                Evaluation eval = trainer.evaluate(data.testIterator(500));
+                out.printf(Locale.ROOT, "test accuracy: %.4f (%d images)%n", eval.accuracy(), data.test().numExamples());
+            }
+            if (ranks > 1) {
+                out.printf(Locale.ROOT, "rank %d parameters crc32 %08x%n", rank, checksum(net));
+            }
             if (trace != null) {
-                trainer.scheduler().trace().writeChromeJson(trace);
-                out.println("trace written to " + trace + " (open it in https://ui.perfetto.dev)");
+                Path file = ranks > 1 ? rankFile(trace, rank) : trace;
+                trainer.scheduler().trace().writeChromeJson(file);
+                out.println("trace written to " + file + " (open it in https://ui.perfetto.dev)");
             }
         }
         return 0;
+    }
+
+    /** CRC-32 of the parameters' bytes: equal on every rank when the replicas are bit-identical. */
+    private static long checksum(MultiLayerNetwork net) {
+        CRC32 crc = new CRC32();
+        crc.update(net.params().data().asNio());
+        return crc.getValue();
+    }
+
+    /** {@code trace.json} becomes {@code trace.rank1.json} for rank 1. */
+    private static Path rankFile(Path file, int rank) {
+        String name = file.getFileName().toString();
+        int dot = name.lastIndexOf('.');
+        String ranked = dot > 0 ? name.substring(0, dot) + ".rank" + rank + name.substring(dot) : name + ".rank" + rank;
+        return file.resolveSibling(ranked);
     }
 }

@@ -3,11 +3,15 @@ package dev.poniard.samples.trainer;
 import dev.poniard.samples.bench.BenchOptions;
 import dev.poniard.samples.bench.BenchResult;
 import dev.poniard.samples.bench.BenchSuite;
+import dev.poniard.samples.cli.PoniardCli;
+import dev.poniard.scheduler.comm.launch.Launcher;
 import dev.poniard.trainer.NativeMath;
 import dev.poniard.trainer.ParallelTrainer;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.function.Consumer;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
 import org.deeplearning4j.nn.multilayer.MultiLayerNetwork;
 import org.deeplearning4j.parallelism.ParallelWrapper;
 import org.nd4j.linalg.dataset.DataSet;
@@ -31,7 +35,8 @@ public final class TrainerBenchSuite implements BenchSuite {
 
     @Override
     public String description() {
-        return "data-parallel training, 2 workers: Poniard ParallelTrainer vs DL4J ParallelWrapper (MNIST subset MLP and CNN)";
+        return "data-parallel training, 2 workers: Poniard ParallelTrainer vs DL4J ParallelWrapper (MNIST subset MLP and CNN),"
+                + " and 2 rank processes vs 1 process";
     }
 
     /** Samples/s and test accuracy of one training run. */
@@ -52,6 +57,8 @@ public final class TrainerBenchSuite implements BenchSuite {
                 ours.samplesPerSecond(), "ParallelWrapper (averaging every step)", theirs.samplesPerSecond()));
         add(results, progress, BenchResult.higherIsBetter("mnist_mlp_accuracy_vs_parallelwrapper", "test_accuracy", "fraction",
                 ours.accuracy(), "ParallelWrapper (averaging every step)", theirs.accuracy()));
+        add(results, progress, BenchResult.higherIsBetter("mnist_mlp_2proc", "samples_per_s", "samples/s",
+                twoRanks(quick ? 2_000 : 0, mlpEpochs), "1 process x 2 workers", ours.samplesPerSecond()));
 
         // The CNN of the fashion-cnn sample, on the MNIST subset (same 28x28 images).
         TrainingSample.Data cnnData = TrainingSample.MNIST_MLP.load(quick ? 512 : 4_000, quick ? 500 : 0);
@@ -61,6 +68,35 @@ public final class TrainerBenchSuite implements BenchSuite {
         add(results, progress, BenchResult.higherIsBetter("mnist_cnn_2w_vs_parallelwrapper", "samples_per_s", "samples/s",
                 oursCnn.samplesPerSecond(), "ParallelWrapper (averaging every step)", theirsCnn.samplesPerSecond()));
         return results;
+    }
+
+    /**
+     * Samples/s of {@code ./poniard train} as 2 rank processes of 1 worker each (same model, data, global batch and
+     * epochs as {@link #ours}), gradients all-reduced over Aeron IPC; timed by rank 0 from its first step, so JVM
+     * start-up is excluded but each rank's JIT warm-up is not.
+     */
+    private static double twoRanks(int trainSize, int epochs) throws Exception {
+        List<String> args = List.of("train", "--no-progress", "--workers", "1", "--batch", String.valueOf(BATCH),
+                "--epochs", String.valueOf(epochs), "--train-size", String.valueOf(trainSize), "--test-size", "500",
+                "--seed", String.valueOf(SEED));
+        List<String> lines = java.util.Collections.synchronizedList(new ArrayList<>());
+        try (Launcher l = Launcher.launch(new Launcher.Context().ranks(2)
+                .command(Launcher.javaCommand(PoniardCli.class.getName(), args)).output(lines::add))) {
+            int code = l.waitFor();
+            if (code != 0) {
+                throw new IllegalStateException("2-rank training failed with exit code " + code + ":\n" + String.join("\n", lines));
+            }
+        }
+        Pattern trained = Pattern.compile("\\[rank 0] trained .* ([0-9.]+) samples/s with 2 ranks");
+        synchronized (lines) {
+            for (String line : lines) {
+                Matcher m = trained.matcher(line);
+                if (m.find()) {
+                    return Double.parseDouble(m.group(1));
+                }
+            }
+        }
+        throw new IllegalStateException("rank 0 reported no throughput:\n" + String.join("\n", lines));
     }
 
     private static void add(List<BenchResult> results, Consumer<BenchResult> progress, BenchResult r) {

@@ -4,10 +4,9 @@ import java.io.IOException;
 import java.io.InputStream;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import dev.poniard.trainer.EpochShards;
 import java.util.ArrayList;
-import java.util.Collections;
 import java.util.List;
-import java.util.Random;
 import org.deeplearning4j.nn.conf.MultiLayerConfiguration;
 import org.deeplearning4j.nn.conf.NeuralNetConfiguration;
 import org.deeplearning4j.nn.conf.inputs.InputType;
@@ -152,19 +151,17 @@ public enum TrainingSample {
     /** Train and test sets of a sample. */
     public record Data(DataSet train, DataSet test) {
         /**
-         * Epoch {@code epoch}'s training data: the train set shuffled by {@code seed} and the epoch number, so a run
-         * resumed from a checkpoint sees the same order as an uninterrupted one.
+         * Rank {@code rank}'s share of epoch {@code epoch}'s training data ({@link EpochShards}): the train set shuffled
+         * by {@code seed} and the epoch number, so a run resumed from a checkpoint sees the same order as an
+         * uninterrupted one, cut into global batches of {@code globalBatch} shared among {@code ranks} ranks.
          */
+        public DataSetIterator trainEpoch(long seed, int epoch, int globalBatch, int rank, int ranks) {
+            return EpochShards.forRank(train, seed, epoch, globalBatch, rank, ranks);
+        }
+
+        /** Epoch {@code epoch}'s training data for a single process, in batches of {@code batch}. */
         public DataSetIterator trainEpoch(long seed, int epoch, int batch) {
-            List<Integer> order = new ArrayList<>();
-            for (int i = 0; i < train.numExamples(); i++) {
-                order.add(i);
-            }
-            Collections.shuffle(order, new Random(seed * 1_000_003L + epoch));
-            int[] idx = order.stream().mapToInt(Integer::intValue).toArray();
-            INDArray f = Nd4j.pullRows(train.getFeatures(), 1, idx);
-            INDArray l = Nd4j.pullRows(train.getLabels(), 1, idx);
-            return new ViewIterator(new DataSet(f, l), batch);
+            return trainEpoch(seed, epoch, batch, 0, 1);
         }
 
         public DataSetIterator testIterator(int batch) {
