@@ -13,10 +13,12 @@ import java.util.HashSet;
 import java.util.List;
 import java.util.Set;
 import java.util.concurrent.TimeUnit;
+import org.deeplearning4j.nn.graph.ComputationGraph;
 import org.deeplearning4j.nn.multilayer.MultiLayerNetwork;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
 import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.EnumSource;
 import org.junit.jupiter.params.provider.ValueSource;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.dataset.DataSet;
@@ -59,6 +61,66 @@ class MultiRankTrainerTest {
         assertTrue(relError(nets[0].getUpdater().getStateViewArray(), reference.getUpdater().getStateViewArray()) <= 1e-5,
                 "updater state differs from model.fit");
         assertEquals(1, nets[1].getEpochCount());
+    }
+
+    @Test
+    void shouldMatchComputationGraphFitOverTwoEpochsOnTwoRanks() {
+        DataSet all = data(19 * 32 + 21, 22);
+        ComputationGraph reference = ParallelTrainerTest.graph(new Adam(1e-2), 4);
+        ComputationGraph[] nets = {reference.clone(), reference.clone()};
+        for (int e = 0; e < 2; e++) {
+            reference.fit(EpochShards.forRank(all, SHUFFLE_SEED, e, 32, 0, 1));
+        }
+        try (LocalCluster cluster = LocalCluster.launch(2)) {
+            cluster.run(comm -> {
+                try (ParallelTrainer t = ParallelTrainer.launch(new ParallelTrainer.Context().model(nets[comm.rank()])
+                        .workers(1).allReduce(new CommGradientAllReduce(comm)))) {
+                    t.fitToEpoch(e -> EpochShards.forRank(all, SHUFFLE_SEED, e, 32, comm.rank(), 2), 2);
+                    return null;
+                }
+            });
+        }
+        assertEquals(nets[0].params(), nets[1].params(), "the ranks' replicas must be bit-identical");
+        double err = relError(nets[0].params(), reference.params());
+        System.out.printf("ComputationGraph, 2 ranks, 2 epochs: relative parameter error %.3e%n", err);
+        assertTrue(err <= 1e-5, "parameters differ from ComputationGraph.fit by " + err);
+        assertEquals(40, nets[1].getIterationCount());
+    }
+
+    /** A NaN in one rank's shard must make every rank skip, or every rank stop at, the same step. */
+    @ParameterizedTest(name = "{0}")
+    @EnumSource(NanPolicy.class)
+    void shouldTreatANonFiniteGradientOnOneRankAlikeOnEveryRank(NanPolicy policy) {
+        DataSet all = data(10 * 32, 23);
+        // Global batch 4 is examples 128..159 of the shuffled order; rank 1 holds 144..159 of it.
+        int[] order = shuffledOrder(all, 0);
+        DataSet poisoned = all.copy();
+        poisoned.getFeatures().putScalar(new long[] {order[150], 1}, Float.NaN);
+        MultiLayerNetwork reference = mlp(new Adam(1e-2), 8);
+        MultiLayerNetwork[] nets = {reference.clone(), reference.clone()};
+        try (LocalCluster cluster = LocalCluster.launch(2)) {
+            List<String> outcomes = cluster.run(comm -> {
+                try (ParallelTrainer t = ParallelTrainer.launch(new ParallelTrainer.Context().model(nets[comm.rank()])
+                        .workers(1).nanPolicy(policy).allReduce(new CommGradientAllReduce(comm)))) {
+                    try {
+                        t.fitToEpoch(e -> EpochShards.forRank(poisoned, SHUFFLE_SEED, e, 32, comm.rank(), 2), 1);
+                        return "steps " + t.progress().steps() + " skipped " + t.progress().skippedSteps();
+                    } catch (NonFiniteGradientException e) {
+                        return "stopped at iteration " + e.step();
+                    }
+                }
+            });
+            String expected = policy == NanPolicy.STOP ? "stopped at iteration 4" : "steps 9 skipped 1";
+            assertEquals(List.of(expected, expected), outcomes);
+        }
+        assertEquals(nets[0].params(), nets[1].params(), "the ranks' replicas must stay bit-identical");
+    }
+
+    private static int[] shuffledOrder(DataSet all, int epoch) {
+        DataSet ids = new DataSet(org.nd4j.linalg.factory.Nd4j.arange(all.numExamples()).reshape(all.numExamples(), 1)
+                .castTo(org.nd4j.linalg.api.buffer.DataType.FLOAT), all.getLabels());
+        List<Double> order = values(EpochShards.forRank(ids, SHUFFLE_SEED, epoch, 32, 0, 1), -1);
+        return order.stream().mapToInt(Double::intValue).toArray();
     }
 
     @Test
