@@ -87,6 +87,40 @@ class MultiRankTrainerTest {
         assertEquals(40, nets[1].getIterationCount());
     }
 
+    /** Trains 3 epochs on two ranks exchanging gradients under {@code compression}; returns both ranks' models. */
+    private static MultiLayerNetwork[] trainTwoRanks(DataSet all, MultiLayerNetwork init, GradientCompression compression) {
+        MultiLayerNetwork[] nets = {init.clone(), init.clone()};
+        try (LocalCluster cluster = LocalCluster.launch(2)) {
+            cluster.run(comm -> {
+                try (ParallelTrainer t = ParallelTrainer.launch(new ParallelTrainer.Context().model(nets[comm.rank()])
+                        .workers(1).allReduce(new CommGradientAllReduce(comm, compression)))) {
+                    t.fitToEpoch(e -> EpochShards.forRank(all, SHUFFLE_SEED, e, 32, comm.rank(), 2), 3);
+                    return null;
+                }
+            });
+        }
+        assertEquals(nets[0].params(), nets[1].params(), compression + ": the ranks' replicas must be bit-identical");
+        return nets;
+    }
+
+    @Test
+    void shouldTrainAlmostAsWellWithCompressedGradients() {
+        DataSet all = data(20 * 32, 24);
+        MultiLayerNetwork init = mlp(new Adam(1e-2), 9);
+        MultiLayerNetwork exact = trainTwoRanks(all, init, GradientCompression.none())[0];
+        double exactAccuracy = exact.evaluate(new org.nd4j.linalg.dataset.ViewIterator(all, 100)).accuracy();
+        MultiLayerNetwork half = trainTwoRanks(all, init, GradientCompression.fp16())[0];
+        double halfError = relError(half.params(), exact.params());
+        System.out.printf("fp16: relative parameter error %.3e after 60 steps%n", halfError);
+        assertTrue(halfError < 1e-2, "fp16 gradients should barely change training: " + halfError);
+        MultiLayerNetwork sparse = trainTwoRanks(all, init, GradientCompression.topK(0.1))[0];
+        double sparseAccuracy = sparse.evaluate(new org.nd4j.linalg.dataset.ViewIterator(all, 100)).accuracy();
+        System.out.printf("training accuracy: exact %.4f, top-10%% %.4f%n", exactAccuracy, sparseAccuracy);
+        assertTrue(sparseAccuracy > exactAccuracy - 0.05 && sparseAccuracy > 0.6,
+                "top-k with error feedback should train nearly as well: " + sparseAccuracy + " vs " + exactAccuracy);
+        assertTrue(relError(sparse.params(), exact.params()) > 1e-4, "top-k must actually change the updates");
+    }
+
     /** A NaN in one rank's shard must make every rank skip, or every rank stop at, the same step. */
     @ParameterizedTest(name = "{0}")
     @EnumSource(NanPolicy.class)

@@ -6,6 +6,7 @@ import dev.poniard.scheduler.comm.launch.RankEnvironment;
 import dev.poniard.trainer.Checkpoints;
 import dev.poniard.trainer.CommGradientAllReduce;
 import dev.poniard.trainer.GradientAllReduce;
+import dev.poniard.trainer.GradientCompression;
 import dev.poniard.trainer.ParallelTrainer;
 import java.io.PrintWriter;
 import java.nio.file.Path;
@@ -75,6 +76,11 @@ public final class TrainCommand implements Callable<Integer> {
     @Option(names = "--keep", defaultValue = "3", paramLabel = "K", description = "Checkpoints to keep (default: ${DEFAULT-VALUE}).")
     int keep;
 
+    @Option(names = "--compression", defaultValue = "none", paramLabel = "C",
+            description = "Gradient exchange between ranks: none (exact), fp16, or topk:FRACTION with error feedback"
+                    + " (default: ${DEFAULT-VALUE}).")
+    String compression;
+
     @Option(names = "--no-progress", description = "No progress bar.")
     boolean noProgress;
 
@@ -101,12 +107,22 @@ public final class TrainCommand implements Callable<Integer> {
         if (checkpointEvery < 0 || keep < 1) {
             throw new CommandLine.ParameterException(spec.commandLine(), "--checkpoint-every must be >= 0 and --keep >= 1");
         }
+        GradientCompression exchange;
+        try {
+            exchange = GradientCompression.parse(compression);
+        } catch (IllegalArgumentException e) {
+            throw new CommandLine.ParameterException(spec.commandLine(), "--compression: " + e.getMessage());
+        }
         RankEnvironment env = RankEnvironment.detect();
         if (env.size() == 1) {
+            if (!(exchange instanceof GradientCompression.None)) {
+                spec.commandLine().getErr().println("note: --compression applies between ranks; a single process"
+                        + " sums its workers' gradients exactly");
+            }
             return train(s, nEpochs, GradientAllReduce.singleRank());
         }
         try (Communicator comm = Communicator.connect(new Communicator.Context())) {
-            return train(s, nEpochs, new CommGradientAllReduce(comm));
+            return train(s, nEpochs, new CommGradientAllReduce(comm, exchange));
         }
     }
 
