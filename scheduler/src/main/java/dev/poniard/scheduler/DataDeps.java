@@ -3,6 +3,7 @@ package dev.poniard.scheduler;
 import java.util.ArrayList;
 import java.util.IdentityHashMap;
 import java.util.List;
+import java.util.concurrent.CompletionStage;
 
 /**
  * A data-dependency region (as Dagger's {@code spawn_datadeps}): tasks declare how they access mutable
@@ -63,11 +64,24 @@ public final class DataDeps implements AutoCloseable {
      * the chunk), handles (it receives their results) and plain values.
      */
     public <R> TaskHandle<R> spawn(TaskOptions options, Fn.FN<R> fn, Object... args) {
+        return add(options, fn, TaskNode.FN, args);
+    }
+
+    /**
+     * Adds a task that starts an asynchronous operation on its chunks and holds them until the returned stage
+     * completes (see {@link Scheduler#spawnAsync}): a non-blocking send keeps reading its chunk, a receive keeps
+     * writing it, and the region orders other tasks around them as around any task.
+     */
+    public <R> TaskHandle<R> spawnAsync(TaskOptions options, Fn.FN<? extends CompletionStage<R>> fn, Object... args) {
+        return add(options, fn, TaskNode.ASYNC, args);
+    }
+
+    private <R> TaskHandle<R> add(TaskOptions options, Object fn, byte kind, Object... args) {
         if (closed) {
             throw new IllegalStateException("this DataDeps region is closed; open a new one with scheduler.dataDeps()");
         }
         Object[] a = args.clone();
-        TaskNode<R> t = scheduler.newTask(options, fn, TaskNode.FN, a);
+        TaskNode<R> t = scheduler.newTask(options, fn, kind, a);
         t.unsubmitted = true;
         List<TaskNode<?>> deps = new ArrayList<>();
         for (Object o : a) {

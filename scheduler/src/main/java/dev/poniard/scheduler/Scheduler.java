@@ -4,10 +4,14 @@ import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Objects;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.CompletionException;
+import java.util.concurrent.CompletionStage;
 import java.util.concurrent.ConcurrentLinkedQueue;
 import java.util.concurrent.RejectedExecutionException;
 import java.util.concurrent.ScheduledThreadPoolExecutor;
 import java.util.concurrent.TimeUnit;
+import java.util.concurrent.TimeoutException;
 import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.AtomicLong;
@@ -297,6 +301,17 @@ public final class Scheduler implements AutoCloseable, PlacementPolicy.Schedulin
 
     public <R> TaskHandle<R> spawnN(TaskOptions options, Fn.FN<R> fn, Object... inputs) {
         return submit(options, fn, TaskNode.FN, inputs.clone());
+    }
+
+    /**
+     * Spawns a task that starts an asynchronous operation (a non-blocking receive, a device copy) and
+     * completes when the {@link CompletionStage} that {@code fn} returns completes, with its value or its
+     * failure. Its worker is free as soon as {@code fn} returns, so waiting for remote data or a device never
+     * holds a processor. Dependents run once the stage completes. A timeout in {@code options} covers the
+     * whole operation.
+     */
+    public <R> TaskHandle<R> spawnAsync(TaskOptions options, Fn.FN<? extends CompletionStage<R>> fn, Object... inputs) {
+        return submit(options, fn, TaskNode.ASYNC, inputs.clone());
     }
 
     /**
@@ -595,13 +610,39 @@ public final class Scheduler implements AutoCloseable, PlacementPolicy.Schedulin
             if (own >= SAMPLE_ALWAYS_NS || (p.observeTick++ & 7) == 0) {
                 costModel.observe(t.signature(), Processor.Kind.CPU, own);
             }
-            t.complete(r);
+            if (t.kind == TaskNode.ASYNC) {
+                completeLater(t, r);
+            } else {
+                t.complete(r);
+            }
         } else {
             if (err instanceof Error) {
                 reportError(t, err); // before joiners wake, so they observe a reported error
             }
             t.fail(err);
         }
+    }
+
+    /** Completes an async task when the stage its function returned completes (on the thread completing it). */
+    private void completeLater(TaskNode<?> t, Object stage) {
+        if (!(stage instanceof CompletionStage)) {
+            t.fail(new IllegalStateException("async task " + t.name() + " returned " + stage
+                    + " instead of a CompletionStage; return the operation's future"));
+            return;
+        }
+        CompletableFuture<?> f = ((CompletionStage<?>) stage).toCompletableFuture();
+        long timeout = t.options.timeoutNs();
+        if (timeout > 0 && !f.isDone()) {
+            f = f.copy().orTimeout(timeout, TimeUnit.NANOSECONDS);
+        }
+        f.whenComplete((v, e) -> {
+            if (e == null) {
+                t.complete(v);
+            } else {
+                Throwable cause = e instanceof CompletionException && e.getCause() != null ? e.getCause() : e;
+                t.fail(cause instanceof TimeoutException ? new TaskTimeoutException(t.name(), t.options.timeout()) : cause);
+            }
+        });
     }
 
     private void reportError(TaskNode<?> t, Throwable err) {

@@ -26,7 +26,8 @@ import java.util.function.Consumer;
  */
 final class TaskNode<T> implements TaskHandle<T>, Schedulable {
     static final Object[] NO_ARGS = {};
-    static final byte F0 = 0, F1 = 1, F2 = 2, F3 = 3, FN = 4;
+    /** Function shapes; ASYNC is an FN whose returned CompletionStage decides when the task completes. */
+    static final byte F0 = 0, F1 = 1, F2 = 2, F3 = 3, FN = 4, ASYNC = 5;
 
     private static final Link COMPLETED = new Link(null);
     private static final VarHandle STATE, PENDING, LINKS;
