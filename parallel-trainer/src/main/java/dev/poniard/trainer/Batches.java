@@ -14,14 +14,35 @@ import org.nd4j.linalg.indexing.NDArrayIndex;
  * are the global batches.
  */
 final class Batches {
-    private final DataSetIterator source;
+    private final Source source;
     private final int target;
+    private final String sourceName;
     private final List<DataSet> pending = new ArrayList<>();
     private long pendingExamples;
     private long read;
 
-    Batches(DataSetIterator source, int target) {
+    /** Where batches come from: an iterator read in place, or a {@link Prefetcher}; null at the end. */
+    interface Source {
+        DataSet next();
+    }
+
+    /** Reads {@code iterator} directly on the calling thread. */
+    static Source of(DataSetIterator iterator) {
+        return () -> iterator.hasNext() ? nonNull(iterator, iterator.next()) : null;
+    }
+
+    /** An iterator that says it has a next batch and yields null is broken, not finished. */
+    static DataSet nonNull(DataSetIterator iterator, DataSet ds) {
+        if (ds == null) {
+            throw new TrainerException(iterator.getClass().getSimpleName() + ".next() returned null although hasNext()"
+                    + " was true; a training iterator must yield DataSets until hasNext() is false");
+        }
+        return ds;
+    }
+
+    Batches(Source source, int target, String sourceName) {
         this.source = source;
+        this.sourceName = sourceName;
         this.target = target;
     }
 
@@ -33,10 +54,15 @@ final class Batches {
     /** The next global batch, or null at the end of the epoch. Exceptions of the source propagate as they are. */
     DataSet next() {
         if (target <= 0) {
-            return source.hasNext() ? check(source.next()) : null;
+            DataSet ds = source.next();
+            return ds == null ? null : check(ds);
         }
-        while (pendingExamples < target && source.hasNext()) {
-            DataSet ds = check(source.next());
+        while (pendingExamples < target) {
+            DataSet next = source.next();
+            if (next == null) {
+                break;
+            }
+            DataSet ds = check(next);
             pending.add(ds);
             pendingExamples += ds.numExamples();
         }
@@ -58,8 +84,8 @@ final class Batches {
 
     private DataSet check(DataSet ds) {
         read++;
-        if (ds == null || ds.getFeatures() == null || ds.getLabels() == null) {
-            throw new TrainerException("batch " + read + " from " + source.getClass().getSimpleName()
+        if (ds.getFeatures() == null || ds.getLabels() == null) {
+            throw new TrainerException("batch " + read + " from " + sourceName
                     + " has no features or no labels; a training iterator must yield DataSets with both");
         }
         long n = ds.getFeatures().size(0);

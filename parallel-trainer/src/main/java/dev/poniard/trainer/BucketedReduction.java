@@ -22,14 +22,16 @@ final class BucketedReduction {
 
     private final INDArray[][] views; // [bucket][replica]
 
-    BucketedReduction(List<INDArray> gradientViews, int workers) {
+    /** {@code bucketSize} elements per bucket, or 0 for two buckets per worker of at least {@link #MIN_BUCKET}. */
+    BucketedReduction(List<INDArray> gradientViews, int workers, long bucketSize) {
         long n = gradientViews.get(0).length();
         for (INDArray g : gradientViews) {
             if (g.length() != n) {
                 throw new IllegalStateException("replica gradient lengths differ: " + g.length() + " vs " + n);
             }
         }
-        int buckets = (int) Math.max(1, Math.min(2L * workers, n / MIN_BUCKET));
+        int buckets = (int) Math.max(1, bucketSize > 0 ? Math.min(n, (n + bucketSize - 1) / bucketSize)
+                : Math.min(2L * workers, n / MIN_BUCKET));
         views = new INDArray[buckets][gradientViews.size()];
         for (int b = 0; b < buckets; b++) {
             long from = n * b / buckets, to = n * (b + 1) / buckets;

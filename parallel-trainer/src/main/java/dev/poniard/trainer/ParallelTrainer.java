@@ -70,6 +70,8 @@ public final class ParallelTrainer implements AutoCloseable {
         private GradientAllReduce allReduce = GradientAllReduce.singleRank();
         private Checkpoints checkpoints;
         private int checkpointEverySteps;
+        private int prefetch = Integer.getInteger("poniard.trainer.prefetch", 2);
+        private long bucketSize;
 
         public Model model() {
             return model;
@@ -160,6 +162,32 @@ public final class ParallelTrainer implements AutoCloseable {
             return this;
         }
 
+        public int prefetch() {
+            return prefetch;
+        }
+
+        /**
+         * Batches read ahead on a background thread while steps run (default 2, property
+         * {@code poniard.trainer.prefetch}); 0 reads the next batch on the calling thread during each step.
+         */
+        public Context prefetch(int value) {
+            prefetch = value;
+            return this;
+        }
+
+        public long bucketSize() {
+            return bucketSize;
+        }
+
+        /**
+         * Gradient elements per reduction bucket (each bucket is summed by its own task); 0 (default) picks two
+         * buckets per worker of at least 16,384 elements.
+         */
+        public Context bucketSize(long value) {
+            bucketSize = value;
+            return this;
+        }
+
         /** Validates the context, naming the bad value. */
         public Context conclude() {
             if (model == null) {
@@ -177,6 +205,12 @@ public final class ParallelTrainer implements AutoCloseable {
             }
             Objects.requireNonNull(nanPolicy, "nanPolicy");
             Objects.requireNonNull(allReduce, "allReduce");
+            if (prefetch < 0) {
+                throw new IllegalArgumentException("prefetch must be >= 0 (0: no read-ahead thread), got " + prefetch);
+            }
+            if (bucketSize < 0) {
+                throw new IllegalArgumentException("bucketSize must be >= 0 (0: automatic), got " + bucketSize);
+            }
             if (checkpointEverySteps < 0) {
                 throw new IllegalArgumentException("checkpointEverySteps must be >= 0, got " + checkpointEverySteps);
             }
@@ -226,7 +260,7 @@ public final class ParallelTrainer implements AutoCloseable {
         for (ModelReplica r : replicas) {
             views.add(r.gradientView());
         }
-        this.reduction = new BucketedReduction(views, ctx.workers());
+        this.reduction = new BucketedReduction(views, ctx.workers(), ctx.bucketSize());
         LOG.debug("trainer ready: {} replicas, {} parameters, {} reduction buckets, {}", ctx.workers(),
                 primary.params().length(), reduction.buckets(), ctx.allReduce());
     }
@@ -314,9 +348,20 @@ public final class ParallelTrainer implements AutoCloseable {
 
     private void runEpoch(DataSetIterator iterator, long skipSteps) {
         ensureOpen();
+        String name = iterator.getClass().getSimpleName();
+        int target = ctx.batchSizePerWorker() * ctx.workers();
+        if (ctx.prefetch() == 0) {
+            runEpoch(new Batches(Batches.of(iterator), target, name), skipSteps);
+            return;
+        }
+        try (Prefetcher prefetcher = new Prefetcher(iterator, ctx.prefetch(), "poniard-trainer-prefetch")) {
+            runEpoch(new Batches(prefetcher::next, target, name), skipSteps);
+        }
+    }
+
+    private void runEpoch(Batches batches, long skipSteps) {
         ModelReplica primary = replicas.get(0);
         int epoch = primary.epochCount();
-        Batches batches = new Batches(iterator, ctx.batchSizePerWorker() * ctx.workers());
         Collection<TrainingListener> listeners = primary.listeners();
         if (skipSteps == 0) {
             for (TrainingListener l : listeners) {

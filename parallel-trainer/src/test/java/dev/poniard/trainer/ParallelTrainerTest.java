@@ -358,10 +358,32 @@ class ParallelTrainerTest {
     }
 
     @Test
+    void shouldTrainIdenticallyWhateverThePrefetchDepthAndBucketSize() {
+        DataSet all = data(EXAMPLES, 19);
+        MultiLayerNetwork init = mlp(new Adam(1e-2), 3);
+        INDArray first = null;
+        for (int[] setting : new int[][] {{0, 0}, {3, 0}, {1, 97}}) {
+            MultiLayerNetwork net = init.clone();
+            try (ParallelTrainer t = ParallelTrainer.launch(new ParallelTrainer.Context().model(net).workers(2)
+                    .prefetch(setting[0]).bucketSize(setting[1]))) {
+                t.fit(iterator(all, 32), 2);
+            }
+            if (first == null) {
+                first = net.params().dup();
+            } else {
+                assertEquals(first, net.params(), "prefetch " + setting[0] + ", bucket size " + setting[1]);
+            }
+        }
+    }
+
+    @Test
     void shouldNameTheBadSetting() {
         IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
                 () -> ParallelTrainer.launch(new ParallelTrainer.Context().model(mlp(new Sgd(0.1), 1)).workers(0)));
         assertTrue(e.getMessage().contains("workers must be >= 1, got 0"), e.getMessage());
+        e = assertThrows(IllegalArgumentException.class,
+                () -> ParallelTrainer.launch(new ParallelTrainer.Context().model(mlp(new Sgd(0.1), 1)).prefetch(-1)));
+        assertTrue(e.getMessage().contains("prefetch must be >= 0"), e.getMessage());
         e = assertThrows(IllegalArgumentException.class, () -> ParallelTrainer.launch(new ParallelTrainer.Context()));
         assertTrue(e.getMessage().contains("model must be set"), e.getMessage());
     }
