@@ -3,6 +3,7 @@ package dev.poniard.moe;
 import java.util.Collection;
 import java.util.Map;
 import org.deeplearning4j.nn.api.ParamInitializer;
+import org.deeplearning4j.nn.conf.GradientNormalization;
 import org.deeplearning4j.nn.conf.InputPreProcessor;
 import org.deeplearning4j.nn.conf.NeuralNetConfiguration;
 import org.deeplearning4j.nn.conf.inputs.InputType;
@@ -25,6 +26,10 @@ import org.nd4j.linalg.api.ndarray.INDArray;
  *         .expertActivation(Activation.GELU).capacityFactor(1.25).auxLossWeight(0.01).zLossWeight(1e-3)
  *         .workers(2).build();
  * }</pre>
+ *
+ * <p>The router is top-k by default; {@code .router(RouterType.NOISY_TOP_K | EXPERT_CHOICE | SOFT_MOE)} selects
+ * another and {@code .biasBalancing(γ)} adds DeepSeek-V3's auxiliary-loss-free balancing to a top-k router (see
+ * {@link RouterType}).
  *
  * <p>The Switch load-balancing loss and the router z-loss are added to the model's score through
  * {@code calcRegularizationScore} (the only per-layer score hook DL4J has) and their gradients to the router's.
@@ -49,6 +54,10 @@ public class MoeLayer extends FeedForwardLayer {
     private int workers;
     private int minChunkTokens;
     private int chunksPerWorker;
+    // initialised here so that JSON written before these options existed reads back as plain top-k
+    private RouterType router = RouterType.TOP_K;
+    private double biasUpdateRate;
+    private int slotsPerExpert = 1;
 
     /** For JSON deserialisation. */
     protected MoeLayer() {
@@ -70,6 +79,9 @@ public class MoeLayer extends FeedForwardLayer {
         this.workers = b.workers;
         this.minChunkTokens = b.minChunkTokens;
         this.chunksPerWorker = b.chunksPerWorker;
+        this.router = b.router;
+        this.biasUpdateRate = b.biasUpdateRate;
+        this.slotsPerExpert = b.slotsPerExpert;
         validate();
     }
 
@@ -90,6 +102,21 @@ public class MoeLayer extends FeedForwardLayer {
         require(chunksPerWorker >= 1, "chunksPerWorker must be >= 1, got " + chunksPerWorker);
         require(expertActivation != null, "expertActivation must be set");
         require(dropPolicy != null, "dropPolicy must be set");
+        require(router != null, "router must be set (RouterType.TOP_K, NOISY_TOP_K, EXPERT_CHOICE or SOFT_MOE)");
+        require(biasUpdateRate >= 0 && !Double.isNaN(biasUpdateRate),
+                "biasBalancing update rate must be >= 0 (0 disables it), got " + biasUpdateRate);
+        require(biasUpdateRate == 0 || router == RouterType.TOP_K || router == RouterType.NOISY_TOP_K,
+                "biasBalancing(" + biasUpdateRate + ") needs a token-choice router (TOP_K or NOISY_TOP_K), got "
+                        + router + ": expert choice is balanced by construction and Soft MoE has no discrete choice");
+        // the bias step travels as Rb's "gradient": renormalising the layer's gradient would rescale it
+        require(biasUpdateRate == 0 || (gradientNormalization != GradientNormalization.RenormalizeL2PerLayer
+                        && gradientNormalization != GradientNormalization.RenormalizeL2PerParamType),
+                "biasBalancing cannot be combined with gradientNormalization(" + gradientNormalization + "), which would"
+                        + " rescale the ±γ bias step: use a clipping mode or none");
+        require(!(dropless && router == RouterType.EXPERT_CHOICE),
+                "dropless(true) does not apply to RouterType.EXPERT_CHOICE, whose capacity is what each expert picks:"
+                        + " set capacityFactor instead");
+        require(slotsPerExpert >= 1, "slotsPerExpert must be >= 1, got " + slotsPerExpert);
         require(nIn <= 0 || nOut <= 0 || nIn == nOut,
                 "a MoE layer maps d -> d: nIn (" + nIn + ") must equal nOut (" + nOut + ")");
     }
@@ -220,6 +247,42 @@ public class MoeLayer extends FeedForwardLayer {
         return chunksPerWorker;
     }
 
+    public RouterType getRouter() {
+        return router;
+    }
+
+    /** γ of auxiliary-loss-free bias balancing, 0 when off; see {@link Builder#biasBalancing(double)}. */
+    public double getBiasUpdateRate() {
+        return biasUpdateRate;
+    }
+
+    /** Whether the layer keeps per-expert selection biases (parameter {@code Rb}). */
+    public boolean hasSelectionBias() {
+        return biasUpdateRate > 0;
+    }
+
+    /** Slots per expert of {@link RouterType#SOFT_MOE}. */
+    public int getSlotsPerExpert() {
+        return slotsPerExpert;
+    }
+
+    /** Columns of the router matrix {@code Wr}: E, or E · slots for Soft MoE. */
+    public int routerColumns() {
+        return router == RouterType.SOFT_MOE ? experts * slotsPerExpert : experts;
+    }
+
+    /**
+     * The bias parameter is not trained by gradient descent: its "gradient" is minus the balancing step, applied
+     * unchanged (no updater, not divided by the minibatch size, see {@link MoeLayerImpl#updaterDivideByMinibatch}).
+     */
+    @Override
+    public org.nd4j.linalg.learning.config.IUpdater getUpdaterByParam(String paramName) {
+        if (MoeParamInitializer.SELECTION_BIAS.equals(paramName)) {
+            return new org.nd4j.linalg.learning.config.NoOp();
+        }
+        return super.getUpdaterByParam(paramName);
+    }
+
     /** Expert capacity in assignments for {@code tokens} tokens; {@code Integer.MAX_VALUE} when dropless. */
     public int capacity(int tokens) {
         if (dropless) {
@@ -230,7 +293,9 @@ public class MoeLayer extends FeedForwardLayer {
 
     @Override
     public String toString() {
-        return "MoeLayer(d=" + nIn + ", experts=" + experts + ", topK=" + topK + ", d_ff=" + expertHidden
+        return "MoeLayer(d=" + nIn + ", router=" + router + ", experts=" + experts + ", topK=" + topK
+                + (biasUpdateRate > 0 ? ", biasBalancing=" + biasUpdateRate : "")
+                + (router == RouterType.SOFT_MOE ? ", slotsPerExpert=" + slotsPerExpert : "") + ", d_ff=" + expertHidden
                 + ", shared=" + sharedExperts + (dropless ? ", dropless" : ", capacityFactor=" + capacityFactor)
                 + ", workers=" + workers + ")";
     }
@@ -251,9 +316,38 @@ public class MoeLayer extends FeedForwardLayer {
         private int workers = 1;
         private int minChunkTokens = 64;
         private int chunksPerWorker = 4;
+        private RouterType router = RouterType.TOP_K;
+        private double biasUpdateRate;
+        private int slotsPerExpert = 1;
 
         public Builder() {
             activation(Activation.IDENTITY);
+        }
+
+        /** The routing algorithm (default {@link RouterType#TOP_K}); see {@link RouterType} for each one's settings. */
+        public Builder router(RouterType value) {
+            router = value;
+            return this;
+        }
+
+        /**
+         * Auxiliary-loss-free load balancing (DeepSeek-V3) with update rate γ (0 disables it; DeepSeek-V3 uses
+         * 0.001): a per-expert bias b_e is added to the router probabilities for choosing the top k only (gates use
+         * the unbiased probabilities), and after each training step b_e += γ · sign(mean load − load_e), the load
+         * being the assignments that chose e in that step's batch. The biases are the non-trainable parameter
+         * {@code Rb}, saved with the model. For TOP_K and NOISY_TOP_K; usually with {@code auxLossWeight(0)}. The
+         * step is delivered as Rb's gradient, so gradient-clipping modes that see the whole layer also see it, and the
+         * renormalising modes are refused.
+         */
+        public Builder biasBalancing(double updateRate) {
+            biasUpdateRate = updateRate;
+            return this;
+        }
+
+        /** Slots per expert for {@link RouterType#SOFT_MOE} (default 1). */
+        public Builder slotsPerExpert(int value) {
+            slotsPerExpert = value;
+            return this;
         }
 
         /** Number of routed experts E. */

@@ -3,6 +3,7 @@ package dev.poniard.moe;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
+import java.util.SplittableRandom;
 import org.deeplearning4j.nn.conf.NeuralNetConfiguration;
 import org.deeplearning4j.nn.gradient.DefaultGradient;
 import org.deeplearning4j.nn.gradient.Gradient;
@@ -33,6 +34,13 @@ import org.slf4j.LoggerFactory;
  * Everything the backward needs is held outside DL4J's workspaces (they would be reset between the passes) and
  * results are copied into the workspace arrays DL4J expects.
  *
+ * <p>Routers ({@link RouterType}): expert choice is the same pipeline with one slot per expert (a plan from
+ * {@link RoutingPlan#expertChoice}); noisy top-k adds ε·softplus(x·W_noise) to the logits before routing in
+ * training and chains the logit gradient into W_noise and dx; bias balancing passes the {@code Rb} biases to the
+ * top-k choice and returns minus its ±γ step as Rb's "gradient" (see {@link #updaterDivideByMinibatch}); Soft MoE
+ * ({@link SoftMoe}) replaces the dispatch by dense softmax mixing into expert slots, whose rows run as the same
+ * ungated expert tasks.
+ *
  * <p>The auxiliary losses of the last training forward are reported through {@link #calcRegularizationScore}, so
  * they are part of the model's score exactly as their gradients are part of the router's gradient.
  */
@@ -47,7 +55,7 @@ public class MoeLayerImpl extends BaseLayer<MoeLayer> implements AutoCloseable {
 
     /** What the backward pass needs from the forward. */
     private record Step(RoutingPlan plan, INDArray x, ExpertExecutor.Plan chunks, long[] inputShape,
-                        List<ExpertJob> routedJobs, int[] jobExpert) {
+                        List<ExpertJob> routedJobs, int[] jobExpert, double[] noiseSlope, SoftMoe soft) {
     }
 
     public MoeLayerImpl(NeuralNetConfiguration conf, DataType dataType) {
@@ -122,14 +130,45 @@ public class MoeLayerImpl extends BaseLayer<MoeLayer> implements AutoCloseable {
             int experts = cfg.getExperts();
             INDArray wr = getParam(MoeParamInitializer.ROUTER_W);
             double[] logits = x.mmul(wr).castTo(DataType.DOUBLE).dup('c').data().asDouble();
-            RoutingPlan plan = RoutingPlan.route(logits, n, experts, cfg.getTopK(), cfg.capacity(n), cfg.getDropPolicy(),
-                    cfg.isRenormalizeGates(), cfg.getAuxLossWeight(), cfg.getRouterZLossWeight());
-            int total = plan.dispatched();
-            INDArray gatedOut = Nd4j.zeros(dataType, total + 1, d);
+            double[] noiseSlope = null;
+            if (cfg.getRouter() == RouterType.NOISY_TOP_K && training) {
+                noiseSlope = addNoise(x, logits, n, experts);
+            }
+            RoutingPlan plan = null;
+            SoftMoe soft = null;
+            INDArray gatedOut = null;
             List<ExpertJob> jobs = new ArrayList<>();
             List<ExpertJob> routed = new ArrayList<>();
             int[] jobExpert = new int[experts];
             Arrays.fill(jobExpert, -1);
+            if (cfg.getRouter() == RouterType.SOFT_MOE) {
+                // a sequence is one group of T tokens; a feed-forward row is a group of its own
+                soft = new SoftMoe(logits, n, shape.length == 3 ? (int) shape[2] : 1, experts, cfg.getSlotsPerExpert(),
+                        dataType);
+                INDArray xs = soft.slotInputs(x);
+                gatedOut = Nd4j.create(dataType, xs.rows(), d);
+                int r = soft.rowsPerExpert();
+                for (int e = 0; e < experts; e++) {
+                    ExpertJob job = new ExpertJob("e" + e, p(e, "W1"), p(e, "b1"), p(e, "W2"), p(e, "b2"),
+                            cfg.getExpertActivation(), ExpertKernels.rows(xs, e * r, (e + 1) * r), null,
+                            ExpertKernels.rows(gatedOut, e * r, (e + 1) * r));
+                    jobExpert[e] = routed.size();
+                    routed.add(job);
+                    jobs.add(job);
+                }
+            } else if (cfg.getRouter() == RouterType.EXPERT_CHOICE) {
+                plan = RoutingPlan.expertChoice(logits, n, experts, cfg.capacity(n), cfg.getRouterZLossWeight());
+            } else {
+                double[] bias = cfg.hasSelectionBias()
+                        ? getParam(MoeParamInitializer.SELECTION_BIAS).castTo(DataType.DOUBLE).dup('c').data().asDouble()
+                        : null;
+                plan = RoutingPlan.route(logits, n, experts, cfg.getTopK(), cfg.capacity(n), cfg.getDropPolicy(),
+                        cfg.isRenormalizeGates(), cfg.getAuxLossWeight(), cfg.getRouterZLossWeight(), bias);
+            }
+            int total = plan == null ? 0 : plan.dispatched();
+            if (plan != null) {
+                gatedOut = Nd4j.zeros(dataType, total + 1, d);
+            }
             if (total > 0) {
                 INDArray xd = Nd4j.pullRows(x, 1, plan.dispatchTokens(), 'c');
                 INDArray gates = Nd4j.createFromArray(plan.dispatchGates()).castTo(dataType).reshape(total, 1);
@@ -157,21 +196,21 @@ public class MoeLayerImpl extends BaseLayer<MoeLayer> implements AutoCloseable {
             ExpertExecutor.Plan chunks = ExpertExecutor.plan(jobs, cfg.getWorkers(), cfg.getMinChunkTokens(),
                     cfg.getChunksPerWorker());
             executor().forward(chunks, training);
-            INDArray y = Nd4j.zeros(dataType, n, d);
+            INDArray y = soft != null ? soft.combine(gatedOut) : Nd4j.zeros(dataType, n, d);
             for (INDArray o : sharedOut) {
                 y.addi(o);
             }
-            for (int j = 0; j < cfg.getTopK(); j++) {
+            for (int j = 0; plan != null && j < plan.k(); j++) {
                 y.addi(Nd4j.pullRows(gatedOut, 1, plan.slotPositions(j), 'c'));
             }
-            MoeMetrics m = MoeMetrics.of(plan);
+            MoeMetrics m = plan != null ? MoeMetrics.of(plan) : MoeMetrics.evenly(experts, soft.rowsPerExpert());
             metrics = m;
             if (LOG.isDebugEnabled()) {
                 LOG.debug("MoE layer {} ({} tasks): {}", getIndex(), chunks.chunks().size(), m);
             }
             if (training) {
-                step = new Step(plan, x, chunks, shape, routed, jobExpert);
-                auxScore = plan.auxLoss() + plan.zLoss();
+                step = new Step(plan, x, chunks, shape, routed, jobExpert, noiseSlope, soft);
+                auxScore = plan != null ? plan.auxLoss() + plan.zLoss() : 0;
             } else {
                 chunks.release();
                 step = null;
@@ -194,76 +233,178 @@ public class MoeLayerImpl extends BaseLayer<MoeLayer> implements AutoCloseable {
             throw new IllegalArgumentException("MoeLayer " + layerId() + ": epsilon shape " + Arrays.toString(epsilon.shape())
                     + " does not match the output shape " + Arrays.toString(outputShape(s.inputShape())));
         }
-        MoeLayer cfg = layerConf();
-        long d = cfg.getNIn();
-        RoutingPlan plan = s.plan();
         INDArray dx;
         try (MemoryWorkspace ignored = Nd4j.getWorkspaceManager().scopeOutOfWorkspaces()) {
             INDArray eps = tokens(epsilon.castTo(dataType));
-            int n = (int) eps.rows();
-            int total = plan.dispatched();
-            INDArray dxd = Nd4j.zeros(dataType, total + 1, d);
-            double[] dGateDispatch = new double[total];
-            INDArray epsD = total > 0 ? Nd4j.pullRows(eps, 1, plan.dispatchTokens(), 'c') : null;
-            List<double[]> jobGates = new ArrayList<>();
-            for (int e = 0; e < cfg.getExperts(); e++) {
-                int ji = s.jobExpert()[e];
-                if (ji < 0) {
-                    for (String w : new String[] {"W1", "b1", "W2", "b2"}) {
-                        gradientViews.get(MoeParamInitializer.expertParam(e, w)).assign(0);
-                    }
-                    continue;
-                }
-                int from = plan.offsets[e];
-                int to = plan.offsets[e + 1];
-                double[] dg = new double[to - from];
-                jobGates.add(dg);
-                s.routedJobs().get(ji).gradients(ExpertKernels.rows(epsD, from, to), ExpertKernels.rows(dxd, from, to), dg,
-                        g(MoeParamInitializer.expertParam(e, "W1")), g(MoeParamInitializer.expertParam(e, "b1")),
-                        g(MoeParamInitializer.expertParam(e, "W2")), g(MoeParamInitializer.expertParam(e, "b2")));
-            }
-            List<INDArray> sharedDx = new ArrayList<>();
-            List<ExpertJob> all = s.chunks().jobs();
-            for (int j = s.routedJobs().size(); j < all.size(); j++) {
-                int si = j - s.routedJobs().size();
-                INDArray o = Nd4j.create(dataType, n, d);
-                sharedDx.add(o);
-                all.get(j).gradients(eps, o, null, g(MoeParamInitializer.sharedParam(si, "W1")),
-                        g(MoeParamInitializer.sharedParam(si, "b1")), g(MoeParamInitializer.sharedParam(si, "W2")),
-                        g(MoeParamInitializer.sharedParam(si, "b2")));
-            }
-            executor().backward(s.chunks());
-            int at = 0;
-            for (int e = 0, q = 0; e < cfg.getExperts(); e++) {
-                if (s.jobExpert()[e] >= 0) {
-                    double[] dg = jobGates.get(q++);
-                    System.arraycopy(dg, 0, dGateDispatch, at, dg.length);
-                    at += dg.length;
-                }
-            }
-            double[] dLogits = plan.backward(plan.toAssignmentOrder(dGateDispatch),
-                    s.inputShape()[0]);
-            INDArray dl = Nd4j.createFromArray(dLogits).castTo(dataType).reshape(n, cfg.getExperts());
-            gradientViews.get(MoeParamInitializer.ROUTER_W).assign(s.x().transpose().mmul(dl));
-            INDArray dTokens = dl.mmul(getParam(MoeParamInitializer.ROUTER_W).transpose());
-            for (int j = 0; j < cfg.getTopK(); j++) {
-                dTokens.addi(Nd4j.pullRows(dxd, 1, plan.slotPositions(j), 'c'));
-            }
-            for (INDArray o : sharedDx) {
-                dTokens.addi(o);
-            }
+            INDArray dTokens = s.soft() != null ? softBackward(s, eps) : routedBackward(s, eps);
             s.chunks().release();
             dx = untokens(dTokens, s.inputShape());
         }
         step = null;
         Gradient gradient = new DefaultGradient(gradientsFlattened);
-        for (String key : MoeParamInitializer.INSTANCE.paramKeys(cfg)) {
+        for (String key : MoeParamInitializer.INSTANCE.paramKeys(layerConf())) {
             gradient.setGradientFor(key, gradientViews.get(key));
         }
         this.gradient = gradient;
         INDArray ret = workspaceMgr.createUninitialized(ArrayType.ACTIVATION_GRAD, dataType, dx.shape(), 'c');
         ret.assign(dx);
         return new Pair<>(gradient, backpropDropOutIfPresent(ret));
+    }
+
+    /**
+     * Backward of the routed (top-k, noisy top-k, expert-choice) layer: expert backward tasks writing input-gradient
+     * rows and gate gradients, then the router's logit gradient through the gates and the auxiliary losses.
+     */
+    private INDArray routedBackward(Step s, INDArray eps) {
+        MoeLayer cfg = layerConf();
+        long d = cfg.getNIn();
+        RoutingPlan plan = s.plan();
+        int n = (int) eps.rows();
+        int total = plan.dispatched();
+        INDArray dxd = Nd4j.zeros(dataType, total + 1, d);
+        double[] dGateDispatch = new double[total];
+        INDArray epsD = total > 0 ? Nd4j.pullRows(eps, 1, plan.dispatchTokens(), 'c') : null;
+        List<double[]> jobGates = new ArrayList<>();
+        for (int e = 0; e < cfg.getExperts(); e++) {
+            int ji = s.jobExpert()[e];
+            if (ji < 0) {
+                for (String w : new String[] {"W1", "b1", "W2", "b2"}) {
+                    gradientViews.get(MoeParamInitializer.expertParam(e, w)).assign(0);
+                }
+                continue;
+            }
+            int from = plan.offsets[e];
+            int to = plan.offsets[e + 1];
+            double[] dg = new double[to - from];
+            jobGates.add(dg);
+            s.routedJobs().get(ji).gradients(ExpertKernels.rows(epsD, from, to), ExpertKernels.rows(dxd, from, to), dg,
+                    g(MoeParamInitializer.expertParam(e, "W1")), g(MoeParamInitializer.expertParam(e, "b1")),
+                    g(MoeParamInitializer.expertParam(e, "W2")), g(MoeParamInitializer.expertParam(e, "b2")));
+        }
+        List<INDArray> sharedDx = sharedGradients(s, eps);
+        executor().backward(s.chunks());
+        int at = 0;
+        for (int e = 0, q = 0; e < cfg.getExperts(); e++) {
+            if (s.jobExpert()[e] >= 0) {
+                double[] dg = jobGates.get(q++);
+                System.arraycopy(dg, 0, dGateDispatch, at, dg.length);
+                at += dg.length;
+            }
+        }
+        double[] dLogits = plan.backward(plan.toAssignmentOrder(dGateDispatch),
+                s.inputShape()[0]);
+        INDArray dl = Nd4j.createFromArray(dLogits).castTo(dataType).reshape(n, cfg.getExperts());
+        gradientViews.get(MoeParamInitializer.ROUTER_W).assign(s.x().transpose().mmul(dl));
+        INDArray dTokens = dl.mmul(getParam(MoeParamInitializer.ROUTER_W).transpose());
+        if (s.noiseSlope() != null) {
+            // logits += ε·softplus(x·Wn): d/d(x·Wn) = dLogits · ε · sigmoid(x·Wn)
+            double[] dn = new double[dLogits.length];
+            for (int i = 0; i < dn.length; i++) {
+                dn[i] = dLogits[i] * s.noiseSlope()[i];
+            }
+            INDArray dnA = Nd4j.createFromArray(dn).castTo(dataType).reshape(n, cfg.getExperts());
+            gradientViews.get(MoeParamInitializer.NOISE_W).assign(s.x().transpose().mmul(dnA));
+            dTokens.addi(dnA.mmul(getParam(MoeParamInitializer.NOISE_W).transpose()));
+        }
+        if (cfg.hasSelectionBias()) {
+            gradientViews.get(MoeParamInitializer.SELECTION_BIAS).assign(negatedBiasStep(plan, cfg.getBiasUpdateRate()));
+        }
+        for (int j = 0; j < plan.k(); j++) {
+            dTokens.addi(Nd4j.pullRows(dxd, 1, plan.slotPositions(j), 'c'));
+        }
+        for (INDArray o : sharedDx) {
+            dTokens.addi(o);
+        }
+        return dTokens;
+    }
+
+    /** Soft MoE's backward: the experts' and shared experts' backward tasks, then both softmaxes of the mixing. */
+    private INDArray softBackward(Step s, INDArray eps) {
+        MoeLayer cfg = layerConf();
+        long d = cfg.getNIn();
+        int n = eps.rows();
+        SoftMoe soft = s.soft();
+        SoftMoe.Backward mix = soft.slotGradients(eps);
+        INDArray dSlots = Nd4j.create(dataType, mix.slotGradients().rows(), d);
+        int r = soft.rowsPerExpert();
+        for (int e = 0; e < cfg.getExperts(); e++) {
+            s.routedJobs().get(s.jobExpert()[e]).gradients(ExpertKernels.rows(mix.slotGradients(), e * r, (e + 1) * r),
+                    ExpertKernels.rows(dSlots, e * r, (e + 1) * r), null,
+                    g(MoeParamInitializer.expertParam(e, "W1")), g(MoeParamInitializer.expertParam(e, "b1")),
+                    g(MoeParamInitializer.expertParam(e, "W2")), g(MoeParamInitializer.expertParam(e, "b2")));
+        }
+        List<INDArray> sharedDx = sharedGradients(s, eps);
+        executor().backward(s.chunks());
+        INDArray dTokens = Nd4j.zeros(dataType, n, d);
+        double[] dLogits = soft.logitGradient(s.x(), dSlots, mix.dCombine(), dTokens);
+        INDArray dl = Nd4j.createFromArray(dLogits).castTo(dataType).reshape(n, soft.width);
+        gradientViews.get(MoeParamInitializer.ROUTER_W).assign(s.x().transpose().mmul(dl));
+        dTokens.addi(dl.mmul(getParam(MoeParamInitializer.ROUTER_W).transpose()));
+        for (INDArray o : sharedDx) {
+            dTokens.addi(o);
+        }
+        return dTokens;
+    }
+
+    /** Sets up the shared experts' backward tasks; returns the arrays their input gradients will be written to. */
+    private List<INDArray> sharedGradients(Step s, INDArray eps) {
+        List<INDArray> sharedDx = new ArrayList<>();
+        List<ExpertJob> all = s.chunks().jobs();
+        for (int j = s.routedJobs().size(); j < all.size(); j++) {
+            int si = j - s.routedJobs().size();
+            INDArray o = Nd4j.create(dataType, eps.rows(), layerConf().getNIn());
+            sharedDx.add(o);
+            all.get(j).gradients(eps, o, null, g(MoeParamInitializer.sharedParam(si, "W1")),
+                    g(MoeParamInitializer.sharedParam(si, "b1")), g(MoeParamInitializer.sharedParam(si, "W2")),
+                    g(MoeParamInitializer.sharedParam(si, "b2")));
+        }
+        return sharedDx;
+    }
+
+    /**
+     * The selection biases' step is delivered as their "gradient": the updater leaves it as it is (NoOp, not divided
+     * by the minibatch size) and the optimiser subtracts it, so it is applied exactly when a training step applies
+     * the other gradients, and never by a forward or a gradient computation alone.
+     */
+    @Override
+    public boolean updaterDivideByMinibatch(String paramName) {
+        return !MoeParamInitializer.SELECTION_BIAS.equals(paramName);
+    }
+
+    /** −γ·sign(mean load − load_e) per expert (DeepSeek-V3), as a [1, E] row; minus because the step subtracts it. */
+    private INDArray negatedBiasStep(RoutingPlan plan, double gamma) {
+        int experts = plan.experts();
+        double mean = 0;
+        for (int e = 0; e < experts; e++) {
+            mean += plan.routedTokens(e);
+        }
+        mean /= experts;
+        double[] step = new double[experts];
+        for (int e = 0; e < experts; e++) {
+            step[e] = -gamma * Math.signum(mean - plan.routedTokens(e));
+        }
+        return Nd4j.createFromArray(step).castTo(dataType).reshape(1, experts);
+    }
+
+    /**
+     * Adds noisy top-k's ε·softplus(x·Wn) to the logits in place and returns ε·sigmoid(x·Wn), the noise term's
+     * derivative. ε comes from a generator keyed by the network seed, this layer's index and the iteration and epoch
+     * counters: each training step draws fresh noise, while repeated forwards within one step (a gradient check)
+     * see the same draw.
+     */
+    private double[] addNoise(INDArray x, double[] logits, int n, int experts) {
+        double[] pre = x.mmul(getParam(MoeParamInitializer.NOISE_W)).castTo(DataType.DOUBLE).dup('c').data().asDouble();
+        SplittableRandom rng = new SplittableRandom(conf.getSeed() ^ 0x9E3779B97F4A7C15L * (getIndex() + 1)
+                ^ 0xC2B2AE3D27D4EB4FL * (getIterationCount() + 1L) ^ 0x165667B19E3779F9L * (getEpochCount() + 1L));
+        double[] slope = new double[n * experts];
+        for (int i = 0; i < slope.length; i++) {
+            double eps = rng.nextGaussian();
+            double z = pre[i];
+            double softplus = Math.max(z, 0) + Math.log1p(Math.exp(-Math.abs(z)));
+            logits[i] += eps * softplus;
+            slope[i] = eps / (1 + Math.exp(-z));
+        }
+        return slope;
     }
 
     @Override

@@ -14,10 +14,12 @@ import java.util.Locale;
  * @param coefficientOfVariation standard deviation / mean of {@code keptPerExpert}
  * @param dropRate dropped assignments / all assignments
  * @param deadExperts experts with no kept assignment
+ * @param unservedTokens tokens that no expert processed (all their assignments dropped; with expert choice, tokens
+ *     that no expert picked): their routed output is zero
  */
 public record MoeMetrics(int[] keptPerExpert, int[] routedPerExpert, double maxOverMean,
                          double coefficientOfVariation, double dropRate, int deadExperts, double auxLoss,
-                         double zLoss) {
+                         double zLoss, int unservedTokens) {
 
     /** The metrics of a routing plan. */
     public static MoeMetrics of(RoutingPlan plan) {
@@ -45,7 +47,16 @@ public record MoeMetrics(int[] keptPerExpert, int[] routedPerExpert, double maxO
         }
         double cv = mean > 0 ? Math.sqrt(var / e) / mean : 0;
         double drop = routedSum > 0 ? (routedSum - keptSum) / (double) routedSum : 0;
-        return new MoeMetrics(kept, routed, mean > 0 ? max / mean : 0, cv, drop, dead, plan.auxLoss(), plan.zLoss());
+        return new MoeMetrics(kept, routed, mean > 0 ? max / mean : 0, cv, drop, dead, plan.auxLoss(), plan.zLoss(),
+                plan.unservedTokens());
+    }
+
+    /** Every expert processed {@code rowsPerExpert} rows, nothing dropped (Soft MoE's slots). */
+    public static MoeMetrics evenly(int experts, int rowsPerExpert) {
+        int[] rows = new int[experts];
+        Arrays.fill(rows, rowsPerExpert);
+        return new MoeMetrics(rows, rows.clone(), rowsPerExpert > 0 ? 1 : 0, 0, 0, rowsPerExpert > 0 ? 0 : experts, 0,
+                0, 0);
     }
 
     @Override
@@ -60,8 +71,9 @@ public record MoeMetrics(int[] keptPerExpert, int[] routedPerExpert, double maxO
 
     @Override
     public String toString() {
-        return String.format(Locale.ROOT, "tokens/expert %s, max/mean %.3f, cv %.3f, drop %.4f, dead %d, aux %.5f, z %.5f",
-                Arrays.toString(keptPerExpert), maxOverMean, coefficientOfVariation, dropRate, deadExperts, auxLoss,
-                zLoss);
+        return String.format(Locale.ROOT,
+                "tokens/expert %s, max/mean %.3f, cv %.3f, drop %.4f, dead %d, unserved tokens %d, aux %.5f, z %.5f",
+                Arrays.toString(keptPerExpert), maxOverMean, coefficientOfVariation, dropRate, deadExperts,
+                unservedTokens, auxLoss, zLoss);
     }
 }

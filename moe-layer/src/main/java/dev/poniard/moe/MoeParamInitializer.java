@@ -13,7 +13,10 @@ import org.nd4j.linalg.indexing.NDArrayIndex;
 
 /**
  * Parameters of a {@link MoeLayer}, in this order in the flattened parameter vector: the router {@code Wr}
- * [d, E], then per routed expert e {@code e<e>W1} [d, d_ff], {@code e<e>b1} [1, d_ff], {@code e<e>W2} [d_ff, d],
+ * [d, E] ([d, E · slots] for Soft MoE), the noise weights {@code Wn} [d, E] (noisy top-k only), the selection
+ * biases {@code Rb} [1, E] (bias balancing only; not trained by gradient descent and neither weight nor bias for
+ * regularisation), then per routed expert e {@code e<e>W1} [d, d_ff], {@code e<e>b1} [1, d_ff],
+ * {@code e<e>W2} [d_ff, d],
  * {@code e<e>b2} [1, d], then the same four per shared expert as {@code s<j>…}. Matrices are 'f'-order views of
  * the flattened vector, as DL4J's own layers keep theirs.
  */
@@ -21,6 +24,10 @@ public final class MoeParamInitializer implements ParamInitializer {
     public static final MoeParamInitializer INSTANCE = new MoeParamInitializer();
     /** DL4J splits gradient keys "layer_param" at the last underscore, so parameter names must not contain one. */
     public static final String ROUTER_W = "Wr";
+    /** Noisy top-k's noise weights W_noise. */
+    public static final String NOISE_W = "Wn";
+    /** Per-expert selection biases of auxiliary-loss-free balancing. */
+    public static final String SELECTION_BIAS = "Rb";
 
     private MoeParamInitializer() {
     }
@@ -53,7 +60,18 @@ public final class MoeParamInitializer implements ParamInitializer {
         long d = m.getNIn();
         long h = m.hidden();
         long expert = d * h + h + h * d + d;
-        return d * m.getExperts() + expert * (m.getExperts() + m.getSharedExperts());
+        return d * m.routerColumns() + routerExtras(m) + expert * (m.getExperts() + m.getSharedExperts());
+    }
+
+    private static long routerExtras(MoeLayer m) {
+        long n = 0;
+        if (m.getRouter() == RouterType.NOISY_TOP_K) {
+            n += m.getNIn() * m.getExperts();
+        }
+        if (m.hasSelectionBias()) {
+            n += m.getExperts();
+        }
+        return n;
     }
 
     @Override
@@ -61,6 +79,12 @@ public final class MoeParamInitializer implements ParamInitializer {
         MoeLayer m = moe(layer);
         List<String> keys = new ArrayList<>();
         keys.add(ROUTER_W);
+        if (m.getRouter() == RouterType.NOISY_TOP_K) {
+            keys.add(NOISE_W);
+        }
+        if (m.hasSelectionBias()) {
+            keys.add(SELECTION_BIAS);
+        }
         for (int e = 0; e < m.getExperts(); e++) {
             for (String w : new String[] {"W1", "b1", "W2", "b2"}) {
                 keys.add(expertParam(e, w));
@@ -78,7 +102,7 @@ public final class MoeParamInitializer implements ParamInitializer {
     public List<String> weightKeys(Layer layer) {
         List<String> out = new ArrayList<>();
         for (String k : paramKeys(layer)) {
-            if (!isBias(k)) {
+            if (isWeight(k)) {
                 out.add(k);
             }
         }
@@ -100,9 +124,13 @@ public final class MoeParamInitializer implements ParamInitializer {
         return key.matches("[es]\\d+b[12]");
     }
 
+    private static boolean isWeight(String key) {
+        return !isBias(key) && !SELECTION_BIAS.equals(key);
+    }
+
     @Override
     public boolean isWeightParam(Layer layer, String key) {
-        return !isBias(key);
+        return isWeight(key);
     }
 
     @Override
@@ -122,8 +150,12 @@ public final class MoeParamInitializer implements ParamInitializer {
                 String k = e.getKey();
                 if (isBias(k)) {
                     v.assign(m.getBiasInit());
+                } else if (k.equals(NOISE_W) || k.equals(SELECTION_BIAS)) {
+                    // zero noise weights give every logit the same noise scale softplus(0) (as Shazeer et al.);
+                    // balancing starts from no bias
+                    v.assign(0);
                 } else if (k.equals(ROUTER_W)) {
-                    m.getWeightInitFn().init(d, m.getExperts(), v.shape(), 'f', v);
+                    m.getWeightInitFn().init(d, m.routerColumns(), v.shape(), 'f', v);
                 } else if (k.endsWith("W1")) {
                     m.getWeightInitFn().init(d, h, v.shape(), 'f', v);
                 } else {
@@ -150,7 +182,13 @@ public final class MoeParamInitializer implements ParamInitializer {
         long h = m.hidden();
         Map<String, INDArray> out = new LinkedHashMap<>();
         long[] at = {0};
-        out.put(ROUTER_W, take(row, at, d, m.getExperts()));
+        out.put(ROUTER_W, take(row, at, d, m.routerColumns()));
+        if (m.getRouter() == RouterType.NOISY_TOP_K) {
+            out.put(NOISE_W, take(row, at, d, m.getExperts()));
+        }
+        if (m.hasSelectionBias()) {
+            out.put(SELECTION_BIAS, take(row, at, 1, m.getExperts()));
+        }
         for (int e = 0; e < m.getExperts() + m.getSharedExperts(); e++) {
             boolean shared = e >= m.getExperts();
             int i = shared ? e - m.getExperts() : e;

@@ -12,6 +12,9 @@ import java.util.Arrays;
  * dropped assignment keeps its share of the normalisation and contributes nothing to the output. The Switch
  * load-balancing loss α·E·Σ_e f_e·P_e uses f_e = routed assignments to e / (N·k) (before drops, treated as a
  * constant) and P_e = mean router probability; the z-loss is β·mean_n(logsumexp_n)².
+ *
+ * <p>Plans come from {@link #route} (token choice, optionally with selection biases) or {@link #expertChoice}; both
+ * share this representation of k "slots" per token, so the layer's dispatch and backward are the same for both.
  */
 public final class RoutingPlan {
     final int tokens;
@@ -59,46 +62,43 @@ public final class RoutingPlan {
      */
     public static RoutingPlan route(double[] logits, int tokens, int experts, int k, int capacity,
                                     TokenDropPolicy policy, boolean renormalize, double auxWeight, double zWeight) {
+        return route(logits, tokens, experts, k, capacity, policy, renormalize, auxWeight, zWeight, null);
+    }
+
+    /**
+     * Top-k routing whose choice (not gates) uses {@code probability + selectionBias[e]}: auxiliary-loss-free
+     * balancing (DeepSeek-V3). A null bias is plain top-k.
+     */
+    public static RoutingPlan route(double[] logits, int tokens, int experts, int k, int capacity,
+                                    TokenDropPolicy policy, boolean renormalize, double auxWeight, double zWeight,
+                                    double[] selectionBias) {
         if (k < 1 || k > experts) {
             throw new IllegalArgumentException("top-k needs 1 <= k <= experts, got k = " + k + ", experts = " + experts);
         }
-        if (logits.length != (long) tokens * experts) {
-            throw new IllegalArgumentException("logits hold " + logits.length + " values, expected tokens * experts = "
-                    + (long) tokens * experts);
-        }
+        checkLogits(logits, tokens, experts);
         if (capacity < 0) {
             throw new IllegalArgumentException("capacity must be >= 0, got " + capacity);
+        }
+        if (selectionBias != null && selectionBias.length != experts) {
+            throw new IllegalArgumentException("selection bias holds " + selectionBias.length + " values, expected one per"
+                    + " expert (" + experts + ")");
         }
         double[] probs = new double[logits.length];
         double[] lse = new double[tokens];
         int[] choice = new int[tokens * k];
         double[] gate = new double[tokens * k];
         int[] routed = new int[experts];
-        double zSum = 0;
+        double zSum = softmax(logits, tokens, experts, probs, lse);
         boolean[] taken = new boolean[experts];
         for (int n = 0; n < tokens; n++) {
             int row = n * experts;
-            double max = Double.NEGATIVE_INFINITY;
-            for (int e = 0; e < experts; e++) {
-                max = Math.max(max, logits[row + e]);
-            }
-            double sum = 0;
-            for (int e = 0; e < experts; e++) {
-                double v = Math.exp(logits[row + e] - max);
-                probs[row + e] = v;
-                sum += v;
-            }
-            for (int e = 0; e < experts; e++) {
-                probs[row + e] /= sum;
-            }
-            lse[n] = max + Math.log(sum);
-            zSum += lse[n] * lse[n];
             Arrays.fill(taken, false);
             double chosen = 0;
             for (int j = 0; j < k; j++) {
                 int best = -1;
                 for (int e = 0; e < experts; e++) {
-                    if (!taken[e] && (best < 0 || probs[row + e] > probs[row + best])) {
+                    if (!taken[e] && (best < 0 || (selectionBias == null ? probs[row + e] > probs[row + best]
+                            : probs[row + e] + selectionBias[e] > probs[row + best] + selectionBias[best]))) {
                         best = e;
                     }
                 }
@@ -123,17 +123,6 @@ public final class RoutingPlan {
                 kept[a] = true;
             }
         }
-        int[] offsets = new int[experts + 1];
-        for (int e = 0; e < experts; e++) {
-            offsets[e + 1] = offsets[e] + keptCount[e];
-        }
-        int[] dispatch = new int[offsets[experts]];
-        int[] cursor = Arrays.copyOf(offsets, experts);
-        for (int a = 0; a < tokens * k; a++) { // ascending a = ascending token within each expert
-            if (kept[a]) {
-                dispatch[cursor[choice[a]]++] = a;
-            }
-        }
         double aux = 0;
         if (auxWeight > 0 && tokens > 0) {
             for (int e = 0; e < experts; e++) {
@@ -146,6 +135,99 @@ public final class RoutingPlan {
             aux *= auxWeight * experts;
         }
         double z = tokens > 0 ? zWeight * zSum / tokens : 0;
+        return assemble(tokens, experts, k, probs, lse, choice, gate, kept, keptCount, routed, aux, z, auxWeight,
+                zWeight, renormalize);
+    }
+
+    /**
+     * Expert-choice routing (Zhou et al. 2022): every expert takes the {@code capacity} tokens (at most all of them)
+     * with the highest probability for it, ties to the earlier token. Represented with one slot per expert (slot e
+     * of token n is expert e, kept when e took n), gates are the raw probabilities, and no load-balancing loss.
+     */
+    public static RoutingPlan expertChoice(double[] logits, int tokens, int experts, int capacity, double zWeight) {
+        checkLogits(logits, tokens, experts);
+        if (capacity < 0) {
+            throw new IllegalArgumentException("capacity must be >= 0, got " + capacity);
+        }
+        int c = Math.min(capacity, tokens);
+        double[] probs = new double[logits.length];
+        double[] lse = new double[tokens];
+        double zSum = softmax(logits, tokens, experts, probs, lse);
+        int[] choice = new int[tokens * experts];
+        double[] gate = new double[tokens * experts];
+        boolean[] kept = new boolean[tokens * experts];
+        int[] keptCount = new int[experts];
+        for (int n = 0; n < tokens; n++) {
+            for (int e = 0; e < experts; e++) {
+                choice[n * experts + e] = e;
+                gate[n * experts + e] = probs[n * experts + e];
+            }
+        }
+        Integer[] order = new Integer[tokens];
+        for (int e = 0; e < experts; e++) {
+            for (int n = 0; n < tokens; n++) {
+                order[n] = n;
+            }
+            final int ex = e;
+            // stable: equal scores keep token order
+            Arrays.sort(order, (x, y) -> Double.compare(probs[y * experts + ex], probs[x * experts + ex]));
+            for (int i = 0; i < c; i++) {
+                kept[order[i] * experts + e] = true;
+            }
+            keptCount[e] = c;
+        }
+        double z = tokens > 0 ? zWeight * zSum / tokens : 0;
+        // "routed" = kept: an expert's choice is never over its capacity
+        return assemble(tokens, experts, experts, probs, lse, choice, gate, kept, keptCount, keptCount.clone(), 0, z,
+                0, zWeight, false);
+    }
+
+    private static void checkLogits(double[] logits, int tokens, int experts) {
+        if (logits.length != (long) tokens * experts) {
+            throw new IllegalArgumentException("logits hold " + logits.length + " values, expected tokens * experts = "
+                    + (long) tokens * experts);
+        }
+    }
+
+    /** Row-wise softmax into {@code probs}, log-sum-exp into {@code lse}; returns Σ lse². */
+    private static double softmax(double[] logits, int tokens, int experts, double[] probs, double[] lse) {
+        double zSum = 0;
+        for (int n = 0; n < tokens; n++) {
+            int row = n * experts;
+            double max = Double.NEGATIVE_INFINITY;
+            for (int e = 0; e < experts; e++) {
+                max = Math.max(max, logits[row + e]);
+            }
+            double sum = 0;
+            for (int e = 0; e < experts; e++) {
+                double v = Math.exp(logits[row + e] - max);
+                probs[row + e] = v;
+                sum += v;
+            }
+            for (int e = 0; e < experts; e++) {
+                probs[row + e] /= sum;
+            }
+            lse[n] = max + Math.log(sum);
+            zSum += lse[n] * lse[n];
+        }
+        return zSum;
+    }
+
+    /** Builds the dispatch order (kept assignments by expert, ascending assignment index within one). */
+    private static RoutingPlan assemble(int tokens, int experts, int k, double[] probs, double[] lse, int[] choice,
+                                        double[] gate, boolean[] kept, int[] keptCount, int[] routed, double aux,
+                                        double z, double auxWeight, double zWeight, boolean renormalize) {
+        int[] offsets = new int[experts + 1];
+        for (int e = 0; e < experts; e++) {
+            offsets[e + 1] = offsets[e] + keptCount[e];
+        }
+        int[] dispatch = new int[offsets[experts]];
+        int[] cursor = Arrays.copyOf(offsets, experts);
+        for (int a = 0; a < tokens * k; a++) { // ascending a = ascending token within each expert
+            if (kept[a]) {
+                dispatch[cursor[choice[a]]++] = a;
+            }
+        }
         return new RoutingPlan(tokens, experts, k, probs, lse, choice, gate, kept, routed, offsets, dispatch, aux, z,
                 auxWeight, zWeight, renormalize);
     }
@@ -237,8 +319,24 @@ public final class RoutingPlan {
         return experts;
     }
 
+    /** Slots per token: k for top-k, E for expert choice. */
     public int k() {
         return k;
+    }
+
+    /** Tokens that no kept assignment serves (their routed output is zero). */
+    public int unservedTokens() {
+        int none = 0;
+        for (int n = 0; n < tokens; n++) {
+            boolean any = false;
+            for (int j = 0; j < k && !any; j++) {
+                any = kept[n * k + j];
+            }
+            if (!any) {
+                none++;
+            }
+        }
+        return none;
     }
 
     /** Kept assignments in dispatch order. */

@@ -3,8 +3,10 @@
  *
  * <p>{@link dev.poniard.moe.MoeLayer} is the configuration (usable in {@code MultiLayerNetwork} and
  * {@code ComputationGraph}, serialised with the model), {@link dev.poniard.moe.MoeLayerImpl} the layer,
- * {@link dev.poniard.moe.RoutingPlan} the router, {@link dev.poniard.moe.ExpertExecutor} the (expert, chunk) task
- * runner, {@link dev.poniard.moe.MoeMetrics} and {@link dev.poniard.moe.MoeMetricsListener} the load statistics and
- * {@link dev.poniard.moe.MoeModels} the helpers that find a model's MoE layers.
+ * {@link dev.poniard.moe.RouterType} the choice of router, {@link dev.poniard.moe.RoutingPlan} the discrete
+ * routing (top-k with optional selection biases, expert choice), {@code SoftMoe} Soft MoE's mixing,
+ * {@link dev.poniard.moe.ExpertExecutor} the (expert, chunk) task runner, {@link dev.poniard.moe.MoeMetrics} and
+ * {@link dev.poniard.moe.MoeMetricsListener} the load statistics and {@link dev.poniard.moe.MoeModels} the helpers
+ * that find a model's MoE layers.
  */
 package dev.poniard.moe;
