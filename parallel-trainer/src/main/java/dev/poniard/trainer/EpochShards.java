@@ -5,6 +5,7 @@ import java.util.Arrays;
 import java.util.Collections;
 import java.util.List;
 import java.util.Random;
+import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.dataset.DataSet;
 import org.nd4j.linalg.dataset.ViewIterator;
 import org.nd4j.linalg.dataset.api.iterator.DataSetIterator;
@@ -57,8 +58,20 @@ public final class EpochShards {
         }
         int perRank = globalBatch / worldSize;
         int[] idx = Arrays.copyOf(mine, count);
-        DataSet rows = new DataSet(Nd4j.pullRows(all.getFeatures(), 1, idx), Nd4j.pullRows(all.getLabels(), 1, idx));
+        DataSet rows = new DataSet(examples(all.getFeatures(), idx), examples(all.getLabels(), idx),
+                examples(all.getFeaturesMaskArray(), idx), examples(all.getLabelsMaskArray(), idx));
         // Full global batches give every rank exactly perRank examples, so fixed-size views line up with them.
         return new ViewIterator(rows, perRank);
+    }
+
+    /** Examples (slices along dimension 0) {@code idx} of an array of any rank, in that order. */
+    static INDArray examples(INDArray a, int[] idx) {
+        if (a == null) {
+            return null;
+        }
+        long[] shape = a.shape().clone(); // ND4J hands out its own shape array: never write to it
+        INDArray rows = Nd4j.pullRows(a.reshape('c', shape[0], a.length() / shape[0]), 1, idx);
+        shape[0] = idx.length;
+        return rows.reshape('c', shape);
     }
 }

@@ -185,6 +185,27 @@ class MultiRankTrainerTest {
         assertThrows(IllegalArgumentException.class, () -> EpochShards.forRank(all, 9, 0, 20, 0, 3));
     }
 
+    @Test
+    void shouldShardSequencesAsWholeExamples() {
+        // [examples, features, time steps]: an example is a whole [features, time] slice, kept intact.
+        INDArray seq = org.nd4j.linalg.factory.Nd4j.arange(12 * 3 * 5).reshape(12, 3, 5)
+                .castTo(org.nd4j.linalg.api.buffer.DataType.FLOAT);
+        DataSet all = new DataSet(seq, org.nd4j.linalg.factory.Nd4j.zeros(12, 2));
+        DataSetIterator it = EpochShards.forRank(all, 1, 0, 4, 1, 2);
+        int seen = 0;
+        while (it.hasNext()) {
+            DataSet ds = it.next();
+            assertEquals(3, ds.getFeatures().rank());
+            for (int i = 0; i < ds.numExamples(); i++) {
+                INDArray ex = ds.getFeatures().slice(i);
+                int id = (int) ex.getDouble(0, 0) / 15;
+                assertEquals(seq.slice(id), ex, "example " + id + " must arrive whole");
+                seen++;
+            }
+        }
+        assertEquals(6, seen);
+    }
+
     /** The first feature of every example, in order; checks that batches hold {@code batch} examples but the last. */
     private static List<Double> values(DataSetIterator it, int batch) {
         List<Double> out = new ArrayList<>();

@@ -38,7 +38,7 @@ public final class BenchCommand implements Callable<Integer> {
     static Map<String, BenchSuite> suites() {
         Map<String, BenchSuite> m = new LinkedHashMap<>();
         for (BenchSuite s : List.<BenchSuite>of(new SchedulerBenchSuite(), new CommBenchSuite(), new LinalgBenchSuite(), new StreamsBenchSuite(), new TrainerBenchSuite(),
-                new MoeBenchSuite(), new SimBenchSuite())) {
+                new MoeBenchSuite(), new SimBenchSuite(), new dev.poniard.samples.pipeline.PipelineBenchSuite())) {
             m.put(s.name(), s);
         }
         return m;

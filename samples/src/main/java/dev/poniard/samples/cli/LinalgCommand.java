@@ -6,9 +6,15 @@ import dev.poniard.linalg.LuFactorization;
 import dev.poniard.linalg.QrFactorization;
 import dev.poniard.linalg.TileAlgebra;
 import dev.poniard.linalg.tile.TileKernels;
+import dev.poniard.samples.linalg.LinalgRank;
 import dev.poniard.samples.linalg.Residuals;
+import dev.poniard.scheduler.comm.Communicator;
+import dev.poniard.scheduler.comm.launch.Launcher;
+import dev.poniard.scheduler.comm.launch.RankEnvironment;
 import java.io.PrintWriter;
 import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
 import java.util.Locale;
 import java.util.concurrent.Callable;
 import picocli.CommandLine;
@@ -19,6 +25,9 @@ import picocli.CommandLine.Parameters;
 /**
  * {@code ./poniard linalg cholesky --n 4096 [--tile 256] [--trace FILE]}: runs one tile factorization (or
  * GEMM) as a scheduler DAG in this process and prints GFLOP/s, the scaled residual and the run summary.
+ * With {@code --ranks N} (or under {@code ./poniard launch -n N -- linalg ...}) GEMM and Cholesky run SPMD
+ * over N rank processes, one worker each by default, on a 2D block-cyclic grid; rank 0 prints the result
+ * and every rank its summary and, with {@code --trace FILE}, its own timeline {@code FILE-rankK.json}.
  */
 @Command(name = "linalg", mixinStandardHelpOptions = true,
         description = "Runs a tile GEMM, Cholesky, LU or QR (float64) on the scheduler; prints GFLOP/s, residual, summary.")
@@ -40,6 +49,13 @@ public final class LinalgCommand implements Callable<Integer> {
     @Option(names = "--trace", paramLabel = "FILE", description = "Write a Chrome trace (open in Perfetto).")
     Path trace;
 
+    @Option(names = "--ranks", defaultValue = "1",
+            description = "Run GEMM or Cholesky SPMD over N rank processes on this machine (default: ${DEFAULT-VALUE}).")
+    int ranks;
+
+    @Option(names = "--strategy", description = "How tiles move between ranks: ${COMPLETION-CANDIDATES} (default: POINT_TO_POINT).")
+    TileAlgebra.Strategy strategy;
+
     @CommandLine.Spec
     CommandLine.Model.CommandSpec spec;
 
@@ -49,6 +65,17 @@ public final class LinalgCommand implements Callable<Integer> {
             throw new CommandLine.ParameterException(spec.commandLine(), "--n and --tile must be >= 1, got " + n + " and " + tile);
         }
         PrintWriter out = spec.commandLine().getOut();
+        if (ranks < 1) {
+            throw new CommandLine.ParameterException(spec.commandLine(), "--ranks must be >= 1, got " + ranks);
+        }
+        RankEnvironment env = RankEnvironment.detect();
+        if (env.size() > 1 || ranks > 1) {
+            if (op != Op.gemm && op != Op.cholesky) {
+                throw new CommandLine.ParameterException(spec.commandLine(), op + " runs in one process only so far; "
+                        + "across ranks: gemm or cholesky (drop --ranks for " + op + ")");
+            }
+            return env.size() > 1 ? spmd(out) : launchRanks(out);
+        }
         TileAlgebra.Context ctx = new TileAlgebra.Context().trace(trace != null);
         if (workers != null) {
             ctx.workers(workers);
@@ -78,6 +105,72 @@ public final class LinalgCommand implements Callable<Integer> {
             out.flush();
             return residual < 10 ? 0 : 1;
         }
+    }
+
+    /** Starts {@code ranks} processes that each run this command as one rank of the job. */
+    private int launchRanks(PrintWriter out) {
+        List<String> args = new ArrayList<>(List.of("linalg", op.name(), "--n", Integer.toString(n), "--tile",
+                Integer.toString(tile)));
+        if (workers != null) {
+            args.addAll(List.of("--workers", workers.toString()));
+        }
+        if (trace != null) {
+            args.addAll(List.of("--trace", trace.toAbsolutePath().toString()));
+        }
+        if (strategy != null) {
+            args.addAll(List.of("--strategy", strategy.name()));
+        }
+        Launcher.Context ctx = new Launcher.Context().ranks(ranks)
+                .command(Launcher.javaCommand(LaunchCommand.CLI_MAIN_CLASS, args))
+                .output(line -> {
+                    synchronized (out) {
+                        out.println(line);
+                        out.flush();
+                    }
+                });
+        try (Launcher launcher = Launcher.launch(ctx)) {
+            return launcher.waitFor();
+        }
+    }
+
+    /** One rank of an SPMD run (inside {@code launch}): warm-up, then one timed run checked on rank 0. */
+    private int spmd(PrintWriter out) throws java.io.IOException {
+        try (Communicator comm = Communicator.connect(new Communicator.Context())) {
+            TileAlgebra.Context ctx = new TileAlgebra.Context().trace(trace != null).communicator(comm)
+                    .workers(workers != null ? workers : 1);
+            if (strategy != null) {
+                ctx.strategy(strategy);
+            }
+            LinalgRank.Op o = LinalgRank.Op.valueOf(op.name());
+            try (TileAlgebra la = TileAlgebra.launch(ctx)) {
+                LinalgRank.run(comm, la, o, n, tile, 1, false); // warms up the JIT, OpenBLAS and the cost model
+                la.scheduler().resetStats(); // also restarts the trace: it shows the timed run only
+                LinalgRank.Run run = LinalgRank.run(comm, la, o, n, tile, 1, true);
+                if (comm.rank() == 0) {
+                    out.printf(Locale.ROOT, "%s n=%d tile=%d ranks=%d (%s, %s) workers/rank=%d: %.3f s, %.1f GFLOP/s, "
+                                    + "scaled residual %.3g%n", op, n, tile, comm.size(), LinalgRank.grid(comm.size()),
+                            ctx.strategy(), la.scheduler().processorCount(), run.seconds(), run.gflops(), run.residual());
+                }
+                out.print(la.scheduler().summary());
+                if (trace != null) {
+                    Path file = perRank(trace, comm.rank());
+                    la.scheduler().trace().writeChromeJson(file);
+                    out.println("trace of rank " + comm.rank() + " written to " + file + " (open it in https://ui.perfetto.dev)");
+                }
+                out.flush();
+                comm.barrier();
+                return comm.rank() != 0 || run.residual() < 10 ? 0 : 1;
+            }
+        }
+    }
+
+    /** FILE.json -> FILE-rankK.json. */
+    static Path perRank(Path file, int rank) {
+        String name = file.getFileName().toString();
+        int dot = name.lastIndexOf('.');
+        String base = dot > 0 ? name.substring(0, dot) : name;
+        String ext = dot > 0 ? name.substring(dot) : ".json";
+        return file.resolveSibling(base + "-rank" + rank + ext);
     }
 
     /** Runs the operation on {@code f} (a copy of {@code a}); returns flops, scaled residual, nanoseconds. */

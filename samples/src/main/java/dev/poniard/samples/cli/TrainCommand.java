@@ -1,5 +1,7 @@
 package dev.poniard.samples.cli;
 
+import dev.poniard.moe.MoeMetrics;
+import dev.poniard.moe.MoeModels;
 import dev.poniard.samples.trainer.TrainingSample;
 import dev.poniard.scheduler.comm.Communicator;
 import dev.poniard.scheduler.comm.launch.RankEnvironment;
@@ -11,6 +13,8 @@ import dev.poniard.trainer.ParallelTrainer;
 import java.io.PrintWriter;
 import java.nio.file.Path;
 import java.util.zip.CRC32;
+import java.util.ArrayList;
+import java.util.List;
 import java.util.Locale;
 import java.util.Optional;
 import java.util.concurrent.Callable;
@@ -39,7 +43,8 @@ import picocli.CommandLine.Option;
                 "each on its share of every global batch, gradients all-reduced over Aeron."})
 public final class TrainCommand implements Callable<Integer> {
     @Option(names = "--sample", defaultValue = "mnist-mlp", paramLabel = "NAME",
-            description = "mnist-mlp (shipped data) or fashion-cnn (needs apt-get install dataset-fashion-mnist). Default: ${DEFAULT-VALUE}.")
+            description = "mnist-mlp (shipped data), fashion-cnn, or fashion-moe (MoE vs dense FFN on patch tokens; both"
+                    + " need apt-get install dataset-fashion-mnist). Default: ${DEFAULT-VALUE}.")
     String sample;
 
     @Option(names = "--workers", defaultValue = "2", description = "In-process replicas (default: ${DEFAULT-VALUE}).")
@@ -48,8 +53,15 @@ public final class TrainCommand implements Callable<Integer> {
     @Option(names = "--epochs", description = "Epochs (default: 5 for mnist-mlp, 2 for fashion-cnn).")
     Integer epochs;
 
-    @Option(names = "--batch", defaultValue = "32", description = "Examples per worker per step (default: ${DEFAULT-VALUE}).")
-    int batch;
+    @Option(names = "--batch", description = "Examples per worker per step (default: 32; 64 for fashion-moe).")
+    Integer batchOption;
+
+    @Option(names = "--data-dir", paramLabel = "DIR",
+            description = "Where the Fashion-MNIST IDX files are (default: /usr/share/datasets/fashion-mnist).")
+    Path dataDir;
+
+    /** Examples per worker per step, resolved against the sample's default. */
+    private int batch;
 
     @Option(names = "--seed", defaultValue = "42", description = "Seed of weights, shuffling and replicas (default: ${DEFAULT-VALUE}).")
     long seed;
@@ -96,6 +108,7 @@ public final class TrainCommand implements Callable<Integer> {
             throw new CommandLine.ParameterException(spec.commandLine(), e.getMessage());
         }
         int nEpochs = epochs == null ? s.defaultEpochs() : epochs;
+        batch = batchOption == null ? s.defaultBatch() : batchOption;
         if (workers < 1 || batch < 1 || nEpochs < 0 || trainSize < 0 || testSize < 0) {
             throw new CommandLine.ParameterException(spec.commandLine(), "--workers and --batch must be >= 1, --epochs,"
                     + " --train-size and --test-size >= 0; got workers=" + workers + " batch=" + batch + " epochs=" + nEpochs
@@ -130,7 +143,7 @@ public final class TrainCommand implements Callable<Integer> {
         int rank = allReduce.rank(), ranks = allReduce.worldSize();
         boolean lead = rank == 0;
         PrintWriter out = spec.commandLine().getOut();
-        TrainingSample.Data data = s.load(trainSize, testSize);
+        TrainingSample.Data data = s.load(trainSize, testSize, dataDir == null ? TrainingSample.FASHION_DIR : dataDir);
         int trainN = data.train().numExamples();
         int global = batch * workers * ranks;
         if (lead) {
@@ -140,14 +153,42 @@ public final class TrainCommand implements Callable<Integer> {
             out.flush();
         }
 
-        MultiLayerNetwork net = s.model(seed);
+        List<TrainingSample.Model> models = s.models(seed);
+        List<String> summary = new ArrayList<>();
+        for (TrainingSample.Model m : models) {
+            if (lead && models.size() > 1) {
+                out.println("model " + m.label() + ": " + m.net().numParams() + " parameters");
+                out.flush();
+            }
+            Evaluation eval = fitOne(m, models.size() > 1, data, nEpochs, allReduce);
+            if (eval != null) {
+                summary.add(String.format(Locale.ROOT, "%s %.4f", m.label(), eval.accuracy()));
+            }
+        }
+        if (lead && models.size() > 1) {
+            out.println("test accuracy by model: " + String.join(", ", summary));
+        }
+        return 0;
+    }
+
+    /** Trains one model and, on rank 0, returns its test evaluation (null on other ranks). */
+    private Evaluation fitOne(TrainingSample.Model m, boolean several, TrainingSample.Data data, int nEpochs,
+                              GradientAllReduce allReduce) throws Exception {
+        int rank = allReduce.rank(), ranks = allReduce.worldSize();
+        boolean lead = rank == 0;
+        PrintWriter out = spec.commandLine().getOut();
+        int trainN = data.train().numExamples();
+        int global = batch * workers * ranks;
+        MultiLayerNetwork net = m.net();
         ParallelTrainer.Context ctx = new ParallelTrainer.Context().model(net).workers(workers).batchSizePerWorker(batch)
                 .seed(seed + (long) rank * workers).trace(trace != null).allReduce(allReduce);
         Checkpoints checkpoints = null;
         if (checkpoint != null) {
-            checkpoints = Checkpoints.open(new Checkpoints.Context().directory(checkpoint).keep(keep));
+            checkpoints = Checkpoints.open(new Checkpoints.Context()
+                    .directory(several ? checkpoint.resolve(m.label()) : checkpoint).keep(keep));
             ctx.checkpoints(checkpoints).checkpointEverySteps(checkpointEvery);
         }
+        Evaluation eval = null;
         try (ParallelTrainer trainer = ParallelTrainer.launch(ctx)) {
             if (resume) {
                 Optional<Checkpoints.Info> info = checkpoints.restoreLatest(trainer);
@@ -163,7 +204,7 @@ public final class TrainCommand implements Callable<Integer> {
             }
             long done = trainer.progress().examples();
             long totalSamples = Math.max(done, (long) trainN * nEpochs);
-            ProgressBar bar = noProgress || !lead ? null : new ProgressBarBuilder().setTaskName("train").setInitialMax(totalSamples)
+            ProgressBar bar = noProgress || !lead ? null : new ProgressBarBuilder().setTaskName(m.label()).setInitialMax(totalSamples)
                     .setStyle(ProgressBarStyle.ASCII).setUnit(" samples", 1).showSpeed()
                     .setConsumer(new ConsoleProgressBarConsumer(System.err)).setUpdateIntervalMillis(250).setMaxRenderedLength(110)
                     .startsFrom(done, java.time.Duration.ZERO).build();
@@ -210,19 +251,53 @@ public final class TrainCommand implements Callable<Integer> {
                 out.printf(Locale.ROOT, "trained %d steps (%d skipped) in %.1f s: %.0f samples/s with %s%d workers%n",
                         p.steps(), p.skippedSteps(), secs, trained / secs, ranks > 1 ? ranks + " ranks x " : "", workers);
                 // The ranks' parameters are identical, so one evaluation tells for all.
-                Evaluation eval = trainer.evaluate(data.testIterator(500));
-                out.printf(Locale.ROOT, "test accuracy: %.4f (%d images)%n", eval.accuracy(), data.test().numExamples());
+                eval = trainer.evaluate(data.testIterator(500));
+                out.printf(Locale.ROOT, "test accuracy%s: %.4f (%d images)%n", several ? " of " + m.label() : "",
+                        eval.accuracy(), data.test().numExamples());
+                routing(net, data).ifPresent(r -> out.println("routing of " + m.label() + " on the test set: " + r));
             }
             if (ranks > 1) {
                 out.printf(Locale.ROOT, "rank %d parameters crc32 %08x%n", rank, checksum(net));
             }
             if (trace != null) {
-                Path file = ranks > 1 ? rankFile(trace, rank) : trace;
+                Path file = ranks > 1 ? rankFile(trace, "rank" + rank) : trace;
+                file = several ? rankFile(file, m.label()) : file;
                 trainer.scheduler().trace().writeChromeJson(file);
                 out.println("trace written to " + file + " (open it in https://ui.perfetto.dev)");
             }
         }
-        return 0;
+        return eval;
+    }
+
+    /**
+     * Tokens per expert of every MoE layer over the whole test set (max/mean, dead experts), or empty for a model
+     * without one with several experts.
+     */
+    private static Optional<String> routing(MultiLayerNetwork net, TrainingSample.Data data) {
+        long[] kept = null;
+        var it = data.testIterator(500);
+        while (it.hasNext()) {
+            net.output(it.next().getFeatures(), false);
+            for (MoeMetrics mm : MoeModels.metrics(net).values()) {
+                int[] k = mm.keptPerExpert();
+                if (k.length < 2) {
+                    return Optional.empty();
+                }
+                if (kept == null) {
+                    kept = new long[k.length];
+                }
+                for (int e = 0; e < k.length; e++) {
+                    kept[e] += k[e];
+                }
+            }
+        }
+        if (kept == null) {
+            return Optional.empty();
+        }
+        long max = java.util.Arrays.stream(kept).max().orElse(0), sum = java.util.Arrays.stream(kept).sum();
+        long dead = java.util.Arrays.stream(kept).filter(k -> k == 0).count();
+        return Optional.of(String.format(Locale.ROOT, "tokens per expert %s, max/mean %.3f, dead experts %d",
+                java.util.Arrays.toString(kept), max / (sum / (double) kept.length), dead));
     }
 
     /** CRC-32 of the parameters' bytes: equal on every rank when the replicas are bit-identical. */
@@ -232,11 +307,11 @@ public final class TrainCommand implements Callable<Integer> {
         return crc.getValue();
     }
 
-    /** {@code trace.json} becomes {@code trace.rank1.json} for rank 1. */
-    private static Path rankFile(Path file, int rank) {
+    /** {@code trace.json} becomes {@code trace.rank1.json} for the part {@code rank1}. */
+    private static Path rankFile(Path file, String part) {
         String name = file.getFileName().toString();
         int dot = name.lastIndexOf('.');
-        String ranked = dot > 0 ? name.substring(0, dot) + ".rank" + rank + name.substring(dot) : name + ".rank" + rank;
-        return file.resolveSibling(ranked);
+        String named = dot > 0 ? name.substring(0, dot) + "." + part + name.substring(dot) : name + "." + part;
+        return file.resolveSibling(named);
     }
 }

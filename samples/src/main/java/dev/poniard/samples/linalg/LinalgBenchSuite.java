@@ -11,6 +11,7 @@ import dev.poniard.linalg.tile.TileKernels;
 import dev.poniard.samples.bench.BenchOptions;
 import dev.poniard.samples.bench.BenchResult;
 import dev.poniard.samples.bench.BenchSuite;
+import dev.poniard.scheduler.comm.launch.Launcher;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Locale;
@@ -27,6 +28,9 @@ import org.slf4j.LoggerFactory;
  * side gets a warm-up and then its best of a few repetitions; every tile size tried is reported in the
  * log and the best one is the case's value. Every run's result is checked by a scaled residual
  * ‖A x − (factors) x‖ / (‖A‖ ‖x‖ n ε) on a random vector, and a residual above 10 fails the bench.
+ * The {@code _2proc} cases run GEMM and Cholesky SPMD over rank processes ({@link LinalgRank}: one worker
+ * each, 2D block-cyclic tiles, point to point by default, {@code _p2p} / {@code _collective} forcing a
+ * strategy) against the same single-process OpenBLAS figures.
  */
 public final class LinalgBenchSuite implements BenchSuite {
     private static final Logger LOG = LoggerFactory.getLogger(LinalgBenchSuite.class);
@@ -40,7 +44,7 @@ public final class LinalgBenchSuite implements BenchSuite {
 
     @Override
     public String description() {
-        return "tile GEMM, Cholesky, LU, QR (float64, one process) vs OpenBLAS on the whole matrix";
+        return "tile GEMM, Cholesky, LU, QR (float64, one process) and GEMM/Cholesky over 2 rank processes vs OpenBLAS";
     }
 
     @Override
@@ -52,6 +56,7 @@ public final class LinalgBenchSuite implements BenchSuite {
         LOG.info("linalg bench: N = {} (case names keep 4096), {} workers, tile sizes {}, best of {}", n, workers,
                 java.util.Arrays.toString(tiles), reps);
         List<BenchResult> results = new ArrayList<>();
+        java.util.Map<Kind, Double> baselines = new java.util.EnumMap<>(Kind.class);
         try (TileAlgebra la = TileAlgebra.launch(new TileAlgebra.Context().workers(workers))) {
             for (Kind kind : Kind.values()) {
                 double ours = 0;
@@ -73,12 +78,68 @@ public final class LinalgBenchSuite implements BenchSuite {
                         TileKernels.setBlasThreads(1);
                     }
                 });
+                baselines.put(kind, base);
                 LOG.info("{} N={}: ours {} GFLOP/s (tile {}), OpenBLAS {} GFLOP/s", kind.caseName, n, fmt(ours), bestTile, fmt(base));
                 BenchResult r = BenchResult.higherIsBetter(kind.caseName, "gflops_n" + n + "_tile" + bestTile, "GFLOP/s",
                         ours, kind.baseline + " " + workers + " threads", base);
                 results.add(r);
                 progress.accept(r);
             }
+        }
+        int ranks = options.ranks() > 0 ? options.ranks() : 2;
+        for (BenchResult r : twoProcessCases(ranks, n, tiles, reps, workers, baselines)) {
+            results.add(r);
+            progress.accept(r);
+        }
+        return results;
+    }
+
+    /**
+     * The {@code *_2proc*} cases: {@code ranks} processes under the {@link Launcher}, one worker each,
+     * running {@link LinalgRank}; rank 0 reports each case. The baseline is the whole-matrix OpenBLAS call
+     * with {@code workers} threads measured above in this same run (this process idles meanwhile).
+     */
+    private static List<BenchResult> twoProcessCases(int ranks, int n, int[] tiles, int reps, int workers,
+                                                     java.util.Map<Kind, Double> baselines) {
+        List<BenchResult> results = new ArrayList<>();
+        List<String> tail = java.util.Collections.synchronizedList(new ArrayList<>());
+        List<String> lines = java.util.Collections.synchronizedList(new ArrayList<>());
+        String tileList = java.util.Arrays.stream(tiles).mapToObj(Integer::toString)
+                .collect(java.util.stream.Collectors.joining(","));
+        Launcher.Context ctx = new Launcher.Context()
+                .ranks(ranks)
+                .command(Launcher.javaCommand(LinalgRank.class.getName(), List.of(Integer.toString(n), tileList,
+                        Integer.toString(reps))))
+                .output(line -> {
+                    int at = line.indexOf(LinalgRank.PREFIX);
+                    if (line.startsWith("[rank 0] ") && at >= 0) {
+                        lines.add(line.substring(at + LinalgRank.PREFIX.length()));
+                    } else {
+                        LOG.info("{}", line);
+                        tail.add(line);
+                        if (tail.size() > 40) {
+                            tail.remove(0);
+                        }
+                    }
+                });
+        int status;
+        try (Launcher launcher = Launcher.launch(ctx)) {
+            status = launcher.waitFor();
+        }
+        if (status != 0) {
+            throw new IllegalStateException("linalg ranks failed with status " + status + ":\n" + String.join("\n", tail));
+        }
+        for (String l : lines) {
+            String[] f = l.split("\\|", -1);
+            if (f.length != 4) {
+                throw new IllegalStateException("bad line from rank 0: " + l);
+            }
+            String caseName = f[0];
+            double gflops = Double.parseDouble(f[1]);
+            Kind kind = caseName.startsWith("gemm") ? Kind.GEMM : Kind.CHOLESKY;
+            results.add(BenchResult.higherIsBetter(caseName, "gflops_n" + n + "_tile" + f[2]
+                    + "_" + ranks + "ranks", "GFLOP/s", gflops, kind.baseline + " " + workers + " threads (1 process)",
+                    baselines.get(kind)));
         }
         return results;
     }

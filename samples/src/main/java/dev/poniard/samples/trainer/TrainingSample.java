@@ -13,7 +13,12 @@ import org.deeplearning4j.nn.conf.inputs.InputType;
 import org.deeplearning4j.nn.conf.layers.ConvolutionLayer;
 import org.deeplearning4j.nn.conf.layers.DenseLayer;
 import org.deeplearning4j.nn.conf.layers.OutputLayer;
+import org.deeplearning4j.nn.conf.layers.GlobalPoolingLayer;
+import org.deeplearning4j.nn.conf.layers.PoolingType;
 import org.deeplearning4j.nn.conf.layers.SubsamplingLayer;
+import org.deeplearning4j.nn.conf.layers.recurrent.TimeDistributed;
+import org.deeplearning4j.nn.conf.RNNFormat;
+import dev.poniard.moe.MoeLayer;
 import org.deeplearning4j.nn.multilayer.MultiLayerNetwork;
 import org.deeplearning4j.nn.weights.WeightInit;
 import org.nd4j.linalg.activations.Activation;
@@ -29,9 +34,17 @@ import org.nd4j.linalg.lossfunctions.LossFunctions;
 /** The samples {@code ./poniard train} knows: a model and its train/test data. */
 public enum TrainingSample {
     /** An MLP on the 10,000-image MNIST subset shipped in the samples jar (the last 2,000 are the test set). */
-    MNIST_MLP("mnist-mlp", 5),
+    MNIST_MLP("mnist-mlp", 5, 32),
     /** A small CNN on Fashion-MNIST from Debian's dataset-fashion-mnist package. */
-    FASHION_CNN("fashion-cnn", 2);
+    FASHION_CNN("fashion-cnn", 2, 32),
+    /**
+     * Fashion-MNIST images as 16 tokens of 7 x 7 pixels through a Mixture-of-Experts FFN (8 experts, top-2),
+     * trained against the same model with one dense FFN of the same active size (2 x the expert width).
+     */
+    FASHION_MOE("fashion-moe", 3, 64);
+
+    /** Patch side, tokens per image side, and the token width of the fashion-moe models. */
+    static final int PATCH = 7, GRID = 4, TOKEN_DIM = 64, EXPERTS = 8, TOP_K = 2, EXPERT_HIDDEN = 128;
 
     /** Where Debian's package {@code dataset-fashion-mnist} installs the IDX files. */
     public static final Path FASHION_DIR = Path.of("/usr/share/datasets/fashion-mnist");
@@ -39,10 +52,17 @@ public enum TrainingSample {
 
     private final String cliName;
     private final int defaultEpochs;
+    private final int defaultBatch;
 
-    TrainingSample(String cliName, int defaultEpochs) {
+    TrainingSample(String cliName, int defaultEpochs, int defaultBatch) {
         this.cliName = cliName;
         this.defaultEpochs = defaultEpochs;
+        this.defaultBatch = defaultBatch;
+    }
+
+    /** Examples per worker per step unless {@code --batch} says otherwise. */
+    public int defaultBatch() {
+        return defaultBatch;
     }
 
     public String cliName() {
@@ -64,6 +84,49 @@ public enum TrainingSample {
         throw new IllegalArgumentException("unknown sample '" + name + "'; available: " + String.join(", ", names));
     }
 
+    /** A model to train and the name it is reported under. */
+    public record Model(String label, MultiLayerNetwork net) {
+    }
+
+    /** The models this sample trains, in order: one, or the MoE model and its dense baseline. */
+    public List<Model> models(long seed) {
+        if (this != FASHION_MOE) {
+            return List.of(new Model(cliName, model(seed)));
+        }
+        return List.of(new Model("moe", tokenModel(seed, EXPERTS, TOP_K, EXPERT_HIDDEN)),
+                new Model("dense", tokenModel(seed, 1, 1, TOP_K * EXPERT_HIDDEN)));
+    }
+
+    /**
+     * Patch tokens → per-token linear embedding → an FFN as a MoE layer → mean over tokens → softmax. One expert
+     * with k = 1 is exactly a dense FFN (its gate is 1), so both models share every other line of code.
+     */
+    private static MultiLayerNetwork tokenModel(long seed, int experts, int topK, int hidden) {
+        MultiLayerConfiguration conf = new NeuralNetConfiguration.Builder().seed(seed).dataType(DataType.FLOAT)
+                .weightInit(WeightInit.RELU).updater(new Adam(2e-3)).list()
+                .layer(new TimeDistributed(new DenseLayer.Builder().nIn(PATCH * PATCH).nOut(TOKEN_DIM)
+                        .activation(Activation.RELU).build(), RNNFormat.NCW))
+                .layer(new MoeLayer.Builder().size(TOKEN_DIM).experts(experts).topK(topK).expertHidden(hidden)
+                        .expertActivation(Activation.GELU).dropless(true).auxLossWeight(experts > 1 ? 0.01 : 0)
+                        .biasBalancing(experts > 1 ? 1e-3 : 0)
+                        .workers(1).build())
+                .layer(new GlobalPoolingLayer.Builder(PoolingType.AVG).build())
+                .layer(new OutputLayer.Builder(LossFunctions.LossFunction.MCXENT).nOut(10)
+                        .activation(Activation.SOFTMAX).weightInit(WeightInit.XAVIER).build())
+                .setInputType(InputType.recurrent(PATCH * PATCH, GRID * GRID, RNNFormat.NCW)).build();
+        MultiLayerNetwork net = new MultiLayerNetwork(conf);
+        net.init();
+        return net;
+    }
+
+    /** Images [n, 784] as [n, 49, 16]: token t = (row block, column block), feature f = (row, column) in the patch. */
+    static DataSet patchTokens(DataSet images) {
+        long n = images.numExamples();
+        INDArray tokens = images.getFeatures().reshape('c', n, GRID, PATCH, GRID, PATCH).permute(0, 2, 4, 1, 3)
+                .dup('c').reshape('c', n, PATCH * PATCH, GRID * GRID);
+        return new DataSet(tokens, images.getLabels());
+    }
+
     public MultiLayerNetwork model(long seed) {
         NeuralNetConfiguration.ListBuilder b = new NeuralNetConfiguration.Builder().seed(seed).dataType(DataType.FLOAT)
                 .weightInit(WeightInit.RELU).updater(new Adam(1e-3)).list();
@@ -82,6 +145,7 @@ public enum TrainingSample {
                     .layer(new OutputLayer.Builder(LossFunctions.LossFunction.MCXENT).nOut(10)
                             .activation(Activation.SOFTMAX).weightInit(WeightInit.XAVIER).build())
                     .setInputType(InputType.convolutionalFlat(28, 28, 1)).build();
+            case FASHION_MOE -> throw new IllegalStateException("fashion-moe trains two models: use models(seed)");
         };
         MultiLayerNetwork net = new MultiLayerNetwork(conf);
         net.init();
@@ -90,6 +154,11 @@ public enum TrainingSample {
 
     /** Train and test data, the train set cut to {@code trainLimit} and the test set to {@code testLimit} (0: all). */
     public Data load(int trainLimit, int testLimit) throws IOException {
+        return load(trainLimit, testLimit, FASHION_DIR);
+    }
+
+    /** As {@link #load(int, int)}, reading Fashion-MNIST's IDX files from {@code fashionDir}. */
+    public Data load(int trainLimit, int testLimit, Path fashionDir) throws IOException {
         return switch (this) {
             case MNIST_MLP -> {
                 DataSet all;
@@ -102,31 +171,32 @@ public enum TrainingSample {
                 DataSet test = rows(all, n - MNIST_TEST, n, testLimit);
                 yield new Data(train, test);
             }
-            case FASHION_CNN -> {
-                if (!Files.isDirectory(FASHION_DIR)) {
-                    throw new IOException("Fashion-MNIST is not installed: " + FASHION_DIR + " does not exist. Install it with"
+            case FASHION_CNN, FASHION_MOE -> {
+                if (!Files.isDirectory(fashionDir)) {
+                    throw new IOException("Fashion-MNIST is not installed: " + fashionDir + " does not exist. Install it with"
                             + " 'apt-get install dataset-fashion-mnist' (Debian/Ubuntu), or use the default sample");
                 }
-                yield new Data(fashion("train", trainLimit), fashion("t10k", testLimit));
+                DataSet train = fashion(fashionDir, "train", trainLimit), test = fashion(fashionDir, "t10k", testLimit);
+                yield this == FASHION_MOE ? new Data(patchTokens(train), patchTokens(test)) : new Data(train, test);
             }
         };
     }
 
-    private static DataSet fashion(String prefix, int limit) throws IOException {
-        Path im = find(prefix + "-images-idx3-ubyte"), lb = find(prefix + "-labels-idx1-ubyte");
+    private static DataSet fashion(Path dir, String prefix, int limit) throws IOException {
+        Path im = find(dir, prefix + "-images-idx3-ubyte"), lb = find(dir, prefix + "-labels-idx1-ubyte");
         try (InputStream i = Files.newInputStream(im); InputStream l = Files.newInputStream(lb)) {
             return IdxData.read(i, l, im.toString(), 10, limit);
         }
     }
 
-    private static Path find(String base) throws IOException {
+    private static Path find(Path dir, String base) throws IOException {
         for (String name : List.of(base + ".gz", base, base.replace("-idx", ".idx") + ".gz")) {
-            Path p = FASHION_DIR.resolve(name);
+            Path p = dir.resolve(name);
             if (Files.isRegularFile(p)) {
                 return p;
             }
         }
-        throw new IOException("Fashion-MNIST file " + base + "[.gz] not found in " + FASHION_DIR
+        throw new IOException("Fashion-MNIST file " + base + "[.gz] not found in " + dir
                 + "; reinstall the package: apt-get install --reinstall dataset-fashion-mnist");
     }
 

@@ -2,9 +2,7 @@ package dev.poniard.samples.cli;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
-import static org.junit.jupiter.api.Assumptions.assumeFalse;
 
-import dev.poniard.samples.trainer.TrainingSample;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.concurrent.TimeUnit;
@@ -87,16 +85,45 @@ class TrainCommandTest {
 
     @Test
     void shouldSayHowToInstallFashionMnistWhenItIsMissing() {
-        assumeFalse(Files.isDirectory(TrainingSample.FASHION_DIR), "Fashion-MNIST is installed here");
-        CliRun r = run("train", "--sample", "fashion-cnn", "--no-progress");
+        CliRun r = run("train", "--sample", "fashion-cnn", "--no-progress", "--data-dir", "/nonexistent/fashion-mnist");
         assertEquals(1, r.code());
         assertTrue(r.err().contains("apt-get install dataset-fashion-mnist"), r.err());
+    }
+
+    /** The shipped MNIST subset, laid out as Debian's Fashion-MNIST directory (the same IDX format). */
+    private static Path fakeFashionDir(Path dir) throws Exception {
+        for (String[] f : new String[][] {{"images-idx3", "train"}, {"labels-idx1", "train"}, {"images-idx3", "t10k"},
+                {"labels-idx1", "t10k"}}) {
+            try (var in = TrainCommandTest.class.getClassLoader().getResourceAsStream("data/mnist-10k-" + f[0] + "-ubyte.gz")) {
+                Files.copy(in, dir.resolve(f[1] + "-" + f[0] + "-ubyte.gz"));
+            }
+        }
+        return dir;
+    }
+
+    @Test
+    void shouldTrainTheMoeSampleAgainstItsDenseTwin(@TempDir Path dir) throws Exception {
+        CliRun r = run("train", "--sample", "fashion-moe", "--data-dir", fakeFashionDir(dir).toString(), "--train-size",
+                "1024", "--test-size", "200", "--epochs", "2", "--batch", "32", "--no-progress");
+        System.out.println(r.out() + r.err());
+        assertEquals(0, r.code(), r.err());
+        assertTrue(r.out().contains("model moe: 136978 parameters") && r.out().contains("model dense: 37002 parameters"),
+                r.out());
+        Matcher routing = Pattern.compile("routing of moe on the test set: tokens per expert \\[([0-9, ]+)], max/mean ([0-9.]+),"
+                + " dead experts (\\d+)").matcher(r.out());
+        assertTrue(routing.find(), r.out());
+        long tokens = java.util.Arrays.stream(routing.group(1).split(", ")).mapToLong(Long::parseLong).sum();
+        assertEquals(200L * 16 * 2, tokens, "every test token goes to two experts (dropless)");
+        Matcher acc = Pattern.compile("test accuracy by model: moe (\\d\\.\\d{4}), dense (\\d\\.\\d{4})").matcher(r.out());
+        assertTrue(acc.find(), r.out());
+        assertTrue(Double.parseDouble(acc.group(1)) > 0.3 && Double.parseDouble(acc.group(2)) > 0.3,
+                "both models should beat chance (0.1) clearly after two epochs: " + acc.group());
     }
 
     @Test
     void shouldRejectAnUnknownSample() {
         CliRun r = run("train", "--sample", "imagenet");
         assertEquals(2, r.code());
-        assertTrue(r.err().contains("unknown sample 'imagenet'; available: mnist-mlp, fashion-cnn"), r.err());
+        assertTrue(r.err().contains("unknown sample 'imagenet'; available: mnist-mlp, fashion-cnn, fashion-moe"), r.err());
     }
 }

@@ -1,0 +1,177 @@
+package dev.poniard.samples.linalg;
+
+import dev.poniard.linalg.DType;
+import dev.poniard.linalg.DistributedMatrix;
+import dev.poniard.linalg.TileAlgebra;
+import dev.poniard.linalg.dist.Distribution;
+import dev.poniard.linalg.tile.Tile;
+import dev.poniard.scheduler.comm.Communicator;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Locale;
+
+/**
+ * One rank of a distributed (SPMD) GEMM or Cholesky: every rank of a job calls {@link #run} with the same
+ * arguments; the matrices are generated tile by tile where they live (2D block-cyclic over a P x Q grid),
+ * the operation runs on {@link TileAlgebra} over the communicator, and rank 0 gathers the result and checks
+ * a scaled residual. {@link #main} is the rank program of {@code ./poniard bench linalg}'s two-process
+ * cases: rank 0 prints one {@code LINALG|...} line per case.
+ */
+public final class LinalgRank {
+    static final String PREFIX = "LINALG|";
+
+    /** Distributed operations. */
+    public enum Op { gemm, cholesky }
+
+    /** One timed run: wall seconds (all ranks, barrier to barrier), GFLOP/s, and the scaled residual (rank 0; NaN elsewhere or unchecked). */
+    public record Run(double seconds, double gflops, double residual) {
+    }
+
+    private LinalgRank() {
+    }
+
+    /** The most square P x Q grid with P * Q = ranks and P <= Q, as ScaLAPACK users pick. */
+    public static Distribution grid(int ranks) {
+        int p = (int) Math.floor(Math.sqrt(ranks));
+        while (ranks % p != 0) {
+            p--;
+        }
+        return Distribution.blockCyclic2d(p, ranks / p, 1, 1, 1);
+    }
+
+    public static double flops(Op op, double n) {
+        return op == Op.gemm ? 2 * n * n * n : n * n * n / 3;
+    }
+
+    /** Runs {@code op} once on every rank of {@code comm}; checks the residual on rank 0 when {@code check}. */
+    public static Run run(Communicator comm, TileAlgebra la, Op op, int n, int nb, long seed, boolean check) {
+        Distribution d = grid(comm.size());
+        int rank = comm.rank();
+        if (op == Op.gemm) {
+            try (DistributedMatrix a = DistributedMatrix.random(DType.F64, n, n, nb, seed, d, rank);
+                 DistributedMatrix b = DistributedMatrix.random(DType.F64, n, n, nb, seed + 1, d, rank);
+                 DistributedMatrix c = DistributedMatrix.zeros(DType.F64, n, n, nb, d, rank)) {
+                comm.barrier();
+                long t0 = System.nanoTime();
+                la.gemm(1.0, a, b, 0.0, c); // ends with a barrier: the time is the whole job's
+                long dt = System.nanoTime() - t0;
+                double residual = check ? gemmResidual(comm, c, n, nb, seed) : Double.NaN;
+                return new Run(dt / 1e9, flops(op, n) / dt, residual);
+            }
+        }
+        try (DistributedMatrix a = DistributedMatrix.spd(DType.F64, n, nb, seed, d, rank)) {
+            comm.barrier();
+            long t0 = System.nanoTime();
+            la.cholesky(a);
+            long dt = System.nanoTime() - t0;
+            double residual = Double.NaN;
+            if (check) {
+                try (DistributedMatrix f = a.gather(comm, 0)) {
+                    if (f != null) {
+                        try (DistributedMatrix whole = DistributedMatrix.spd(DType.F64, n, nb, seed)) {
+                            residual = Residuals.choleskyResidual(whole.toColumnMajor(), f.toColumnMajor(), n);
+                        }
+                    }
+                }
+            }
+            return new Run(dt / 1e9, flops(op, n) / dt, residual);
+        }
+    }
+
+    /** ||C x − A (B x)|| / (||A|| ||B|| ||x|| n eps) on rank 0 after gathering C; NaN elsewhere. */
+    private static double gemmResidual(Communicator comm, DistributedMatrix c, int n, int nb, long seed) {
+        try (DistributedMatrix g = c.gather(comm, 0)) {
+            if (g == null) {
+                return Double.NaN;
+            }
+            double[] x = Residuals.vector(n);
+            try (DistributedMatrix a = DistributedMatrix.random(DType.F64, n, n, nb, seed);
+                 DistributedMatrix b = DistributedMatrix.random(DType.F64, n, n, nb, seed + 1)) {
+                double[] abx = matvec(a, matvec(b, x));
+                return Residuals.diff(matvec(g, x), abx)
+                        / (a.normFrobenius() * b.normFrobenius() * Residuals.norm(x) * n * DType.F64.epsilon());
+            }
+        }
+    }
+
+    /** y = M x over the tiles of a whole matrix (no n² heap copy). */
+    private static double[] matvec(DistributedMatrix m, double[] x) {
+        double[] y = new double[m.rows()];
+        int nb = m.tileSize();
+        for (int i = 0; i < m.mt(); i++) {
+            for (int j = 0; j < m.nt(); j++) {
+                Tile t = m.tile(i, j);
+                for (int c = 0; c < t.cols(); c++) {
+                    double xc = x[j * nb + c];
+                    for (int r = 0; r < t.rows(); r++) {
+                        y[i * nb + r] += t.getFlat(c * t.ld() + r) * xc;
+                    }
+                }
+            }
+        }
+        return y;
+    }
+
+    /** A case of the two-process benchmark: its name, operation and strategy (null: the default). */
+    record Case(String name, Op op, TileAlgebra.Strategy strategy) {
+    }
+
+    static List<Case> benchCases() {
+        List<Case> cases = new ArrayList<>();
+        cases.add(new Case("gemm_4096_f64_2proc", Op.gemm, null));
+        cases.add(new Case("cholesky_4096_f64_2proc", Op.cholesky, null));
+        cases.add(new Case("gemm_4096_f64_2proc_p2p", Op.gemm, TileAlgebra.Strategy.POINT_TO_POINT));
+        cases.add(new Case("gemm_4096_f64_2proc_collective", Op.gemm, TileAlgebra.Strategy.COLLECTIVE));
+        return cases;
+    }
+
+    /**
+     * Bench rank program: {@code LinalgRank N TILE[,TILE...] REPS}. For every case and tile size: one
+     * warm-up run, then REPS timed runs, each with its residual checked (a failing residual ends the job
+     * with an error); rank 0 prints {@code LINALG|case|gflops|tile|worst residual} with the best tile.
+     */
+    public static void main(String[] args) {
+        if (args.length != 3) {
+            throw new IllegalArgumentException("usage: LinalgRank N TILE[,TILE...] REPS, got " + String.join(" ", args));
+        }
+        int n = Integer.parseInt(args[0]);
+        String[] tileList = args[1].split(",");
+        int reps = Integer.parseInt(args[2]);
+        try (Communicator comm = Communicator.connect(new Communicator.Context())) {
+            for (Case c : benchCases()) {
+                double best = 0;
+                int bestTile = 0;
+                double worstResidual = 0;
+                for (String ts : tileList) {
+                    int nb = Integer.parseInt(ts.trim());
+                    TileAlgebra.Context ctx = new TileAlgebra.Context().workers(1).communicator(comm);
+                    if (c.strategy() != null) {
+                        ctx.strategy(c.strategy());
+                    }
+                    try (TileAlgebra la = TileAlgebra.launch(ctx)) {
+                        for (int r = 0; r <= reps; r++) {
+                            Run run = run(comm, la, c.op(), n, nb, 2024, true);
+                            if (comm.rank() == 0) {
+                                if (!(run.residual() < 10)) {
+                                    throw new IllegalStateException(c.name() + " tile " + nb + ": scaled residual "
+                                            + run.residual() + " exceeds 10; the result is wrong, the timing is void");
+                                }
+                                worstResidual = Math.max(worstResidual, run.residual());
+                                System.out.printf(Locale.ROOT, "%s tile %d run %d: %.3f s, %.1f GFLOP/s, residual %.3g%n",
+                                        c.name(), nb, r, run.seconds(), run.gflops(), run.residual());
+                            }
+                            if (r > 0 && run.gflops() > best) {
+                                best = run.gflops();
+                                bestTile = nb;
+                            }
+                        }
+                    }
+                }
+                if (comm.rank() == 0) {
+                    System.out.println(PREFIX + c.name() + "|" + best + "|" + bestTile + "|" + worstResidual);
+                }
+            }
+            comm.barrier();
+        }
+    }
+}

@@ -1,0 +1,155 @@
+package dev.poniard.samples.pipeline;
+
+import dev.poniard.bridge.NativeThreads;
+import dev.poniard.bridge.SameDiffDataParallel;
+import dev.poniard.bridge.SameDiffPipeline;
+import dev.poniard.samples.bench.BenchOptions;
+import dev.poniard.samples.bench.BenchResult;
+import dev.poniard.samples.bench.BenchSuite;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.List;
+import java.util.Map;
+import java.util.Random;
+import java.util.function.Consumer;
+import org.nd4j.autodiff.samediff.SDVariable;
+import org.nd4j.autodiff.samediff.SameDiff;
+import org.nd4j.autodiff.samediff.TrainingConfig;
+import org.nd4j.linalg.api.buffer.DataType;
+import org.nd4j.linalg.api.ndarray.INDArray;
+import org.nd4j.linalg.factory.Nd4j;
+import org.nd4j.linalg.learning.config.Adam;
+
+/**
+ * {@code ./poniard bench pipeline}: pipeline and data-parallel training of a SameDiff graph through the bridge.
+ * The model is a 6-layer tanh MLP (width 256, float32) with a softmax cross-entropy loss, built in SameDiff, so two
+ * stages get three layers each. Every figure is measured in this run:
+ * <ul>
+ *   <li>{@code pipeline_gpipe_s2_m8}, {@code pipeline_1f1b_s2_m8}: the median, over the timed steps, of the idle
+ *       share of the 2 stage processors between a step's first task start and last task end; baseline the
+ *       theoretical bubble (S−1)/(M+S−1) = 1/9; ratio theoretical / measured (1.0 = as good as theory).</li>
+ *   <li>{@code pipeline_1f1b_peak_activations}: the most bytes of stage outputs alive at once in a 1F1B step; baseline
+ *       GPipe's on the same batch; ratio GPipe / 1F1B (M/S = 4 expected).</li>
+ *   <li>{@code dp_samediff_2w}: samples/s of {@code SameDiffDataParallel} with 2 workers; baseline the same graph and
+ *       batches with 1 worker, same run.</li>
+ * </ul>
+ */
+public final class PipelineBenchSuite implements BenchSuite {
+    private static final int WIDTH = 256;
+    private static final int LAYERS = 6;
+    private static final int CLASSES = 10;
+    private static final int STAGES = 2;
+    private static final int MICRO = 8;
+
+    @Override
+    public String name() {
+        return "pipeline";
+    }
+
+    @Override
+    public String description() {
+        return "SameDiff through the bridge: GPipe and 1F1B bubble and activation memory (S=2, M=8), data-parallel 2 vs 1 worker";
+    }
+
+    static SameDiff model(long seed) {
+        Random r = new Random(seed);
+        SameDiff sd = SameDiff.create();
+        SDVariable x = sd.placeHolder("in", DataType.FLOAT, -1, WIDTH);
+        SDVariable label = sd.placeHolder("label", DataType.FLOAT, -1, CLASSES);
+        for (int l = 0; l < LAYERS; l++) {
+            x = sd.nn.tanh("h" + l, sd.nn.linear("z" + l, x, sd.var("w" + l, randn(r, 1.0 / Math.sqrt(WIDTH), WIDTH, WIDTH)),
+                    sd.var("b" + l, Nd4j.zeros(DataType.FLOAT, WIDTH))));
+        }
+        SDVariable logits = sd.nn.linear("logits", x, sd.var("wo", randn(r, 0.05, WIDTH, CLASSES)),
+                sd.var("bo", Nd4j.zeros(DataType.FLOAT, CLASSES)));
+        sd.loss.softmaxCrossEntropy("loss", label, logits, null);
+        sd.setTrainingConfig(TrainingConfig.builder().updater(new Adam(1e-3)).dataSetFeatureMapping("in")
+                .dataSetLabelMapping("label").build());
+        return sd;
+    }
+
+    private static INDArray randn(Random r, double scale, long... shape) {
+        float[] d = new float[(int) Arrays.stream(shape).reduce(1, (a, b) -> a * b)];
+        for (int i = 0; i < d.length; i++) {
+            d[i] = (float) (r.nextGaussian() * scale);
+        }
+        return Nd4j.create(d, shape, 'c');
+    }
+
+    static Map<String, INDArray> batch(int n, long seed) {
+        Random r = new Random(seed);
+        INDArray y = Nd4j.zeros(DataType.FLOAT, n, CLASSES);
+        for (int i = 0; i < n; i++) {
+            y.putScalar(i, r.nextInt(CLASSES), 1.0);
+        }
+        return Map.of("in", randn(r, 1.0, n, WIDTH), "label", y);
+    }
+
+    /** Median bubble and the peak activation bytes of {@code steps} timed steps after a warm-up. */
+    private record PipelineRun(double bubble, double theory, long peakBytes) {
+    }
+
+    private static PipelineRun pipeline(SameDiffPipeline.Schedule schedule, int batch, int warmup, int steps) {
+        try (SameDiffPipeline p = SameDiffPipeline.launch(new SameDiffPipeline.Context().sameDiff(model(7))
+                .stages(STAGES).microBatches(MICRO).schedule(schedule).sample(batch(4, 1)))) {
+            for (int s = 0; s < warmup; s++) {
+                p.step(batch(batch, 100 + s));
+            }
+            double[] bubbles = new double[steps];
+            long peak = 0;
+            for (int s = 0; s < steps; s++) {
+                p.step(batch(batch, 200 + s));
+                bubbles[s] = p.lastStep().bubbleFraction();
+                peak = Math.max(peak, p.lastStep().peakActivationBytes());
+            }
+            Arrays.sort(bubbles);
+            return new PipelineRun(bubbles[steps / 2], p.lastStep().theoreticalBubble(), peak);
+        }
+    }
+
+    private static double dataParallel(int workers, int batch, int warmup, int steps) {
+        try (SameDiffDataParallel dp = SameDiffDataParallel.launch(new SameDiffDataParallel.Context().sameDiff(model(7))
+                .workers(workers))) {
+            for (int s = 0; s < warmup; s++) {
+                dp.step(batch(batch, 100 + s));
+            }
+            List<Map<String, INDArray>> data = new ArrayList<>();
+            for (int s = 0; s < steps; s++) {
+                data.add(batch(batch, 200 + s));
+            }
+            long start = System.nanoTime();
+            data.forEach(dp::step);
+            return (double) batch * steps / ((System.nanoTime() - start) / 1e9);
+        }
+    }
+
+    @Override
+    public List<BenchResult> run(BenchOptions options, Consumer<BenchResult> progress) {
+        NativeThreads.oneThreadPerWorker();
+        boolean quick = options.quick();
+        int batch = quick ? 256 : 512;
+        int warmup = quick ? 2 : 4;
+        int steps = quick ? 4 : 12;
+        List<BenchResult> results = new ArrayList<>();
+
+        PipelineRun gpipe = pipeline(SameDiffPipeline.Schedule.GPIPE, batch, warmup, steps);
+        PipelineRun f1b = pipeline(SameDiffPipeline.Schedule.ONE_F_ONE_B, batch, warmup, steps);
+        add(results, progress, BenchResult.lowerIsBetter("pipeline_gpipe_s2_m8", "bubble_fraction", "fraction",
+                gpipe.bubble(), "theoretical (S-1)/(M+S-1)", gpipe.theory()));
+        add(results, progress, BenchResult.lowerIsBetter("pipeline_1f1b_s2_m8", "bubble_fraction", "fraction",
+                f1b.bubble(), "theoretical (S-1)/(M+S-1)", f1b.theory()));
+        add(results, progress, BenchResult.lowerIsBetter("pipeline_1f1b_peak_activations", "peak_activation_bytes", "bytes",
+                f1b.peakBytes(), "GPipe, same batch", gpipe.peakBytes()));
+
+        double one = dataParallel(1, batch, warmup, steps);
+        double two = dataParallel(2, batch, warmup, steps);
+        add(results, progress, BenchResult.higherIsBetter("dp_samediff_2w", "samples_per_s", "samples/s", two,
+                "same graph, 1 worker", one));
+        return results;
+    }
+
+    private static void add(List<BenchResult> results, Consumer<BenchResult> progress, BenchResult r) {
+        results.add(r);
+        progress.accept(r);
+    }
+}

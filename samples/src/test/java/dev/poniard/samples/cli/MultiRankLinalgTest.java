@@ -1,0 +1,64 @@
+package dev.poniard.samples.cli;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import dev.poniard.samples.linalg.LinalgRank;
+import dev.poniard.scheduler.comm.launch.Launcher;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.List;
+import java.util.Queue;
+import java.util.concurrent.ConcurrentLinkedQueue;
+import java.util.concurrent.TimeUnit;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.Timeout;
+import org.junit.jupiter.api.io.TempDir;
+
+/** {@code ./poniard linalg ... --ranks 2} and the two-process bench rank program, as real rank processes. */
+@Timeout(value = 180, unit = TimeUnit.SECONDS, threadMode = Timeout.ThreadMode.SEPARATE_THREAD)
+class MultiRankLinalgTest {
+    @Test
+    void shouldFactorCholeskyOverTwoRankProcessesAndWriteATimelinePerRank(@TempDir Path dir) throws Exception {
+        Path trace = dir.resolve("chol.json");
+        CliRun run = CliRun.of("linalg", "cholesky", "--n", "300", "--tile", "64", "--ranks", "2", "--trace", trace.toString());
+        assertEquals(0, run.code(), run.out() + run.err());
+        Matcher m = Pattern.compile("\\[rank 0\\] cholesky n=300 tile=64 ranks=2 .* scaled residual (\\S+)").matcher(run.out());
+        assertTrue(m.find(), run.out());
+        assertTrue(Double.parseDouble(m.group(1)) < 10, m.group());
+        for (int r = 0; r < 2; r++) {
+            Path file = LinalgCommand.perRank(trace, r);
+            assertTrue(Files.size(file) > 0, "no trace for rank " + r);
+            assertTrue(Files.readString(file).contains("potrf_f64_64"), "rank " + r + "'s trace has no potrf task");
+        }
+    }
+
+    @Test
+    void shouldRefuseLuAcrossRanks() {
+        CliRun run = CliRun.of("linalg", "lu", "--n", "100", "--ranks", "2");
+        assertTrue(run.code() != 0, run.out());
+        assertTrue(run.err().contains("one process only"), run.err());
+    }
+
+    @Test
+    void shouldReportEveryTwoProcessBenchCaseWithACheckedResidual() {
+        Queue<String> lines = new ConcurrentLinkedQueue<>();
+        Launcher.Context ctx = new Launcher.Context().ranks(2)
+                .command(Launcher.javaCommand(LinalgRank.class.getName(), List.of("256", "64", "1")))
+                .output(lines::add);
+        try (Launcher l = Launcher.launch(ctx)) {
+            assertEquals(0, l.waitFor(), String.join("\n", lines));
+        }
+        for (String name : List.of("gemm_4096_f64_2proc", "cholesky_4096_f64_2proc", "gemm_4096_f64_2proc_p2p",
+                "gemm_4096_f64_2proc_collective")) {
+            String line = lines.stream().filter(s -> s.startsWith("[rank 0] LINALG|" + name + "|")).findFirst()
+                    .orElseThrow(() -> new AssertionError("no result for " + name + " in:\n" + String.join("\n", lines)));
+            String[] f = line.substring(line.indexOf('|') + 1).split("\\|");
+            assertTrue(Double.parseDouble(f[1]) > 0, line);
+            assertEquals("64", f[2], line);
+            assertTrue(Double.parseDouble(f[3]) < 10, line);
+        }
+    }
+}
