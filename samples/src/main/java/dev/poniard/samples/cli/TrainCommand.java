@@ -144,11 +144,9 @@ public final class TrainCommand implements Callable<Integer> {
         boolean lead = rank == 0;
         PrintWriter out = spec.commandLine().getOut();
         TrainingSample.Data data = s.load(trainSize, testSize, dataDir == null ? TrainingSample.FASHION_DIR : dataDir);
-        int trainN = data.train().numExamples();
-        int global = batch * workers * ranks;
         if (lead) {
             out.printf(Locale.ROOT, "train %s: %d training / %d test images, %s%d workers x %d examples per step, %d epochs,"
-                    + " seed %d%n", s.cliName(), trainN, data.test().numExamples(), ranks > 1 ? ranks + " ranks x " : "",
+                    + " seed %d%n", s.cliName(), data.train().numExamples(), data.test().numExamples(), ranks > 1 ? ranks + " ranks x " : "",
                     workers, batch, nEpochs, seed);
             out.flush();
         }
@@ -191,13 +189,11 @@ public final class TrainCommand implements Callable<Integer> {
         Evaluation eval = null;
         try (ParallelTrainer trainer = ParallelTrainer.launch(ctx)) {
             if (resume) {
-                Optional<Checkpoints.Info> info = checkpoints.restoreLatest(trainer);
-                if (!lead) {
-                    // every rank restores the same checkpoint; rank 0 says so
-                } else if (info.isPresent()) {
+                Optional<Checkpoints.Info> info = checkpoints.restoreLatest(trainer); // every rank; rank 0 says so
+                if (lead && info.isPresent()) {
                     out.printf(Locale.ROOT, "resumed from %s: epoch %d, step %d of the epoch, iteration %d%n",
                             info.get().file(), info.get().epoch() + 1, info.get().stepInEpoch(), info.get().iteration());
-                } else {
+                } else if (lead) {
                     out.println("no checkpoint in " + checkpoint + " yet: starting from the beginning");
                 }
                 out.flush();
