@@ -467,26 +467,51 @@ public final class Simulator {
             if (!Double.isNaN(at[d])) {
                 return at[d];
             }
-            // copy from whichever holder gets it here first: a copy already in d's node beats the NIC
             long bytes = dag.get(in).outputBytes;
-            int from = src;
-            double ready = now;
-            double best = estimateArrival(src, d, bytes, now);
-            for (int h = 0; h < devices; h++) {
-                if (!Double.isNaN(at[h]) && h != d) {
-                    double r = Math.max(now, at[h]);
-                    double e = estimateArrival(h, d, bytes, r);
-                    if (e < best) {
-                        best = e;
-                        from = h;
-                        ready = r;
-                    }
-                }
-            }
+            int from = nearestHolder(in, d);
+            double ready = from == src ? now : Math.max(now, at[from]);
             double done = transfer(from, d, bytes, ready);
             at[d] = done;
             allocate(d, bytes);
             return done;
+        }
+
+        /**
+         * The holder of task {@code in}'s output (its producer, or a device it is copied or being copied to) that
+         * gets it to device {@code d} first: a copy already in d's node beats the NIC.
+         */
+        private int nearestHolder(int in, int d) {
+            int src = location[in];
+            double[] at = copyAt[in];
+            long bytes = dag.get(in).outputBytes;
+            int from = src;
+            double best = estimateArrival(src, d, bytes, now);
+            if (at != null) {
+                for (int h = 0; h < devices; h++) {
+                    if (!Double.isNaN(at[h]) && h != d) {
+                        double e = estimateArrival(h, d, bytes, Math.max(now, at[h]));
+                        if (e < best) {
+                            best = e;
+                            from = h;
+                        }
+                    }
+                }
+            }
+            return from;
+        }
+
+        /** When task {@code in}'s output would be on device {@code d}, without moving anything. */
+        private double arrivalEstimate(int in, int d) {
+            int src = location[in];
+            if (src < 0 || src == d) {
+                return now;
+            }
+            double[] at = copyAt[in];
+            if (at != null && !Double.isNaN(at[d])) {
+                return at[d];
+            }
+            int from = nearestHolder(in, d);
+            return estimateArrival(from, d, dag.get(in).outputBytes, from == src ? now : Math.max(now, at[from]));
         }
 
         private double estimateArrival(int from, int to, long bytes, double ready) {
@@ -650,19 +675,14 @@ public final class Simulator {
         @Override
         public long estimatedFinishNs(PlacementPolicy.ReadyTask task, int index) {
             SimDag.Task t = (SimDag.Task) task;
-            double f = queues.get(index).queuedWorkNs() + Math.max(0, busyUntil[index] - now) + t.estimateNs;
+            // Inputs are prefetched from placement on, so their transfers overlap the wait in the queue: the task
+            // starts when both the device and its last input are there. Transfers come from the nearest holder
+            // (a copy in flight to a node-mate beats the NIC), as fetch will move them.
+            double start = now + queues.get(index).queuedWorkNs() + Math.max(0, busyUntil[index] - now);
             for (int in : t.inputs) {
-                int src = location[in];
-                if (src >= 0 && src != index && (copyAt[in] == null || Double.isNaN(copyAt[in][index]))) {
-                    f += cluster.link(src, index).timeNs(dag.get(in).outputBytes);
-                    int sn = cluster.nodeOf(src), dn = cluster.nodeOf(index);
-                    if (sn != dn) {
-                        // the NICs are shared: queued transfers delay this one
-                        f += Math.max(0, Math.max(nicFree[sn], nicFree[dn]) - now);
-                    }
-                }
+                start = Math.max(start, arrivalEstimate(in, index));
             }
-            return (long) f;
+            return (long) (start - now + t.estimateNs);
         }
     }
 }

@@ -66,6 +66,21 @@ class SimulatorTest {
     }
 
     @Test
+    void shouldOverlapAPrefetchedInputWithTheWaitInTheQueue() {
+        // c is ready at 0; device 0 is busy until 120 us, device 1 until 100 us and c's 40 kB input reaches
+        // device 1 at 10 + 40 = 50 us, while c waits there anyway: on device 1 c ends at 110 us, on device 0 at 130
+        // (charging the transfer on top of the wait would wrongly say 160 us and pick device 0).
+        SimDag dag = new SimDag();
+        int data = dag.task("data", 0, 40_000, 10, Scope.processors(0));
+        dag.task("b0", 120 * US, 0, 0, Scope.processors(0));
+        dag.task("b1", 100 * US, 0, 0, Scope.processors(1));
+        dag.task("c", 10 * US, 0, data);
+        SimResult r = run(twoNodes(), PlacementPolicy.eft(), dag);
+        assertEquals(120 * US, r.makespanNs(), 1e-6);
+        assertEquals(40_000, r.interNodeBytes());
+    }
+
+    @Test
     void shouldScheduleLongestTasksFirstOnKnownDags() {
         // three independent tasks 30, 20, 10 on two devices: critical-path ranks give LPT, makespan 30
         SimDag dag = new SimDag();
