@@ -1,0 +1,69 @@
+package dev.poniard.bridge;
+
+import java.util.HashMap;
+import java.util.List;
+import java.util.Map;
+import org.nd4j.autodiff.samediff.SameDiff;
+import org.nd4j.autodiff.samediff.TrainingConfig;
+import org.nd4j.linalg.api.ndarray.INDArray;
+import org.nd4j.linalg.factory.Nd4j;
+import org.nd4j.linalg.learning.GradientUpdater;
+import org.nd4j.linalg.learning.config.IUpdater;
+import org.nd4j.linalg.learning.regularization.Regularization;
+
+/**
+ * Applies a combined gradient to parameters exactly as SameDiff's own training does after each gradient (its
+ * {@code TrainingSession}): regularization before the updater, the per-parameter {@link GradientUpdater}, regularization
+ * after it, then {@code param -= update} ({@code +=} when the training config maximises). One {@link GradientUpdater}
+ * per parameter, created and initialised as SameDiff's {@code initializeTraining} does, from
+ * {@code getTrainingConfig().getUpdater()}.
+ *
+ * <p>Instances for disjoint parameter sets may be used from different threads; one parameter's updater must only be
+ * used by one thread at a time.
+ */
+final class ParameterUpdater {
+    private final Map<String, GradientUpdater<?>> updaters = new HashMap<>();
+
+    /** Creates updater state for {@code params}, shaped like their arrays in {@code sd}. */
+    ParameterUpdater(SameDiff sd, List<String> params) {
+        IUpdater updater = sd.getTrainingConfig().getUpdater();
+        for (String name : params) {
+            INDArray arr = sd.getArrForVarName(name);
+            long stateSize = updater.stateSize(arr.length());
+            INDArray view = stateSize == 0 ? null : Nd4j.createUninitialized(arr.dataType(), 1, stateSize);
+            GradientUpdater<?> gu = updater.instantiate(view, false);
+            gu.setStateViewArray(view, arr.shape(), arr.ordering(), true);
+            updaters.put(name, gu);
+        }
+    }
+
+    /**
+     * Updates {@code param} in place with {@code grad} (which is overwritten by the update) at the given iteration and
+     * epoch of {@code tc}.
+     */
+    void apply(String name, INDArray param, INDArray grad, TrainingConfig tc, int iteration, int epoch) {
+        IUpdater config = tc.getUpdater();
+        List<Regularization> regs = tc.getRegularization() == null ? List.of() : tc.getRegularization();
+        double lr = config.hasLearningRate() ? config.getLearningRate(iteration, epoch) : 1.0;
+        for (Regularization r : regs) {
+            if (r.applyStep() == Regularization.ApplyStep.BEFORE_UPDATER) {
+                r.apply(param, grad, lr, iteration, epoch);
+            }
+        }
+        GradientUpdater<?> u = updaters.get(name);
+        if (u == null) {
+            throw new IllegalArgumentException("no updater state for parameter '" + name + "'");
+        }
+        u.applyUpdater(grad, iteration, epoch);
+        for (Regularization r : regs) {
+            if (r.applyStep() == Regularization.ApplyStep.POST_UPDATER) {
+                r.apply(param, grad, lr, iteration, epoch);
+            }
+        }
+        if (tc.isMinimize()) {
+            param.subi(grad);
+        } else {
+            param.addi(grad);
+        }
+    }
+}

@@ -1,0 +1,233 @@
+package dev.poniard.bridge;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import dev.poniard.bridge.SameDiffPipeline.Schedule;
+import java.util.ArrayList;
+import java.util.HashSet;
+import java.util.List;
+import java.util.Map;
+import java.util.Set;
+import java.util.concurrent.TimeUnit;
+import java.util.stream.Stream;
+import org.junit.jupiter.api.Tag;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.Timeout;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.Arguments;
+import org.junit.jupiter.params.provider.MethodSource;
+import org.nd4j.autodiff.samediff.SameDiff;
+import org.nd4j.linalg.api.ndarray.INDArray;
+import org.nd4j.linalg.dataset.DataSet;
+import org.nd4j.linalg.learning.config.Adam;
+import org.nd4j.linalg.learning.config.Sgd;
+
+@Timeout(value = 120, unit = TimeUnit.SECONDS, threadMode = Timeout.ThreadMode.SEPARATE_THREAD)
+class SameDiffPipelineTest {
+    static Stream<Arguments> adamCases() {
+        return cases("adam");
+    }
+
+    static Stream<Arguments> sgdCases() {
+        return cases("sgd");
+    }
+
+    static Stream<Arguments> cases(String updater) {
+        List<Arguments> a = new ArrayList<>();
+        for (Models.Factory m : Models.all()) {
+            for (Schedule s : Schedule.values()) {
+                a.add(Arguments.of(m, s, updater));
+            }
+        }
+        return a.stream();
+    }
+
+    static SameDiffPipeline launch(SameDiff sd, Models.Factory m, int stages, int micro, Schedule schedule) {
+        return SameDiffPipeline.launch(new SameDiffPipeline.Context().sameDiff(sd).stages(stages).microBatches(micro)
+                .schedule(schedule).sample(m.batch().apply(2, 1L)));
+    }
+
+    /** SGD variants of {@link #shouldEqualFullBatchFitAfterTenSteps} (slow: 6 more 10-step runs). */
+    @Tag("slow")
+    @ParameterizedTest(name = "{0} {1} {2}")
+    @MethodSource("sgdCases")
+    void shouldEqualFullBatchFitAfterTenStepsWithSgd(Models.Factory m, Schedule schedule, String updater) {
+        shouldEqualFullBatchFitAfterTenSteps(m, schedule, updater);
+    }
+
+    /** 10 steps of 10 examples in 4 micro-batches (3, 3, 2, 2) over 2 stages equal 10 full-batch fits. */
+    @ParameterizedTest(name = "{0} {1} {2}")
+    @MethodSource("adamCases")
+    void shouldEqualFullBatchFitAfterTenSteps(Models.Factory m, Schedule schedule, String updater) {
+        List<Map<String, INDArray>> batches = SameDiffDataParallelTest.batches(m, 10);
+        SameDiff reference = m.build().apply(SameDiffDataParallelTest.updater(updater));
+        SameDiff trained = m.build().apply(SameDiffDataParallelTest.updater(updater));
+        List<Double> expectedLosses = new ArrayList<>();
+        for (Map<String, INDArray> b : batches) {
+            expectedLosses.add(reference.output(b, "loss").get("loss").getDouble(0));
+            reference.fit(new DataSet(b.get("in"), b.get("label")));
+        }
+        try (SameDiffPipeline p = launch(trained, m, 2, 4, schedule)) {
+            assertEquals(2, p.stages().size());
+            for (int s = 0; s < SameDiffDataParallelTest.STEPS; s++) {
+                double loss = p.step(batches.get(s));
+                assertEquals(expectedLosses.get(s), loss, 1e-9 * Math.abs(expectedLosses.get(s)), "loss of step " + s);
+            }
+            List<String> params = new ArrayList<>();
+            trained.variables().stream().filter(v -> v.getVariableType() == org.nd4j.autodiff.samediff.VariableType.VARIABLE)
+                    .forEach(v -> params.add(v.name()));
+            SameDiffDataParallelTest.assertSameParameters(reference, trained, params, SameDiffDataParallelTest.REL);
+            assertEquals(SameDiffDataParallelTest.STEPS, trained.getTrainingConfig().getIterationCount());
+        }
+    }
+
+    @ParameterizedTest(name = "{0}")
+    @MethodSource("dev.poniard.bridge.SameDiffDagTest#models")
+    void shouldEqualFullBatchFitWithThreeStages(Models.Factory m) {
+        List<Map<String, INDArray>> batches = SameDiffDataParallelTest.batches(m, 12);
+        SameDiff reference = m.build().apply(new Adam(1e-2));
+        SameDiffDataParallelTest.fitReference(reference, batches);
+        SameDiff trained = m.build().apply(new Adam(1e-2));
+        try (SameDiffPipeline p = launch(trained, m, 3, 3, Schedule.ONE_F_ONE_B)) {
+            batches.forEach(p::step);
+        }
+        List<String> params = new ArrayList<>();
+        trained.variables().stream().filter(v -> v.getVariableType() == org.nd4j.autodiff.samediff.VariableType.VARIABLE)
+                .forEach(v -> params.add(v.name()));
+        SameDiffDataParallelTest.assertSameParameters(reference, trained, params, SameDiffDataParallelTest.REL);
+    }
+
+    @Test
+    void shouldEqualFullBatchFitForASummedLossWithRegularization() {
+        List<Map<String, INDArray>> batches = new ArrayList<>();
+        for (int s = 0; s < SameDiffDataParallelTest.STEPS; s++) {
+            batches.add(Models.regressionBatch(10, 300L + s));
+        }
+        SameDiff reference = Models.summedRegularized(new Adam(1e-2));
+        SameDiffDataParallelTest.fitReference(reference, batches);
+        SameDiff trained = Models.summedRegularized(new Adam(1e-2));
+        try (SameDiffPipeline p = SameDiffPipeline.launch(new SameDiffPipeline.Context().sameDiff(trained).stages(2)
+                .microBatches(4).schedule(Schedule.GPIPE).lossReduction(LossReduction.SUM)
+                .sample(Models.regressionBatch(2, 1L)))) {
+            batches.forEach(p::step);
+        }
+        SameDiffDataParallelTest.assertSameParameters(reference, trained,
+                new ArrayList<>(SameDiffDag.gradientNames(reference).keySet()), SameDiffDataParallelTest.REL);
+    }
+
+    @Test
+    void shouldOrderGpipeAndOneForwardOneBackwardAsPublished() {
+        // GPipe: all forwards, then backwards in reverse.
+        assertEquals("F0 F1 F2 B2 B1 B0", text(SameDiffPipeline.order(Schedule.GPIPE, 0, 2, 3)));
+        // 1F1B, 3 stages, 4 micro-batches: stage 0 warms up with 2 forwards, the last stage with none.
+        assertEquals("F0 F1 F2 B0 F3 B1 B2 B3", text(SameDiffPipeline.order(Schedule.ONE_F_ONE_B, 0, 3, 4)));
+        assertEquals("F0 F1 B0 F2 B1 F3 B2 B3", text(SameDiffPipeline.order(Schedule.ONE_F_ONE_B, 1, 3, 4)));
+        assertEquals("F0 B0 F1 B1 F2 B2 F3 B3", text(SameDiffPipeline.order(Schedule.ONE_F_ONE_B, 2, 3, 4)));
+        // Fewer micro-batches than warm-up slots.
+        assertEquals("F0 B0", text(SameDiffPipeline.order(Schedule.ONE_F_ONE_B, 0, 4, 1)));
+    }
+
+    static String text(List<int[]> order) {
+        StringBuilder b = new StringBuilder();
+        for (int[] o : order) {
+            b.append(b.length() == 0 ? "" : " ").append(o[0] == 1 ? "F" : "B").append(o[1]);
+        }
+        return b.toString();
+    }
+
+    /** With S = 2 and M = 8 equal micro-batches, GPipe keeps 8 micro-batches' boundary activations, 1F1B 2. */
+    @Test
+    void shouldHoldAtMostSMicroBatchesOfActivationsWithOneForwardOneBackward() {
+        Models.Factory m = Models.all()[2];
+        Map<String, INDArray> batch = m.batch().apply(16, 3L);
+        long[] peak = new long[2];
+        double[] bubble = new double[2];
+        for (Schedule s : Schedule.values()) {
+            try (SameDiffPipeline p = launch(m.build().apply(new Sgd(0.1)), m, 2, 8, s)) {
+                p.step(batch);
+                SameDiffPipeline.StepStats st = p.lastStep();
+                peak[s.ordinal()] = st.peakActivationBytes();
+                bubble[s.ordinal()] = st.bubbleFraction();
+                assertEquals(1.0 / 9.0, st.theoreticalBubble(), 1e-12);
+                assertEquals(8, st.microBatches());
+                assertTrue(st.bubbleFraction() >= 0 && st.bubbleFraction() < 1, "bubble " + st.bubbleFraction());
+                assertTrue(st.makespanNs() > 0);
+            }
+        }
+        assertTrue(peak[0] > 0, "GPipe kept no activations");
+        assertEquals(4.0, peak[0] / (double) peak[1], 1e-12, "GPipe " + peak[0] + " B vs 1F1B " + peak[1] + " B");
+        System.out.println("bubble GPipe " + bubble[0] + ", 1F1B " + bubble[1] + "; peak " + peak[0] + " vs " + peak[1]);
+    }
+
+    @Test
+    void shouldUseOneMicroBatchPerExampleWhenTheBatchIsSmallerThanM() {
+        Models.Factory m = Models.all()[2];      // the transformer: SameDiff M2.1 handles its one-example batches
+        List<Map<String, INDArray>> batches = List.of(m.batch().apply(3, 31L), m.batch().apply(3, 32L));
+        SameDiff reference = m.build().apply(new Adam(1e-2));
+        SameDiffDataParallelTest.fitReference(reference, batches);
+        SameDiff trained = m.build().apply(new Adam(1e-2));
+        try (SameDiffPipeline p = launch(trained, m, 2, 8, Schedule.ONE_F_ONE_B)) {
+            batches.forEach(p::step);
+            assertEquals(3, p.lastStep().microBatches());
+            assertEquals(1.0 / 4.0, p.lastStep().theoreticalBubble(), 1e-12);
+        }
+        SameDiffDataParallelTest.assertSameParameters(reference, trained,
+                new ArrayList<>(SameDiffDag.gradientNames(reference).keySet()), SameDiffDataParallelTest.REL);
+    }
+
+    @Test
+    void shouldRunEveryStageOnItsOwnProcessor() {
+        Models.Factory m = Models.all()[0];
+        try (SameDiffPipeline p = SameDiffPipeline.launch(new SameDiffPipeline.Context().sameDiff(m.build().apply(new Sgd(0.1)))
+                .stages(2).microBatches(4).sample(m.batch().apply(2, 1L)).trace(true))) {
+            p.step(m.batch().apply(8, 2L));
+            Set<String> seen = new HashSet<>();
+            p.scheduler().trace().records().forEach(r -> {
+                String name = r.name();
+                if (name.startsWith("F s") || name.startsWith("B s")) {
+                    int stage = name.charAt(3) - '0';
+                    assertEquals(stage, r.processor(), name + " ran on processor " + r.processor());
+                    seen.add(name.substring(0, name.indexOf('#')));
+                }
+            });
+            assertEquals(2 * 2 * 4, seen.size(), "one forward and one backward per stage and micro-batch: " + seen);
+        }
+    }
+
+    @Test
+    void shouldRefuseAWeightTiedAcrossStagesNamingIt() {
+        SameDiff sd = SameDiff.create();
+        java.util.Random r = new java.util.Random(4);
+        org.nd4j.autodiff.samediff.SDVariable in = sd.placeHolder("in", Models.DT, -1, 6);
+        org.nd4j.autodiff.samediff.SDVariable w = sd.var("tied", Models.randn(r, 0.3, 6, 6));
+        org.nd4j.autodiff.samediff.SDVariable h = sd.nn.tanh("h", sd.mmul("z", in, w));
+        org.nd4j.autodiff.samediff.SDVariable h2 = sd.nn.tanh("h2", sd.mmul("z2", h, sd.var("mid", Models.randn(r, 0.3, 6, 6))));
+        org.nd4j.autodiff.samediff.SDVariable out = sd.mmul("out", h2, w, false, true, false);   // the same weight, transposed
+        sd.loss.meanSquaredError("loss", sd.placeHolder("label", Models.DT, -1, 6), out, null);
+        sd.setTrainingConfig(org.nd4j.autodiff.samediff.TrainingConfig.builder().updater(new Sgd(0.1))
+                .dataSetFeatureMapping("in").dataSetLabelMapping("label").build());
+        Map<String, INDArray> sample = Map.of("in", Models.randn(r, 1, 2, 6), "label", Models.randn(r, 1, 2, 6));
+        UnsupportedGraphException e = assertThrows(UnsupportedGraphException.class, () -> SameDiffPipeline.launch(
+                new SameDiffPipeline.Context().sameDiff(sd).stages(2).sample(sample)));
+        assertTrue(e.getMessage().contains("'tied'") && e.getMessage().contains("weight tying"), e.getMessage());
+    }
+
+    @Test
+    void shouldRejectBadConfigurationNamingTheValue() {
+        Models.Factory m = Models.all()[0];
+        SameDiff sd = m.build().apply(new Sgd(0.1));
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> SameDiffPipeline.launch(
+                new SameDiffPipeline.Context().sameDiff(sd).stages(0).sample(m.batch().apply(2, 1L))));
+        assertTrue(e.getMessage().contains("stages must be >= 1, got 0"), e.getMessage());
+        e = assertThrows(IllegalArgumentException.class, () -> SameDiffPipeline.launch(
+                new SameDiffPipeline.Context().sameDiff(sd).microBatches(-1).sample(m.batch().apply(2, 1L))));
+        assertTrue(e.getMessage().contains("microBatches must be >= 1, got -1"), e.getMessage());
+        e = assertThrows(IllegalArgumentException.class, () -> SameDiffPipeline.launch(new SameDiffPipeline.Context().sameDiff(sd)));
+        assertTrue(e.getMessage().contains("sample must be set"), e.getMessage());
+        e = assertThrows(IllegalArgumentException.class, () -> SameDiffPipeline.launch(
+                new SameDiffPipeline.Context().sameDiff(sd).stages(1000).sample(m.batch().apply(2, 1L))));
+        assertTrue(e.getMessage().contains("stages must be between 1 and the number of ops"), e.getMessage());
+    }
+}
