@@ -43,6 +43,11 @@ public final class CommGradientAllReduce implements GradientAllReduce {
         this.compression = Objects.requireNonNull(compression, "compression");
     }
 
+    /** How gradients travel between ranks. */
+    public GradientCompression compression() {
+        return compression;
+    }
+
     @Override
     public int rank() {
         return comm.rank();

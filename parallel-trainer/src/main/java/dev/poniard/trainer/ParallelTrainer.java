@@ -12,6 +12,7 @@ import java.util.Objects;
 import java.util.function.IntFunction;
 import org.deeplearning4j.nn.api.Model;
 import org.deeplearning4j.optimize.api.TrainingListener;
+import org.nd4j.autodiff.samediff.SameDiff;
 import org.nd4j.evaluation.classification.Evaluation;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.dataset.DataSet;
@@ -21,7 +22,8 @@ import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 /**
- * Synchronous data-parallel training of a DL4J {@code MultiLayerNetwork} or {@code ComputationGraph} on in-process
+ * Synchronous data-parallel training of a DL4J {@code MultiLayerNetwork} or {@code ComputationGraph} (or, through
+ * the bridge, a {@code SameDiff} graph: {@link Context#sameDiff}) on in-process
  * replicas, run as tasks on the Poniard scheduler. After every step all replicas hold the parameters that
  * {@code model.fit} would have produced on the whole global batch.
  *
@@ -62,6 +64,8 @@ public final class ParallelTrainer implements AutoCloseable {
      */
     public static final class Context {
         private Model model;
+        private SameDiff sameDiff;
+        private String sameDiffOutput;
         private int workers = Integer.getInteger("poniard.trainer.workers", 2);
         private int batchSizePerWorker = Integer.getInteger("poniard.trainer.batchPerWorker", 0);
         private long seed = Long.getLong("poniard.trainer.seed", 0L);
@@ -80,6 +84,30 @@ public final class ParallelTrainer implements AutoCloseable {
         /** The model to train (initialised); it becomes replica 0 and is trained in place. */
         public Context model(Model value) {
             model = value;
+            return this;
+        }
+
+        public SameDiff sameDiff() {
+            return sameDiff;
+        }
+
+        /**
+         * A SameDiff graph to train instead of a DL4J model (through the bridge's {@code SameDiffDataParallel}): it
+         * needs a training config (updater, feature and label mappings) and loss variables, becomes replica 0 and is
+         * trained in place. DL4J listeners and checkpoints do not apply to it; its progress counts this rank's examples.
+         */
+        public Context sameDiff(SameDiff value) {
+            sameDiff = value;
+            return this;
+        }
+
+        public String sameDiffOutput() {
+            return sameDiffOutput;
+        }
+
+        /** The SameDiff variable holding the class probabilities, for {@link ParallelTrainer#evaluate}. */
+        public Context sameDiffOutput(String value) {
+            sameDiffOutput = value;
             return this;
         }
 
@@ -190,11 +218,27 @@ public final class ParallelTrainer implements AutoCloseable {
 
         /** Validates the context, naming the bad value. */
         public Context conclude() {
-            if (model == null) {
-                throw new IllegalArgumentException("model must be set: new ParallelTrainer.Context().model(net)");
+            if ((model == null) == (sameDiff == null)) {
+                throw new IllegalArgumentException(model == null
+                        ? "model must be set: new ParallelTrainer.Context().model(net), or .sameDiff(sd) for a SameDiff graph"
+                        : "set either a DL4J model or a SameDiff graph, not both");
             }
-            if (model.params() == null) {
+            if (model != null && model.params() == null) {
                 throw new IllegalArgumentException("the model has no parameters yet: call model.init() before training");
+            }
+            if (sameDiff != null && sameDiff.getTrainingConfig() == null) {
+                throw new IllegalArgumentException("the SameDiff graph has no training config: call"
+                        + " sd.setTrainingConfig(TrainingConfig.builder().updater(...).dataSetFeatureMapping(...)"
+                        + ".dataSetLabelMapping(...).build())");
+            }
+            if (sameDiff != null && checkpoints != null) {
+                throw new IllegalArgumentException("checkpoints support MultiLayerNetwork and ComputationGraph; save a"
+                        + " SameDiff graph with sd.save(file, true) instead");
+            }
+            if (sameDiff != null && allReduce instanceof CommGradientAllReduce c
+                    && !(c.compression() instanceof GradientCompression.None)) {
+                throw new IllegalArgumentException("gradient compression (" + c.compression() + ") is for DL4J models;"
+                        + " a SameDiff graph's ranks exchange exact sums (GradientCompression.none())");
             }
             if (workers < 1) {
                 throw new IllegalArgumentException("workers must be >= 1, got " + workers);
@@ -225,6 +269,8 @@ public final class ParallelTrainer implements AutoCloseable {
     private static final TaskOptions UPDATE = TaskOptions.named("update").priority(2).scope(Scope.processors(0));
 
     private final Context ctx;
+    /** Non-null when training a SameDiff graph; the DL4J replica machinery is then unused. */
+    private final SameDiffRun sameDiffRun;
     private final Scheduler scheduler;
     private final List<ModelReplica> replicas = new ArrayList<>();
     private final TaskOptions[] gradOptions;
@@ -242,6 +288,15 @@ public final class ParallelTrainer implements AutoCloseable {
     private ParallelTrainer(Context ctx) {
         this.ctx = ctx;
         NativeMath.oneThreadPerWorker();
+        if (ctx.sameDiff() != null) {
+            sameDiffRun = new SameDiffRun(ctx);
+            scheduler = sameDiffRun.scheduler();
+            gradOptions = evalOptions = new TaskOptions[0];
+            seeded = new boolean[0];
+            reduction = null;
+            return;
+        }
+        sameDiffRun = null;
         ModelReplica primary = ModelReplica.of(ctx.model());
         replicas.add(primary);
         for (int i = 1; i < ctx.workers(); i++) {
@@ -279,12 +334,20 @@ public final class ParallelTrainer implements AutoCloseable {
         return scheduler;
     }
 
-    /** The model being trained (replica 0, the caller's model). */
+    /** The model being trained (replica 0, the caller's model); null when training a SameDiff graph. */
     public Model model() {
-        return replicas.get(0).model;
+        return ctx.model();
+    }
+
+    /** The SameDiff graph being trained, or null for a DL4J model. */
+    public SameDiff sameDiff() {
+        return ctx.sameDiff();
     }
 
     public Progress progress() {
+        if (sameDiffRun != null) {
+            return sameDiffRun.progress();
+        }
         ModelReplica p = replicas.get(0);
         return new Progress(p.epochCount(), stepInEpoch, steps, skipped, examples, lastLoss);
     }
@@ -316,8 +379,8 @@ public final class ParallelTrainer implements AutoCloseable {
      */
     public void fitToEpoch(IntFunction<DataSetIterator> epochData, int totalEpochs) {
         Objects.requireNonNull(epochData, "epochData");
-        while (replicas.get(0).epochCount() < totalEpochs) {
-            int e = replicas.get(0).epochCount();
+        while (progress().epoch() < totalEpochs) {
+            int e = progress().epoch();
             DataSetIterator it = Objects.requireNonNull(epochData.apply(e), "epochData returned null for epoch " + e);
             runEpoch(it, stepInEpoch);
         }
@@ -360,6 +423,10 @@ public final class ParallelTrainer implements AutoCloseable {
     }
 
     private void runEpoch(Batches batches, long skipSteps) {
+        if (sameDiffRun != null) {
+            sameDiffRun.runEpoch(batches); // no checkpoints, so never resumed mid-epoch
+            return;
+        }
         ModelReplica primary = replicas.get(0);
         int epoch = primary.epochCount();
         Collection<TrainingListener> listeners = primary.listeners();
@@ -575,6 +642,9 @@ public final class ParallelTrainer implements AutoCloseable {
     /** Classification metrics of the model on {@code iterator}'s data, computed on all replicas in parallel. */
     public Evaluation evaluate(DataSetIterator iterator) {
         ensureOpen();
+        if (sameDiffRun != null) {
+            return sameDiffRun.evaluate(iterator);
+        }
         if (!iterator.hasNext() && iterator.resetSupported()) {
             iterator.reset();
         }
@@ -665,7 +735,11 @@ public final class ParallelTrainer implements AutoCloseable {
             return;
         }
         closed = true;
-        scheduler.close();
+        if (sameDiffRun != null) {
+            sameDiffRun.close();
+        } else {
+            scheduler.close();
+        }
         for (ModelReplica r : replicas) {
             r.clearData();
         }
