@@ -5,6 +5,7 @@ import dev.poniard.linalg.DistributedMatrix;
 import dev.poniard.linalg.LuFactorization;
 import dev.poniard.linalg.QrFactorization;
 import dev.poniard.linalg.TileAlgebra;
+import dev.poniard.linalg.dist.Distribution;
 import dev.poniard.linalg.tile.TileKernels;
 import dev.poniard.samples.linalg.LinalgRank;
 import dev.poniard.samples.linalg.Residuals;
@@ -25,8 +26,9 @@ import picocli.CommandLine.Parameters;
 /**
  * {@code ./poniard linalg cholesky --n 4096 [--tile 256] [--trace FILE]}: runs one tile factorization (or
  * GEMM) as a scheduler DAG in this process and prints GFLOP/s, the scaled residual and the run summary.
- * With {@code --ranks N} (or under {@code ./poniard launch -n N -- linalg ...}) GEMM and Cholesky run SPMD
- * over N rank processes, one worker each by default, on a 2D block-cyclic grid; rank 0 prints the result
+ * With {@code --ranks N} (or under {@code ./poniard launch -n N -- linalg ...}) the operation runs SPMD
+ * over N rank processes, one worker each by default, on a 2D block-cyclic grid (1 x N for LU and QR, which
+ * factor each panel on one rank); rank 0 prints the result
  * and every rank its summary and, with {@code --trace FILE}, its own timeline {@code FILE-rankK.json}.
  */
 @Command(name = "linalg", mixinStandardHelpOptions = true,
@@ -50,8 +52,12 @@ public final class LinalgCommand implements Callable<Integer> {
     Path trace;
 
     @Option(names = "--ranks", defaultValue = "1",
-            description = "Run GEMM or Cholesky SPMD over N rank processes on this machine (default: ${DEFAULT-VALUE}).")
+            description = "Run SPMD over N rank processes on this machine (default: ${DEFAULT-VALUE}).")
     int ranks;
+
+    @Option(names = "--grid", paramLabel = "PxQ",
+            description = "Process grid of the 2D block-cyclic distribution across ranks, P x Q = ranks (default: the most square, 1xN for lu and qr).")
+    String grid;
 
     @Option(names = "--strategy", description = "How tiles move between ranks: ${COMPLETION-CANDIDATES} (default: POINT_TO_POINT).")
     TileAlgebra.Strategy strategy;
@@ -70,10 +76,6 @@ public final class LinalgCommand implements Callable<Integer> {
         }
         RankEnvironment env = RankEnvironment.detect();
         if (env.size() > 1 || ranks > 1) {
-            if (op != Op.gemm && op != Op.cholesky) {
-                throw new CommandLine.ParameterException(spec.commandLine(), op + " runs in one process only so far; "
-                        + "across ranks: gemm or cholesky (drop --ranks for " + op + ")");
-            }
             return env.size() > 1 ? spmd(out) : launchRanks(out);
         }
         TileAlgebra.Context ctx = new TileAlgebra.Context().trace(trace != null);
@@ -114,6 +116,9 @@ public final class LinalgCommand implements Callable<Integer> {
         if (workers != null) {
             args.addAll(List.of("--workers", workers.toString()));
         }
+        if (grid != null) {
+            args.addAll(List.of("--grid", grid));
+        }
         if (trace != null) {
             args.addAll(List.of("--trace", trace.toAbsolutePath().toString()));
         }
@@ -142,13 +147,14 @@ public final class LinalgCommand implements Callable<Integer> {
                 ctx.strategy(strategy);
             }
             LinalgRank.Op o = LinalgRank.Op.valueOf(op.name());
+            Distribution d = grid == null ? LinalgRank.distribution(o, comm.size()) : parseGrid(grid, comm.size());
             try (TileAlgebra la = TileAlgebra.launch(ctx)) {
-                LinalgRank.run(comm, la, o, n, tile, 1, false); // warms up the JIT, OpenBLAS and the cost model
+                LinalgRank.run(comm, la, o, n, tile, 1, false, d); // warms up the JIT, OpenBLAS and the cost model
                 la.scheduler().resetStats(); // also restarts the trace: it shows the timed run only
-                LinalgRank.Run run = LinalgRank.run(comm, la, o, n, tile, 1, true);
+                LinalgRank.Run run = LinalgRank.run(comm, la, o, n, tile, 1, true, d);
                 if (comm.rank() == 0) {
                     out.printf(Locale.ROOT, "%s n=%d tile=%d ranks=%d (%s, %s) workers/rank=%d: %.3f s, %.1f GFLOP/s, "
-                                    + "scaled residual %.3g%n", op, n, tile, comm.size(), LinalgRank.grid(comm.size()),
+                                    + "scaled residual %.3g%n", op, n, tile, comm.size(), d,
                             ctx.strategy(), la.scheduler().processorCount(), run.seconds(), run.gflops(), run.residual());
                 }
                 out.print(la.scheduler().summary());
@@ -162,6 +168,23 @@ public final class LinalgCommand implements Callable<Integer> {
                 return comm.rank() != 0 || run.residual() < 10 ? 0 : 1;
             }
         }
+    }
+
+    private Distribution parseGrid(String text, int ranks) {
+        String[] pq = text.toLowerCase(Locale.ROOT).split("x");
+        try {
+            if (pq.length == 2) {
+                int p = Integer.parseInt(pq[0].trim());
+                int q = Integer.parseInt(pq[1].trim());
+                if (p >= 1 && q >= 1 && p * q == ranks) {
+                    return Distribution.blockCyclic2d(p, q, 1, 1, 1);
+                }
+            }
+        } catch (NumberFormatException e) {
+            // reported below
+        }
+        throw new CommandLine.ParameterException(spec.commandLine(), "--grid must be PxQ with P * Q = " + ranks
+                + " ranks, got '" + text + "'");
     }
 
     /** FILE.json -> FILE-rankK.json. */

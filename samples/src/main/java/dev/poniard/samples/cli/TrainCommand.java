@@ -25,6 +25,9 @@ import me.tongfei.progressbar.ProgressBarStyle;
 import org.deeplearning4j.nn.api.Model;
 import org.deeplearning4j.nn.multilayer.MultiLayerNetwork;
 import org.deeplearning4j.optimize.api.BaseTrainingListener;
+import org.nd4j.autodiff.samediff.SDVariable;
+import org.nd4j.autodiff.samediff.SameDiff;
+import org.nd4j.autodiff.samediff.VariableType;
 import org.nd4j.evaluation.classification.Evaluation;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
@@ -155,7 +158,7 @@ public final class TrainCommand implements Callable<Integer> {
         List<String> summary = new ArrayList<>();
         for (TrainingSample.Model m : models) {
             if (lead && models.size() > 1) {
-                out.println("model " + m.label() + ": " + m.net().numParams() + " parameters");
+                out.println("model " + m.label() + ": " + m.net().numParams() + " parameters"); // several: DL4J models
                 out.flush();
             }
             Evaluation eval = fitOne(m, models.size() > 1, data, nEpochs, allReduce);
@@ -178,9 +181,19 @@ public final class TrainCommand implements Callable<Integer> {
         int trainN = data.train().numExamples();
         int global = batch * workers * ranks;
         MultiLayerNetwork net = m.net();
-        ParallelTrainer.Context ctx = new ParallelTrainer.Context().model(net).workers(workers).batchSizePerWorker(batch)
+        SameDiff sd = m.sameDiff();
+        ParallelTrainer.Context ctx = new ParallelTrainer.Context().workers(workers).batchSizePerWorker(batch)
                 .seed(seed + (long) rank * workers).trace(trace != null).allReduce(allReduce);
+        if (sd != null) {
+            ctx.sameDiff(sd).sameDiffOutput(TrainingSample.SAMEDIFF_OUTPUT);
+        } else {
+            ctx.model(net);
+        }
         Checkpoints checkpoints = null;
+        if (checkpoint != null && sd != null) {
+            throw new CommandLine.ParameterException(spec.commandLine(), "--checkpoint works with the DL4J samples;"
+                    + " " + m.label() + " is a SameDiff graph");
+        }
         if (checkpoint != null) {
             checkpoints = Checkpoints.open(new Checkpoints.Context()
                     .directory(several ? checkpoint.resolve(m.label()) : checkpoint).keep(keep));
@@ -205,7 +218,8 @@ public final class TrainCommand implements Callable<Integer> {
                     .setConsumer(new ConsoleProgressBarConsumer(System.err)).setUpdateIntervalMillis(250).setMaxRenderedLength(110)
                     .startsFrom(done, java.time.Duration.ZERO).build();
             long start = System.nanoTime();
-            net.addListeners(new BaseTrainingListener() {
+            if (net != null) {
+                net.addListeners(new BaseTrainingListener() {
                 private double lossSum;
                 private int lossCount;
 
@@ -232,9 +246,24 @@ public final class TrainCommand implements Callable<Integer> {
                     lossSum = 0;
                     lossCount = 0;
                 }
-            });
+                });
+            }
             try {
-                trainer.fitToEpoch(e -> data.trainEpoch(seed, e, global, rank, ranks), nEpochs);
+                if (sd == null) {
+                    trainer.fitToEpoch(e -> data.trainEpoch(seed, e, global, rank, ranks), nEpochs);
+                }
+                // SameDiff takes no DL4J listeners: report epoch by epoch. Every epoch trains each example once.
+                for (int e = trainer.progress().epoch(); sd != null && e < nEpochs; e++) {
+                    trainer.fitToEpoch(ep -> data.trainEpoch(seed, ep, global, rank, ranks), e + 1);
+                    if (bar != null) {
+                        bar.stepTo((long) trainN * (e + 1));
+                    }
+                    if (lead) {
+                        out.printf(Locale.ROOT, "epoch %d: last loss %.4f, %.0f samples/s so far%n", e + 1,
+                                trainer.progress().lastLoss(), (double) trainN * (e + 1) / ((System.nanoTime() - start) / 1e9));
+                        out.flush();
+                    }
+                }
             } finally {
                 if (bar != null) {
                     bar.close();
@@ -242,7 +271,7 @@ public final class TrainCommand implements Callable<Integer> {
             }
             double secs = (System.nanoTime() - start) / 1e9;
             ParallelTrainer.Progress p = trainer.progress();
-            long trained = p.examples() - done;
+            long trained = sd == null ? p.examples() - done : (long) trainN * nEpochs; // SameDiff counts this rank only
             if (lead) {
                 out.printf(Locale.ROOT, "trained %d steps (%d skipped) in %.1f s: %.0f samples/s with %s%d workers%n",
                         p.steps(), p.skippedSteps(), secs, trained / secs, ranks > 1 ? ranks + " ranks x " : "", workers);
@@ -250,10 +279,12 @@ public final class TrainCommand implements Callable<Integer> {
                 eval = trainer.evaluate(data.testIterator(500));
                 out.printf(Locale.ROOT, "test accuracy%s: %.4f (%d images)%n", several ? " of " + m.label() : "",
                         eval.accuracy(), data.test().numExamples());
-                routing(net, data).ifPresent(r -> out.println("routing of " + m.label() + " on the test set: " + r));
+                if (net != null) {
+                    routing(net, data).ifPresent(r -> out.println("routing of " + m.label() + " on the test set: " + r));
+                }
             }
             if (ranks > 1) {
-                out.printf(Locale.ROOT, "rank %d parameters crc32 %08x%n", rank, checksum(net));
+                out.printf(Locale.ROOT, "rank %d parameters crc32 %08x%n", rank, checksum(m));
             }
             if (trace != null) {
                 Path file = ranks > 1 ? rankFile(trace, "rank" + rank) : trace;
@@ -297,9 +328,17 @@ public final class TrainCommand implements Callable<Integer> {
     }
 
     /** CRC-32 of the parameters' bytes: equal on every rank when the replicas are bit-identical. */
-    private static long checksum(MultiLayerNetwork net) {
+    private static long checksum(TrainingSample.Model m) {
         CRC32 crc = new CRC32();
-        crc.update(net.params().data().asNio());
+        if (m.net() != null) {
+            crc.update(m.net().params().data().asNio());
+        } else {
+            for (SDVariable v : m.sameDiff().variables()) {
+                if (v.getVariableType() == VariableType.VARIABLE) {
+                    crc.update(v.getArr().data().asNio());
+                }
+            }
+        }
         return crc.getValue();
     }
 

@@ -11,8 +11,8 @@ import java.util.List;
 import java.util.Locale;
 
 /**
- * One rank of a distributed (SPMD) GEMM or Cholesky: every rank of a job calls {@link #run} with the same
- * arguments; the matrices are generated tile by tile where they live (2D block-cyclic over a P x Q grid),
+ * One rank of a distributed (SPMD) GEMM, Cholesky, LU or QR: every rank of a job calls {@link #run} with the
+ * same arguments; the matrices are generated tile by tile where they live (2D block-cyclic over a P x Q grid),
  * the operation runs on {@link TileAlgebra} over the communicator, and rank 0 gathers the result and checks
  * a scaled residual. {@link #main} is the rank program of {@code ./poniard bench linalg}'s two-process
  * cases: rank 0 prints one {@code LINALG|...} line per case.
@@ -21,13 +21,30 @@ public final class LinalgRank {
     static final String PREFIX = "LINALG|";
 
     /** Distributed operations. */
-    public enum Op { gemm, cholesky }
+    public enum Op { gemm, cholesky, lu, qr }
 
     /** One timed run: wall seconds (all ranks, barrier to barrier), GFLOP/s, and the scaled residual (rank 0; NaN elsewhere or unchecked). */
     public record Run(double seconds, double gflops, double residual) {
     }
 
     private LinalgRank() {
+    }
+
+    /**
+     * The distribution {@code op} runs on: LU and QR factor each panel on one rank and need whole tile
+     * columns per rank (a 1 x ranks grid); GEMM gets {@link #grid}, Cholesky its transpose (P >= Q).
+     */
+    public static Distribution distribution(Op op, int ranks) {
+        if (op == Op.lu || op == Op.qr) {
+            return Distribution.blockCyclic2d(1, ranks, 1, 1, 1);
+        }
+        if (op == Op.cholesky) {
+            // Tall (P >= Q): each panel is a tile column, and spreading its rows over ranks lets the panel's
+            // TRSMs run in parallel; measured here at N = 4096, 2 ranks: 2x1 ran about twice as fast as 1x2.
+            Distribution.Grid wide = (Distribution.Grid) grid(ranks);
+            return Distribution.blockCyclic2d(wide.q(), wide.p(), 1, 1, 1);
+        }
+        return grid(ranks);
     }
 
     /** The most square P x Q grid with P * Q = ranks and P <= Q, as ScaLAPACK users pick. */
@@ -40,13 +57,26 @@ public final class LinalgRank {
     }
 
     public static double flops(Op op, double n) {
-        return op == Op.gemm ? 2 * n * n * n : n * n * n / 3;
+        return switch (op) {
+            case gemm -> 2 * n * n * n;
+            case cholesky -> n * n * n / 3;
+            case lu -> 2 * n * n * n / 3;
+            case qr -> 4 * n * n * n / 3;
+        };
     }
 
     /** Runs {@code op} once on every rank of {@code comm}; checks the residual on rank 0 when {@code check}. */
     public static Run run(Communicator comm, TileAlgebra la, Op op, int n, int nb, long seed, boolean check) {
-        Distribution d = grid(comm.size());
+        return run(comm, la, op, n, nb, seed, check, distribution(op, comm.size()));
+    }
+
+    /** {@link #run} on a given distribution over the communicator's ranks. */
+    public static Run run(Communicator comm, TileAlgebra la, Op op, int n, int nb, long seed, boolean check,
+                          Distribution d) {
         int rank = comm.rank();
+        if (op == Op.lu || op == Op.qr) {
+            return factor(comm, la, op, n, nb, seed, check, d);
+        }
         if (op == Op.gemm) {
             try (DistributedMatrix a = DistributedMatrix.random(DType.F64, n, n, nb, seed, d, rank);
                  DistributedMatrix b = DistributedMatrix.random(DType.F64, n, n, nb, seed + 1, d, rank);
@@ -76,6 +106,67 @@ public final class LinalgRank {
             }
             return new Run(dt / 1e9, flops(op, n) / dt, residual);
         }
+    }
+
+    /**
+     * LU or QR of a random matrix. Residuals on rank 0: ||P A x − L (U x)|| / (||A|| ||x|| n eps) for LU;
+     * for QR, whose Q stays distributed, ||A^T (A x) − R^T (R x)|| / (||A||² ||x|| n eps), which holds for
+     * the R of any orthogonal Q.
+     */
+    private static Run factor(Communicator comm, TileAlgebra la, Op op, int n, int nb, long seed, boolean check,
+                              Distribution d) {
+        try (DistributedMatrix a = DistributedMatrix.random(DType.F64, n, n, nb, seed, d, comm.rank())) {
+            comm.barrier();
+            long t0 = System.nanoTime();
+            int[] piv = null;
+            if (op == Op.lu) {
+                piv = la.lu(a).pivots();
+            } else {
+                la.qr(a).close();
+            }
+            long dt = System.nanoTime() - t0;
+            double residual = Double.NaN;
+            if (check) {
+                try (DistributedMatrix f = a.gather(comm, 0)) {
+                    if (f != null) {
+                        try (DistributedMatrix whole = DistributedMatrix.random(DType.F64, n, n, nb, seed)) {
+                            double[] ad = whole.toColumnMajor();
+                            double[] fd = f.toColumnMajor();
+                            residual = op == Op.lu ? Residuals.luResidual(ad, fd, piv, n) : qrResidual(ad, fd, n);
+                        }
+                    }
+                }
+            }
+            return new Run(dt / 1e9, flops(op, n) / dt, residual);
+        }
+    }
+
+    private static double qrResidual(double[] a, double[] f, int n) {
+        double[] x = Residuals.vector(n);
+        double[] atax = transposeMatvec(a, n, Residuals.matvec(a, n, n, x));
+        double[] rx = Residuals.upperMatvec(f, n, x);
+        double[] rtrx = new double[n];
+        for (int j = 0; j < n; j++) {
+            double s = 0;
+            for (int i = 0; i <= j; i++) {
+                s += f[j * n + i] * rx[i];
+            }
+            rtrx[j] = s;
+        }
+        double na = Residuals.norm(a);
+        return Residuals.diff(atax, rtrx) / (na * na * Residuals.norm(x) * n * DType.F64.epsilon());
+    }
+
+    private static double[] transposeMatvec(double[] a, int n, double[] y) {
+        double[] out = new double[n];
+        for (int j = 0; j < n; j++) {
+            double s = 0;
+            for (int i = 0; i < n; i++) {
+                s += a[j * n + i] * y[i];
+            }
+            out[j] = s;
+        }
+        return out;
     }
 
     /** ||C x − A (B x)|| / (||A|| ||B|| ||x|| n eps) on rank 0 after gathering C; NaN elsewhere. */
@@ -122,6 +213,7 @@ public final class LinalgRank {
         cases.add(new Case("cholesky_4096_f64_2proc", Op.cholesky, null));
         cases.add(new Case("gemm_4096_f64_2proc_p2p", Op.gemm, TileAlgebra.Strategy.POINT_TO_POINT));
         cases.add(new Case("gemm_4096_f64_2proc_collective", Op.gemm, TileAlgebra.Strategy.COLLECTIVE));
+        cases.add(new Case("gemm_4096_f64_2proc_rma", Op.gemm, TileAlgebra.Strategy.RMA));
         return cases;
     }
 

@@ -8,6 +8,9 @@ import dev.poniard.trainer.EpochShards;
 import java.util.ArrayList;
 import java.util.List;
 import org.deeplearning4j.nn.conf.MultiLayerConfiguration;
+import org.nd4j.autodiff.samediff.SDVariable;
+import org.nd4j.autodiff.samediff.SameDiff;
+import org.nd4j.autodiff.samediff.TrainingConfig;
 import org.deeplearning4j.nn.conf.NeuralNetConfiguration;
 import org.deeplearning4j.nn.conf.inputs.InputType;
 import org.deeplearning4j.nn.conf.layers.ConvolutionLayer;
@@ -35,6 +38,8 @@ import org.nd4j.linalg.lossfunctions.LossFunctions;
 public enum TrainingSample {
     /** An MLP on the 10,000-image MNIST subset shipped in the samples jar (the last 2,000 are the test set). */
     MNIST_MLP("mnist-mlp", 5, 32),
+    /** The MLP of mnist-mlp written as a SameDiff graph, trained through the bridge. */
+    MNIST_SAMEDIFF("mnist-samediff", 5, 32),
     /** A small CNN on Fashion-MNIST from Debian's dataset-fashion-mnist package. */
     FASHION_CNN("fashion-cnn", 2, 32),
     /**
@@ -84,17 +89,41 @@ public enum TrainingSample {
         throw new IllegalArgumentException("unknown sample '" + name + "'; available: " + String.join(", ", names));
     }
 
-    /** A model to train and the name it is reported under. */
-    public record Model(String label, MultiLayerNetwork net) {
+    /** The SameDiff samples' prediction (class probabilities) variable. */
+    public static final String SAMEDIFF_OUTPUT = "softmax";
+
+    /** A model to train and the name it is reported under: a DL4J network or a SameDiff graph. */
+    public record Model(String label, MultiLayerNetwork net, SameDiff sameDiff) {
     }
 
     /** The models this sample trains, in order: one, or the MoE model and its dense baseline. */
     public List<Model> models(long seed) {
-        if (this != FASHION_MOE) {
-            return List.of(new Model(cliName, model(seed)));
-        }
-        return List.of(new Model("moe", tokenModel(seed, EXPERTS, TOP_K, EXPERT_HIDDEN)),
-                new Model("dense", tokenModel(seed, 1, 1, TOP_K * EXPERT_HIDDEN)));
+        return switch (this) {
+            case FASHION_MOE -> List.of(new Model("moe", tokenModel(seed, EXPERTS, TOP_K, EXPERT_HIDDEN), null),
+                    new Model("dense", tokenModel(seed, 1, 1, TOP_K * EXPERT_HIDDEN), null));
+            case MNIST_SAMEDIFF -> List.of(new Model(cliName, null, sameDiffMlp(seed)));
+            default -> List.of(new Model(cliName, model(seed), null));
+        };
+    }
+
+    /** 784 → 256 (ReLU) → 10 softmax with cross-entropy and Adam, as mnist-mlp, in SameDiff. */
+    private static SameDiff sameDiffMlp(long seed) {
+        SameDiff sd = SameDiff.create();
+        Nd4j.getRandom().setSeed(seed);
+        SDVariable in = sd.placeHolder("in", DataType.FLOAT, -1, 784);
+        SDVariable label = sd.placeHolder("label", DataType.FLOAT, -1, 10);
+        // He initialisation for the ReLU layer, Xavier for the output, as the DL4J sample's WeightInit
+        SDVariable w0 = sd.var("w0", Nd4j.randn(DataType.FLOAT, 784, 256).muli(Math.sqrt(2.0 / 784)));
+        SDVariable b0 = sd.var("b0", Nd4j.zeros(DataType.FLOAT, 256));
+        SDVariable w1 = sd.var("w1", Nd4j.randn(DataType.FLOAT, 256, 10).muli(Math.sqrt(2.0 / (256 + 10))));
+        SDVariable b1 = sd.var("b1", Nd4j.zeros(DataType.FLOAT, 10));
+        SDVariable logits = sd.nn.relu(in.mmul(w0).add(b0), 0).mmul(w1).add(b1);
+        sd.nn.softmax(SAMEDIFF_OUTPUT, logits);
+        sd.loss.softmaxCrossEntropy("loss", label, logits, null);
+        sd.setLossVariables("loss");
+        sd.setTrainingConfig(TrainingConfig.builder().updater(new Adam(1e-3)).dataSetFeatureMapping("in")
+                .dataSetLabelMapping("label").build());
+        return sd;
     }
 
     /**
@@ -145,7 +174,8 @@ public enum TrainingSample {
                     .layer(new OutputLayer.Builder(LossFunctions.LossFunction.MCXENT).nOut(10)
                             .activation(Activation.SOFTMAX).weightInit(WeightInit.XAVIER).build())
                     .setInputType(InputType.convolutionalFlat(28, 28, 1)).build();
-            case FASHION_MOE -> throw new IllegalStateException("fashion-moe trains two models: use models(seed)");
+            case FASHION_MOE, MNIST_SAMEDIFF -> throw new IllegalStateException(cliName + " is not a single DL4J network:"
+                    + " use models(seed)");
         };
         MultiLayerNetwork net = new MultiLayerNetwork(conf);
         net.init();
@@ -160,7 +190,7 @@ public enum TrainingSample {
     /** As {@link #load(int, int)}, reading Fashion-MNIST's IDX files from {@code fashionDir}. */
     public Data load(int trainLimit, int testLimit, Path fashionDir) throws IOException {
         return switch (this) {
-            case MNIST_MLP -> {
+            case MNIST_MLP, MNIST_SAMEDIFF -> {
                 DataSet all;
                 try (InputStream im = resource("data/mnist-10k-images-idx3-ubyte.gz");
                      InputStream lb = resource("data/mnist-10k-labels-idx1-ubyte.gz")) {

@@ -25,7 +25,7 @@ class MultiRankLinalgTest {
         Path trace = dir.resolve("chol.json");
         CliRun run = CliRun.of("linalg", "cholesky", "--n", "300", "--tile", "64", "--ranks", "2", "--trace", trace.toString());
         assertEquals(0, run.code(), run.out() + run.err());
-        Matcher m = Pattern.compile("\\[rank 0\\] cholesky n=300 tile=64 ranks=2 .* scaled residual (\\S+)").matcher(run.out());
+        Matcher m = Pattern.compile("\\[rank 0\\] cholesky n=300 tile=64 ranks=2 \\(blockCyclic2d\\(2x1.* scaled residual (\\S+)").matcher(run.out());
         assertTrue(m.find(), run.out());
         assertTrue(Double.parseDouble(m.group(1)) < 10, m.group());
         for (int r = 0; r < 2; r++) {
@@ -36,10 +36,15 @@ class MultiRankLinalgTest {
     }
 
     @Test
-    void shouldRefuseLuAcrossRanks() {
-        CliRun run = CliRun.of("linalg", "lu", "--n", "100", "--ranks", "2");
-        assertTrue(run.code() != 0, run.out());
-        assertTrue(run.err().contains("one process only"), run.err());
+    void shouldFactorLuAndQrOverTwoRankProcesses() {
+        for (String op : new String[] {"lu", "qr"}) {
+            CliRun run = CliRun.of("linalg", op, "--n", "200", "--tile", "64", "--ranks", "2");
+            assertEquals(0, run.code(), run.out() + run.err());
+            Matcher m = Pattern.compile("\\[rank 0\\] " + op + " n=200 tile=64 ranks=2 \\(blockCyclic2d\\(1x2.* scaled residual (\\S+)")
+                    .matcher(run.out());
+            assertTrue(m.find(), run.out());
+            assertTrue(Double.parseDouble(m.group(1)) < 10, m.group());
+        }
     }
 
     @Test
@@ -52,7 +57,7 @@ class MultiRankLinalgTest {
             assertEquals(0, l.waitFor(), String.join("\n", lines));
         }
         for (String name : List.of("gemm_4096_f64_2proc", "cholesky_4096_f64_2proc", "gemm_4096_f64_2proc_p2p",
-                "gemm_4096_f64_2proc_collective")) {
+                "gemm_4096_f64_2proc_collective", "gemm_4096_f64_2proc_rma")) {
             String line = lines.stream().filter(s -> s.startsWith("[rank 0] LINALG|" + name + "|")).findFirst()
                     .orElseThrow(() -> new AssertionError("no result for " + name + " in:\n" + String.join("\n", lines)));
             String[] f = line.substring(line.indexOf('|') + 1).split("\\|");

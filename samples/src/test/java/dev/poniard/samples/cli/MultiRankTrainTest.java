@@ -77,6 +77,29 @@ class MultiRankTrainTest {
     }
 
     @Test
+    void shouldTrainASameDiffGraphOnTwoRanksAsOneProcessDoes() {
+        String[] args = {"--sample", "mnist-samediff", "--train-size", "640", "--test-size", "300", "--epochs", "1",
+                "--batch", "16", "--workers", "1"};
+        Queue<String> lines = new ConcurrentLinkedQueue<>();
+        try (Launcher l = Launcher.launch(ranks(2, lines, args))) {
+            assertEquals(0, l.waitFor(), String.join("\n", lines));
+            l.close();
+            assertNothingLeft(l);
+        }
+        String out = String.join("\n", lines);
+        assertTrue(out.contains("[rank 0] trained 20 steps (0 skipped)"), out);
+        assertEquals(group(out, "\\[rank 0] rank 0 parameters crc32 ([0-9a-f]{8})"),
+                group(out, "\\[rank 1] rank 1 parameters crc32 ([0-9a-f]{8})"), "the ranks' graphs must be bit-identical");
+        String twoRanks = group(out, "\\[rank 0] epoch 1: last loss (\\d\\.\\d{4})");
+        CliRun one = CliRun.of("train", "--no-progress", "--sample", "mnist-samediff", "--train-size", "640", "--test-size",
+                "300", "--epochs", "1", "--batch", "16", "--workers", "2");
+        assertEquals(0, one.code(), one.err());
+        // the same global batches: equal up to float rounding of the sums (and of the printed 4 decimals)
+        assertEquals(Double.parseDouble(group(one.out(), "epoch 1: last loss (\\d\\.\\d{4})")), Double.parseDouble(twoRanks),
+                2e-4, "two ranks must follow the loss curve of one process with two workers");
+    }
+
+    @Test
     void shouldStopTheSurvivorNamingAKilledRankAndKeepTheCheckpoint(@TempDir Path dir) throws Exception {
         Queue<String> lines = new ConcurrentLinkedQueue<>();
         try (Launcher l = Launcher.launch(ranks(2, lines, "--epochs", "50", "--batch", "16", "--workers", "1",
