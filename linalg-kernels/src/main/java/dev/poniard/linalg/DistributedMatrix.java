@@ -3,7 +3,9 @@ package dev.poniard.linalg;
 import dev.poniard.linalg.dist.Distribution;
 import dev.poniard.linalg.dist.TileOwner;
 import dev.poniard.linalg.tile.Tile;
+import dev.poniard.scheduler.comm.Communicator;
 import java.nio.FloatBuffer;
+import java.util.concurrent.CompletableFuture;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
@@ -11,8 +13,11 @@ import org.nd4j.linalg.factory.Nd4j;
 /**
  * A dense rows x cols matrix stored as a grid of contiguous column-major {@link Tile}s of
  * {@code tileSize x tileSize} (the last tile row and column may be smaller), with a {@link Distribution}
- * saying which rank and device owns each tile. In a one-process run every tile is held here; the
- * descriptor is what multi-rank execution will consult to decide who computes what.
+ * saying which rank and device owns each tile. In a one-process run every tile is held here. In an SPMD
+ * run over several ranks each rank builds the same matrix object with its own {@code localRank}, and only
+ * the tiles that rank owns are allocated: {@link #tile} of another rank's tile is an error, whole-matrix
+ * views ({@link #toINDArray}, norms) need {@link #gather} first, and {@link TileAlgebra} moves tiles
+ * between ranks as its kernels need them.
  *
  * <p>Generators are element-wise deterministic: entry (r, c) of {@link #random} depends only on the seed
  * and (r, c), never on the tile size or the distribution, so differently tiled copies of one matrix are
@@ -26,9 +31,15 @@ public final class DistributedMatrix implements AutoCloseable {
     private final int mt;
     private final int nt;
     private final Distribution distribution;
+    private final int localRank;
+    /** Null where another rank owns the tile. */
     private final Tile[][] tiles;
 
     private DistributedMatrix(DType type, int rows, int cols, int nb, Distribution distribution) {
+        this(type, rows, cols, nb, distribution, 0);
+    }
+
+    private DistributedMatrix(DType type, int rows, int cols, int nb, Distribution distribution, int localRank) {
         if (rows < 1 || cols < 1) {
             throw new IllegalArgumentException("matrix must be at least 1x1, got " + rows + "x" + cols);
         }
@@ -41,11 +52,18 @@ public final class DistributedMatrix implements AutoCloseable {
         this.nb = nb;
         this.mt = (rows + nb - 1) / nb;
         this.nt = (cols + nb - 1) / nb;
+        if (localRank < 0 || localRank >= distribution.ranks()) {
+            throw new IllegalArgumentException("local rank " + localRank + " is not a rank of " + distribution
+                    + " (ranks 0.." + (distribution.ranks() - 1) + ")");
+        }
         this.distribution = distribution;
+        this.localRank = localRank;
         this.tiles = new Tile[mt][nt];
         for (int i = 0; i < mt; i++) {
             for (int j = 0; j < nt; j++) {
-                tiles[i][j] = Tile.allocate(type, tileRows(i), tileCols(j));
+                if (distribution.owner(i, j).rank() == localRank) {
+                    tiles[i][j] = Tile.allocate(type, tileRows(i), tileCols(j));
+                }
             }
         }
     }
@@ -59,19 +77,35 @@ public final class DistributedMatrix implements AutoCloseable {
         return new DistributedMatrix(type, rows, cols, tileSize, distribution);
     }
 
+    /**
+     * The part of a zero matrix that rank {@code localRank} of {@code distribution} owns: the constructor
+     * of SPMD programs, where every rank calls it with the same arguments but its own rank.
+     */
+    public static DistributedMatrix zeros(DType type, int rows, int cols, int tileSize, Distribution distribution,
+                                          int localRank) {
+        return new DistributedMatrix(type, rows, cols, tileSize, distribution, localRank);
+    }
+
     /** Tiles a 2-D INDArray (any order, views included); FLOAT arrays give F32, every other type F64. */
     public static DistributedMatrix fromINDArray(INDArray a, int tileSize) {
         return fromINDArray(a, tileSize, a.dataType() == DataType.FLOAT ? DType.F32 : DType.F64, Distribution.single());
     }
 
     public static DistributedMatrix fromINDArray(INDArray a, int tileSize, DType type, Distribution distribution) {
+        return fromINDArray(a, tileSize, type, distribution, 0);
+    }
+
+    /** Rank {@code localRank}'s tiles of the whole matrix {@code a} (which every rank holds). */
+    public static DistributedMatrix fromINDArray(INDArray a, int tileSize, DType type, Distribution distribution,
+                                                 int localRank) {
         if (a.rank() != 2) {
             throw new IllegalArgumentException("need a matrix (rank 2), got shape " + java.util.Arrays.toString(a.shape()));
         }
-        DistributedMatrix m = new DistributedMatrix(type, (int) a.rows(), (int) a.columns(), tileSize, distribution);
+        DistributedMatrix m = new DistributedMatrix(type, (int) a.rows(), (int) a.columns(), tileSize, distribution,
+                localRank);
         INDArray f = a.castTo(type == DType.F64 ? DataType.DOUBLE : DataType.FLOAT).dup('f');
         if (type == DType.F64) {
-            m.fromColumnMajor(f.data().asDouble());
+            m.loadColumnMajor(f.data().asDouble());
         } else {
             m.fromColumnMajorF(f.data().asFloat());
         }
@@ -89,21 +123,39 @@ public final class DistributedMatrix implements AutoCloseable {
 
     /** Entries uniform in [-0.5, 0.5), determined by the seed and the entry's position. */
     public static DistributedMatrix random(DType type, int rows, int cols, int tileSize, long seed) {
-        DistributedMatrix m = zeros(type, rows, cols, tileSize);
+        return random(type, rows, cols, tileSize, seed, Distribution.single(), 0);
+    }
+
+    /** Rank {@code localRank}'s tiles of {@link #random(DType, int, int, int, long)}: the same entries on any distribution. */
+    public static DistributedMatrix random(DType type, int rows, int cols, int tileSize, long seed,
+                                           Distribution distribution, int localRank) {
+        DistributedMatrix m = zeros(type, rows, cols, tileSize, distribution, localRank);
         m.fill((r, c) -> uniform(seed, r, c));
         return m;
     }
 
     /** Symmetric positive definite: a symmetric random matrix plus n on the diagonal (strictly diagonally dominant). */
     public static DistributedMatrix spd(DType type, int n, int tileSize, long seed) {
-        DistributedMatrix m = zeros(type, n, n, tileSize);
+        return spd(type, n, tileSize, seed, Distribution.single(), 0);
+    }
+
+    /** Rank {@code localRank}'s tiles of {@link #spd(DType, int, int, long)}: the same entries on any distribution. */
+    public static DistributedMatrix spd(DType type, int n, int tileSize, long seed, Distribution distribution,
+                                        int localRank) {
+        DistributedMatrix m = zeros(type, n, n, tileSize, distribution, localRank);
         m.fill((r, c) -> uniform(seed, Math.min(r, c), Math.max(r, c)) + (r == c ? n : 0));
         return m;
     }
 
     /** Non-symmetric, strictly diagonally dominant by rows: random plus n on the diagonal. */
     public static DistributedMatrix diagonallyDominant(DType type, int n, int tileSize, long seed) {
-        DistributedMatrix m = zeros(type, n, n, tileSize);
+        return diagonallyDominant(type, n, tileSize, seed, Distribution.single(), 0);
+    }
+
+    /** Rank {@code localRank}'s tiles of {@link #diagonallyDominant(DType, int, int, long)}. */
+    public static DistributedMatrix diagonallyDominant(DType type, int n, int tileSize, long seed,
+                                                       Distribution distribution, int localRank) {
+        DistributedMatrix m = zeros(type, n, n, tileSize, distribution, localRank);
         m.fill((r, c) -> uniform(seed, r, c) + (r == c ? n : 0));
         return m;
     }
@@ -114,11 +166,14 @@ public final class DistributedMatrix implements AutoCloseable {
         double at(int row, int col);
     }
 
-    /** Sets every entry from {@code f}, tile by tile. */
+    /** Sets every entry this rank holds from {@code f}, tile by tile. */
     public void fill(ElementFunction f) {
         for (int i = 0; i < mt; i++) {
             for (int j = 0; j < nt; j++) {
                 Tile t = tiles[i][j];
+                if (t == null) {
+                    continue;
+                }
                 int r0 = i * nb;
                 int c0 = j * nb;
                 for (int c = 0; c < t.cols(); c++) {
@@ -174,8 +229,126 @@ public final class DistributedMatrix implements AutoCloseable {
         return Math.min(nb, cols - j * nb);
     }
 
+    /** Tile (i, j); it must be one this rank owns ({@link #isLocal}). */
     public Tile tile(int i, int j) {
-        return tiles[i][j];
+        Tile t = tiles[i][j];
+        if (t == null) {
+            throw new IllegalStateException("tile (" + i + ", " + j + ") of " + describe() + " lives on rank "
+                    + distribution.owner(i, j).rank() + ", not on this rank " + localRank + " of " + distribution);
+        }
+        return t;
+    }
+
+    private final TileTasks.Tiles view = new TileTasks.Tiles() {
+        @Override
+        public Tile tile(int i, int j) {
+            return DistributedMatrix.this.tile(i, j);
+        }
+
+        @Override
+        public int ownerRank(int i, int j) {
+            return distribution.owner(i, j).rank();
+        }
+
+        @Override
+        public int mt() {
+            return mt;
+        }
+
+        @Override
+        public int nt() {
+            return nt;
+        }
+
+        @Override
+        public Tile allocateLike(int i, int j) {
+            return Tile.allocate(type, tileRows(i), tileCols(j));
+        }
+
+        @Override
+        public String describe() {
+            return DistributedMatrix.this.toString();
+        }
+    };
+
+    /** This matrix as kernels' tile source (one object per matrix: identity keys versions). */
+    TileTasks.Tiles asTiles() {
+        return view;
+    }
+
+    /** Whether this rank owns (and holds) tile (i, j). */
+    public boolean isLocal(int i, int j) {
+        return tiles[i][j] != null;
+    }
+
+    /** The rank whose tiles this object holds. */
+    public int localRank() {
+        return localRank;
+    }
+
+    /** Whether every tile is held here (a one-rank distribution). */
+    public boolean isWhole() {
+        return distribution.ranks() == 1;
+    }
+
+    private void requireWhole(String what) {
+        if (!isWhole()) {
+            throw new IllegalStateException(what + " needs the whole matrix, but " + describe() + " is spread over "
+                    + distribution.ranks() + " ranks (" + distribution + "); gather it to one rank first");
+        }
+    }
+
+    /**
+     * Collects the whole matrix on rank {@code root} of {@code comm} (whose size must equal the
+     * distribution's ranks): returns a one-rank copy there and null on the other ranks. Collective: every
+     * rank calls it. Tiles travel point to point with tags above {@link #GATHER_TAG_BASE}, which the
+     * algebra's own transfers never use.
+     */
+    public DistributedMatrix gather(Communicator comm, int root) {
+        if (comm.size() != distribution.ranks() || comm.rank() != localRank) {
+            throw new IllegalArgumentException("gather: communicator is rank " + comm.rank() + " of " + comm.size()
+                    + " but the matrix is rank " + localRank + "'s part of " + distribution);
+        }
+        long bytesPer = type.bytes();
+        if (comm.rank() != root) {
+            for (int j = 0; j < nt; j++) {
+                for (int i = 0; i < mt; i++) {
+                    if (tiles[i][j] != null) {
+                        comm.send(tiles[i][j].pointer().address(), tiles[i][j].size() * bytesPer, root, gatherTag(i, j));
+                    }
+                }
+            }
+            return null;
+        }
+        DistributedMatrix whole = zeros(type, rows, cols, nb);
+        try {
+            java.util.List<CompletableFuture<Long>> pending = new java.util.ArrayList<>();
+            for (int j = 0; j < nt; j++) {
+                for (int i = 0; i < mt; i++) {
+                    Tile dst = whole.tiles[i][j];
+                    if (tiles[i][j] != null) {
+                        dst.copyFrom(tiles[i][j]);
+                    } else {
+                        int src = distribution.owner(i, j).rank();
+                        pending.add(comm.irecv(dst.pointer().address(), dst.size() * bytesPer, src, gatherTag(i, j)));
+                    }
+                }
+            }
+            for (CompletableFuture<Long> f : pending) {
+                f.join();
+            }
+            return whole;
+        } catch (RuntimeException e) {
+            whole.close();
+            throw e;
+        }
+    }
+
+    /** First tag of {@link #gather}; tile transfers of {@link TileAlgebra} stay below it. */
+    public static final int GATHER_TAG_BASE = 1 << 30;
+
+    private int gatherTag(int i, int j) {
+        return GATHER_TAG_BASE + (int) (((long) j * mt + i) % (Integer.MAX_VALUE - GATHER_TAG_BASE));
     }
 
     public Distribution distribution() {
@@ -187,11 +360,13 @@ public final class DistributedMatrix implements AutoCloseable {
     }
 
     public double get(int r, int c) {
+        requireWhole("get");
         checkIndex(r, c);
         return tiles[r / nb][c / nb].get(r % nb, c % nb);
     }
 
     public void set(int r, int c, double v) {
+        requireWhole("set");
         checkIndex(r, c);
         tiles[r / nb][c / nb].set(r % nb, c % nb, v);
     }
@@ -204,6 +379,7 @@ public final class DistributedMatrix implements AutoCloseable {
 
     /** The matrix as one column-major double array (leading dimension = rows). */
     public double[] toColumnMajor() {
+        requireWhole("toColumnMajor");
         double[] out = new double[Math.multiplyExact(rows, cols)];
         for (int i = 0; i < mt; i++) {
             for (int j = 0; j < nt; j++) {
@@ -225,6 +401,7 @@ public final class DistributedMatrix implements AutoCloseable {
     }
 
     private float[] toColumnMajorF() {
+        requireWhole("toINDArray");
         float[] out = new float[Math.multiplyExact(rows, cols)];
         for (int i = 0; i < mt; i++) {
             for (int j = 0; j < nt; j++) {
@@ -239,12 +416,21 @@ public final class DistributedMatrix implements AutoCloseable {
 
     /** Overwrites the matrix from a column-major array with leading dimension rows. */
     public void fromColumnMajor(double[] a) {
+        requireWhole("fromColumnMajor");
+        loadColumnMajor(a);
+    }
+
+    /** Fills the tiles held here from the whole matrix in column-major order. */
+    private void loadColumnMajor(double[] a) {
         if (a.length != (long) rows * cols) {
             throw new IllegalArgumentException("expected " + (long) rows * cols + " elements for " + rows + "x" + cols + ", got " + a.length);
         }
         for (int i = 0; i < mt; i++) {
             for (int j = 0; j < nt; j++) {
                 Tile t = tiles[i][j];
+                if (t == null) {
+                    continue;
+                }
                 for (int c = 0; c < t.cols(); c++) {
                     int src = (j * nb + c) * rows + i * nb;
                     if (type == DType.F64) {
@@ -264,6 +450,9 @@ public final class DistributedMatrix implements AutoCloseable {
         for (int i = 0; i < mt; i++) {
             for (int j = 0; j < nt; j++) {
                 Tile t = tiles[i][j];
+                if (t == null) {
+                    continue;
+                }
                 for (int c = 0; c < t.cols(); c++) {
                     t.f32Buffer().put(c * t.ld(), a, (j * nb + c) * rows + i * nb, t.rows());
                 }
@@ -273,10 +462,12 @@ public final class DistributedMatrix implements AutoCloseable {
 
     /** An independent copy with the same tiling and distribution. */
     public DistributedMatrix copy() {
-        DistributedMatrix m = new DistributedMatrix(type, rows, cols, nb, distribution);
+        DistributedMatrix m = new DistributedMatrix(type, rows, cols, nb, distribution, localRank);
         for (int i = 0; i < mt; i++) {
             for (int j = 0; j < nt; j++) {
-                m.tiles[i][j].copyFrom(tiles[i][j]);
+                if (tiles[i][j] != null) {
+                    m.tiles[i][j].copyFrom(tiles[i][j]);
+                }
             }
         }
         return m;
@@ -284,6 +475,7 @@ public final class DistributedMatrix implements AutoCloseable {
 
     /** A new cols x rows matrix holding the transpose, same tile size, all on this matrix's distribution kind. */
     public DistributedMatrix transpose() {
+        requireWhole("transpose");
         DistributedMatrix m = new DistributedMatrix(type, cols, rows, nb, distribution);
         for (int i = 0; i < mt; i++) {
             for (int j = 0; j < nt; j++) {
@@ -301,6 +493,7 @@ public final class DistributedMatrix implements AutoCloseable {
 
     /** Frobenius norm, summed per tile. */
     public double normFrobenius() {
+        requireWhole("normFrobenius");
         double sum = 0;
         for (Tile[] row : tiles) {
             for (Tile t : row) {
@@ -317,6 +510,7 @@ public final class DistributedMatrix implements AutoCloseable {
 
     /** Largest absolute entry. */
     public double normMax() {
+        requireWhole("normMax");
         double m = 0;
         for (Tile[] row : tiles) {
             for (Tile t : row) {
@@ -330,6 +524,7 @@ public final class DistributedMatrix implements AutoCloseable {
 
     /** Largest column sum of absolute values. */
     public double norm1() {
+        requireWhole("norm1");
         double[] colSums = new double[cols];
         for (int i = 0; i < mt; i++) {
             for (int j = 0; j < nt; j++) {
@@ -346,6 +541,7 @@ public final class DistributedMatrix implements AutoCloseable {
 
     /** Largest row sum of absolute values. */
     public double normInf() {
+        requireWhole("normInf");
         double[] rowSums = new double[rows];
         for (int i = 0; i < mt; i++) {
             for (int j = 0; j < nt; j++) {
@@ -370,14 +566,17 @@ public final class DistributedMatrix implements AutoCloseable {
     public void close() {
         for (Tile[] row : tiles) {
             for (Tile t : row) {
-                t.close();
+                if (t != null) {
+                    t.close();
+                }
             }
         }
     }
 
     @Override
     public String toString() {
-        return "DistributedMatrix[" + describe() + ", " + distribution + "]";
+        return "DistributedMatrix[" + describe() + ", " + distribution
+                + (isWhole() ? "" : ", rank " + localRank + "'s tiles") + "]";
     }
 
 }

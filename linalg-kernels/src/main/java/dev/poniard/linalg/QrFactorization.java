@@ -24,12 +24,12 @@ public final class QrFactorization implements AutoCloseable {
         return factors;
     }
 
-    /** T factors of step k for tile row i (i >= k). */
+    /** T factors of step k for tile row i (i >= k); null on a rank that does not own tile column k. */
     public Tile t(int i, int k) {
         return t[i][k];
     }
 
-    /** Reflectors of diagonal tile k, as GEQRT left them. */
+    /** Reflectors of diagonal tile k, as GEQRT left them; null on a rank that does not own tile column k. */
     public Tile v(int k) {
         return v[k];
     }
@@ -49,7 +49,9 @@ public final class QrFactorization implements AutoCloseable {
             }
         }
         for (Tile x : v) {
-            x.close();
+            if (x != null) {
+                x.close();
+            }
         }
     }
 }

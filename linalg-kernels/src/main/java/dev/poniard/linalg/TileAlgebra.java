@@ -5,6 +5,8 @@ import static dev.poniard.linalg.tile.TileKernels.Side;
 import static dev.poniard.linalg.tile.TileKernels.Trans;
 import static dev.poniard.linalg.tile.TileKernels.Uplo;
 
+import dev.poniard.linalg.dist.Distribution;
+import dev.poniard.linalg.dist.TileOwner;
 import dev.poniard.linalg.tile.Tile;
 import dev.poniard.linalg.tile.TileCopy;
 import dev.poniard.linalg.tile.TileKernels;
@@ -12,10 +14,12 @@ import dev.poniard.scheduler.DataDeps;
 import dev.poniard.scheduler.Scheduler;
 import dev.poniard.scheduler.TaskFailedException;
 import dev.poniard.scheduler.TaskOptions;
+import dev.poniard.scheduler.comm.Communicator;
 import java.time.Duration;
 import java.util.HashMap;
 import java.util.Map;
 import java.util.function.Consumer;
+import java.util.function.IntBinaryOperator;
 
 /**
  * Tile linear algebra as data-dependency DAGs on a {@link Scheduler}: every operation spawns one task
@@ -40,12 +44,36 @@ import java.util.function.Consumer;
  * {@link NotPositiveDefiniteException} / {@link SingularMatrixException} after every task of the
  * region has settled, so nothing is left running.
  *
+ * <p><b>Across ranks.</b> With a {@link Context#communicator} and matrices distributed over its ranks
+ * (each rank holding its own tiles, see {@link DistributedMatrix#zeros(DType, int, int, int,
+ * dev.poniard.linalg.dist.Distribution, int)}), {@link #gemm} and {@link #cholesky} run SPMD: every rank
+ * calls the same operations in the same order, builds the same DAG, runs the kernels whose output tile it
+ * owns and exchanges the tiles they read through the communicator ({@link SpmdTasks}), point to point or,
+ * with {@link Strategy#COLLECTIVE}, by broadcasts to each group of consumers. A failure on one rank (say a
+ * matrix that is not positive definite) aborts the communicator and fails the operation on every rank
+ * with the same exception. The other operations are one-rank only for now and say so.
+ *
  * <p>OpenBLAS is held to one thread on each worker through the scheduler's {@code workerStart} hook.
  * With a scheduler passed in by the caller, the caller owns that setting.
  */
 public final class TileAlgebra implements AutoCloseable {
     /** Throughput assumed for cost hints until the scheduler's cost model has measured a kernel. */
     private static final double HINT_FLOPS_PER_NS = 20.0;
+    /** Scheduler priority of panel kernels in SPMD runs (below transfers, above the trailing update's 0). */
+    private static final int PANEL_PRIORITY = 1;
+
+    /** How tiles move between ranks. */
+    public enum Strategy {
+        /** One message from the owner to each rank that reads a tile version, sent on first use. */
+        POINT_TO_POINT,
+        /** One broadcast per tile version to the group of ranks that read it (SUMMA's row/column broadcasts). */
+        COLLECTIVE,
+        /**
+         * One-sided gets from windows where each rank exposes its tiles of the operands an operation only
+         * reads (GEMM's A and B); tiles the operation writes (all of a factorization's) move point to point.
+         */
+        RMA
+    }
 
     /**
      * Configuration. Defaults: {@code poniard.workers} or all cores, QR inner block {@code poniard.linalg.ib}
@@ -56,6 +84,31 @@ public final class TileAlgebra implements AutoCloseable {
         private int innerBlock = Integer.getInteger("poniard.linalg.ib", 32);
         private boolean trace;
         private Scheduler scheduler;
+        private Communicator communicator;
+        private Strategy strategy = Strategy.valueOf(System.getProperty("poniard.linalg.strategy", "POINT_TO_POINT"));
+
+        public Communicator communicator() {
+            return communicator;
+        }
+
+        /**
+         * The ranks of an SPMD run (null: one process). Matrices distributed over more than one rank need
+         * it, with as many ranks as their distribution; the caller keeps ownership and closes it.
+         */
+        public Context communicator(Communicator value) {
+            communicator = value;
+            return this;
+        }
+
+        public Strategy strategy() {
+            return strategy;
+        }
+
+        /** How tiles move between ranks (default {@code poniard.linalg.strategy} or point to point). */
+        public Context strategy(Strategy value) {
+            strategy = value;
+            return this;
+        }
 
         public int workers() {
             return workers;
@@ -104,6 +157,9 @@ public final class TileAlgebra implements AutoCloseable {
             if (innerBlock < 1) {
                 throw new IllegalArgumentException("innerBlock must be >= 1, got " + innerBlock);
             }
+            if (strategy == null) {
+                throw new IllegalArgumentException("strategy must be one of " + java.util.Arrays.toString(Strategy.values()));
+            }
             return this;
         }
     }
@@ -111,9 +167,12 @@ public final class TileAlgebra implements AutoCloseable {
     private final Context ctx;
     private final Scheduler scheduler;
     private final boolean ownsScheduler;
+    /** Tag counter and sub-communicators of SPMD runs; null without a communicator. */
+    private final SpmdTasks.Shared spmd;
 
     private TileAlgebra(Context ctx) {
         this.ctx = ctx;
+        this.spmd = ctx.communicator() == null ? null : new SpmdTasks.Shared(ctx.communicator());
         if (ctx.scheduler() != null) {
             scheduler = ctx.scheduler();
             ownsScheduler = false;
@@ -138,6 +197,9 @@ public final class TileAlgebra implements AutoCloseable {
 
     @Override
     public void close() {
+        if (spmd != null) {
+            spmd.close();
+        }
         if (ownsScheduler) {
             scheduler.close();
         }
@@ -166,21 +228,38 @@ public final class TileAlgebra implements AutoCloseable {
         int nb = c.tileSize();
         int kt = (k + nb - 1) / nb;
         Ops ops = new Ops(c);
-        run(region -> {
-            for (int i = 0; i < c.mt(); i++) {
+        runTiles("gemm", ops, tasks -> {
+            if (a != c && b != c) {
+                tasks.expose(a, b);
+            }
+            // Step l of SUMMA: tile column l of op(A) and tile row l of op(B) go to the ranks owning the
+            // C tiles that read them, then every C tile gets its update.
+            TileTasks.Ref[] rowOfC = new TileTasks.Ref[c.nt()];
+            TileTasks.Ref[] colOfC = new TileTasks.Ref[c.mt()];
+            for (int l = 0; l < kt; l++) {
+                for (int i = 0; i < c.mt(); i++) {
+                    for (int j = 0; j < c.nt(); j++) {
+                        rowOfC[j] = new TileTasks.Ref(c, i, j);
+                    }
+                    tasks.share(ta == Trans.N ? new TileTasks.Ref(a, i, l) : new TileTasks.Ref(a, l, i), rowOfC);
+                }
                 for (int j = 0; j < c.nt(); j++) {
-                    for (int l = 0; l < kt; l++) {
-                        Tile x = ta == Trans.N ? a.tile(i, l) : a.tile(l, i);
-                        Tile y = tb == Trans.N ? b.tile(l, j) : b.tile(j, l);
-                        double bl = l == 0 ? beta : 1.0;
-                        region.spawn(ops.gemm, args -> {
-                            TileKernels.gemm(ta, tb, alpha, (Tile) args[0], (Tile) args[1], bl, (Tile) args[2]);
-                            return null;
-                        }, DataDeps.in(x), DataDeps.in(y), DataDeps.inout(c.tile(i, j)));
+                    for (int i = 0; i < c.mt(); i++) {
+                        colOfC[i] = new TileTasks.Ref(c, i, j);
+                    }
+                    tasks.share(tb == Trans.N ? new TileTasks.Ref(b, l, j) : new TileTasks.Ref(b, j, l), colOfC);
+                }
+                double bl = l == 0 ? beta : 1.0;
+                for (int i = 0; i < c.mt(); i++) {
+                    for (int j = 0; j < c.nt(); j++) {
+                        TileTasks.Ref x = ta == Trans.N ? new TileTasks.Ref(a, i, l) : new TileTasks.Ref(a, l, i);
+                        TileTasks.Ref y = tb == Trans.N ? new TileTasks.Ref(b, l, j) : new TileTasks.Ref(b, j, l);
+                        tasks.kernel(ops.gemm, (out, in) -> TileKernels.gemm(ta, tb, alpha, in[0], in[1], bl, out),
+                                new TileTasks.Ref(c, i, j), x, y);
                     }
                 }
             }
-        });
+        }, a, b, c);
     }
 
     // ------------------------------------------------------------------------------------------------
@@ -196,38 +275,46 @@ public final class TileAlgebra implements AutoCloseable {
         square("cholesky", a);
         int nt = a.nt();
         Ops ops = new Ops(a);
-        run(region -> {
+        // Across ranks the panel (POTRF, TRSM) feeds the other ranks' updates, which this rank's critical-path
+        // ranks cannot see: a fixed priority runs it ahead of the local trailing update (look-ahead).
+        TaskOptions potrf = a.isWhole() ? ops.potrf : ops.potrf.priority(PANEL_PRIORITY);
+        TaskOptions trsm = a.isWhole() ? ops.trsm : ops.trsm.priority(PANEL_PRIORITY);
+        runTiles("cholesky", ops, tasks -> {
             for (int k = 0; k < nt; k++) {
                 int kk = k;
-                Tile akk = a.tile(k, k);
-                region.spawn(ops.potrf, args -> {
-                    int info = TileKernels.potrf(Uplo.LOWER, (Tile) args[0]);
+                TileTasks.Ref akk = new TileTasks.Ref(a, k, k);
+                tasks.kernel(potrf, (out, in) -> {
+                    int info = TileKernels.potrf(Uplo.LOWER, out);
                     if (info > 0) {
                         throw new NotPositiveDefiniteException(kk, kk * a.tileSize() + info - 1);
                     }
-                    return null;
-                }, DataDeps.inout(akk));
+                }, akk);
+                TileTasks.Ref[] below = new TileTasks.Ref[nt - k - 1];
                 for (int i = k + 1; i < nt; i++) {
-                    region.spawn(ops.trsm, args -> {
-                        TileKernels.trsm(Side.RIGHT, Uplo.LOWER, Trans.T, Diag.NON_UNIT, 1.0, (Tile) args[0], (Tile) args[1]);
-                        return null;
-                    }, DataDeps.in(akk), DataDeps.inout(a.tile(i, k)));
+                    below[i - k - 1] = new TileTasks.Ref(a, i, k);
+                }
+                tasks.share(akk, below);
+                for (int i = k + 1; i < nt; i++) {
+                    tasks.kernel(trsm, (out, in) -> TileKernels.trsm(Side.RIGHT, Uplo.LOWER, Trans.T, Diag.NON_UNIT,
+                            1.0, in[0], out), below[i - k - 1], akk);
+                    // A(i, k) updates row i left of the diagonal (as the first operand) and column i below it.
+                    TileTasks.Ref[] readers = new TileTasks.Ref[nt - k - 1];
+                    for (int j = k + 1; j < nt; j++) {
+                        readers[j - k - 1] = j <= i ? new TileTasks.Ref(a, i, j) : new TileTasks.Ref(a, j, i);
+                    }
+                    tasks.share(below[i - k - 1], readers);
                 }
                 for (int j = k + 1; j < nt; j++) {
-                    Tile ajk = a.tile(j, k);
-                    region.spawn(ops.syrk, args -> {
-                        TileKernels.syrk(Uplo.LOWER, Trans.N, -1.0, (Tile) args[0], 1.0, (Tile) args[1]);
-                        return null;
-                    }, DataDeps.in(ajk), DataDeps.inout(a.tile(j, j)));
+                    TileTasks.Ref ajk = new TileTasks.Ref(a, j, k);
+                    tasks.kernel(ops.syrk, (out, in) -> TileKernels.syrk(Uplo.LOWER, Trans.N, -1.0, in[0], 1.0, out),
+                            new TileTasks.Ref(a, j, j), ajk);
                     for (int i = j + 1; i < nt; i++) {
-                        region.spawn(ops.gemm, args -> {
-                            TileKernels.gemm(Trans.N, Trans.T, -1.0, (Tile) args[0], (Tile) args[1], 1.0, (Tile) args[2]);
-                            return null;
-                        }, DataDeps.in(a.tile(i, k)), DataDeps.in(ajk), DataDeps.inout(a.tile(i, j)));
+                        tasks.kernel(ops.gemm, (out, in) -> TileKernels.gemm(Trans.N, Trans.T, -1.0, in[0], in[1], 1.0, out),
+                                new TileTasks.Ref(a, i, j), new TileTasks.Ref(a, i, k), ajk);
                     }
                 }
             }
-        });
+        }, a);
         return a;
     }
 
@@ -255,6 +342,7 @@ public final class TileAlgebra implements AutoCloseable {
 
     /** B := alpha op(A)^-1 B in place, for the {@code uplo} triangle of square A (left side). */
     public void triangularSolve(Uplo uplo, Trans trans, Diag diag, double alpha, DistributedMatrix a, DistributedMatrix b) {
+        oneRank("triangularSolve", a, b);
         square("triangularSolve", a);
         checkRhs("triangularSolve", a, b);
         Ops ops = new Ops(b);
@@ -304,6 +392,9 @@ public final class TileAlgebra implements AutoCloseable {
      * @throws SingularMatrixException naming the first column with an exactly zero pivot
      */
     public LuFactorization lu(DistributedMatrix a) {
+        if (!a.isWhole()) {
+            return luAcrossRanks(a);
+        }
         int nb = a.tileSize();
         int steps = Math.min(a.mt(), a.nt());
         int[] piv = new int[Math.min(a.rows(), a.cols())];
@@ -356,6 +447,230 @@ public final class TileAlgebra implements AutoCloseable {
             }
         });
         return new LuFactorization(a, piv);
+    }
+
+    /**
+     * LU across ranks, for distributions that keep every tile column on one rank (1 x Q grids, 1D by
+     * columns): the panel getrf runs on the column's owner, its pivots travel as a one-column "pivot
+     * tile" (global row numbers as doubles, exact below 2^53) that the owners of the other columns fetch
+     * like any tile, and every row swap stays inside one tile column, so inside one rank.
+     */
+    private LuFactorization luAcrossRanks(DistributedMatrix a) {
+        Distribution d = a.distribution();
+        wholeColumns("lu", d, a);
+        int nb = a.tileSize();
+        int steps = Math.min(a.mt(), a.nt());
+        int minDim = Math.min(a.rows(), a.cols());
+        Ops ops = new Ops(a);
+        TaskOptions getrf = ops.getrf.priority(PANEL_PRIORITY);
+        TaskOptions trsm = ops.trsm.priority(PANEL_PRIORITY);
+        Distribution pivotOwners = new Distribution() {
+            @Override
+            public TileOwner owner(int i, int j) {
+                return d.owner(0, i); // pivot tile k lives with panel k
+            }
+
+            @Override
+            public int ranks() {
+                return d.ranks();
+            }
+
+            @Override
+            public int devicesPerRank() {
+                return d.devicesPerRank();
+            }
+
+            @Override
+            public String toString() {
+                return "pivots of " + d;
+            }
+        };
+        try (DistributedMatrix pivots = DistributedMatrix.zeros(DType.F64, minDim, 1, nb, pivotOwners, a.localRank())) {
+            runTiles("lu", ops, tasks -> {
+                for (int k = 0; k < steps; k++) {
+                    int kk = k;
+                    TileTasks.Ref pk = new TileTasks.Ref(pivots, k, 0);
+                    TileTasks.Ref[] panel = new TileTasks.Ref[a.mt() - k + 1];
+                    for (int i = k; i < a.mt(); i++) {
+                        panel[i - k] = new TileTasks.Ref(a, i, k);
+                    }
+                    panel[a.mt() - k] = pk;
+                    tasks.kernel(getrf, (out, in) -> factorPanel(a, kk, out), panel);
+                    for (int j = 0; j < a.nt(); j++) {
+                        if (j == k) {
+                            continue;
+                        }
+                        TileTasks.Ref[] column = new TileTasks.Ref[a.mt() - k];
+                        for (int i = k; i < a.mt(); i++) {
+                            column[i - k] = new TileTasks.Ref(a, i, j);
+                        }
+                        if (j < k) {
+                            // Left swaps: this step's interchanges on the finished columns.
+                            tasks.kernel(ops.laswp, (out, in) -> swapRows(nb, kk, in[0], out), column, pk);
+                        } else {
+                            tasks.kernel(trsm, (out, in) -> {
+                                swapRows(nb, kk, in[0], out);
+                                unitLowerSolve(in[1], out[0]);
+                            }, column, pk, new TileTasks.Ref(a, k, k));
+                        }
+                    }
+                    for (int j = k + 1; j < a.nt(); j++) {
+                        for (int i = k + 1; i < a.mt(); i++) {
+                            tasks.kernel(ops.gemm, (out, in) -> TileKernels.gemm(Trans.N, Trans.N, -1.0, in[0], in[1], 1.0, out),
+                                    new TileTasks.Ref(a, i, j), new TileTasks.Ref(a, i, k), new TileTasks.Ref(a, k, j));
+                        }
+                    }
+                }
+            }, a);
+            // Every rank learns every pivot: panel k's owner broadcasts its pivot tile (in step order).
+            int[] piv = new int[minDim];
+            Communicator comm = spmd.comm;
+            for (int k = 0; k < steps; k++) {
+                int rows = pivots.tileRows(k);
+                double[] seg = new double[rows];
+                int root = pivotOwners.owner(k, 0).rank();
+                if (root == comm.rank()) {
+                    pivots.tile(k, 0).f64Buffer().get(0, seg, 0, rows);
+                }
+                comm.broadcast(seg, root);
+                for (int r = 0; r < rows; r++) {
+                    piv[k * nb + r] = (int) seg[r];
+                }
+            }
+            return new LuFactorization(a, piv);
+        }
+    }
+
+    /** Operations that factor a panel on one rank need every tile column of {@code a} on one rank. */
+    private static void wholeColumns(String op, Distribution d, DistributedMatrix a) {
+        for (int j = 0; j < a.nt(); j++) {
+            for (int i = 1; i < a.mt(); i++) {
+                if (d.owner(i, j).rank() != d.owner(0, j).rank()) {
+                    throw new IllegalArgumentException(op + " across ranks factors each panel on one rank and needs every "
+                            + "tile column on one rank (a 1 x Q grid or a 1D distribution by columns), but " + d
+                            + " puts tile (0, " + j + ") on rank " + d.owner(0, j).rank() + " and tile (" + i + ", " + j
+                            + ") on rank " + d.owner(i, j).rank());
+                }
+            }
+        }
+    }
+
+    /**
+     * Tile QR across ranks, for distributions that keep every tile column on one rank: the kernels of
+     * tile column k (GEQRT, TPQRT) and the T factors and reflector copies they make live with column k,
+     * and the updates of column j (GEMQRT, TPMQRT) run on j's owner with the reflectors fetched. Each
+     * tile sees the same kernels in the same order as in one process, so the factors are the same.
+     */
+    private QrFactorization qrAcrossRanks(DistributedMatrix a) {
+        Distribution d = a.distribution();
+        wholeColumns("qr", d, a);
+        int ib = ctx.innerBlock();
+        int steps = Math.min(a.mt(), a.nt());
+        int me = a.localRank();
+        IntBinaryOperator columnOwner = (i, k) -> d.owner(0, k).rank();
+        TileSet t = new TileSet("T factors of the QR of " + a.describe(), a.type(), a.mt(), steps, (i, k) -> {
+            if (i < k) {
+                return null;
+            }
+            int w = a.tileCols(k);
+            int refl = i == k ? Math.min(a.tileRows(k), w) : w;
+            return new int[] {TileKernels.tRows(ib, refl), w};
+        }, columnOwner, me);
+        TileSet v = new TileSet("reflectors of the QR of " + a.describe(), a.type(), steps, 1,
+                (k, z) -> new int[] {a.tileRows(k), a.tileCols(k)}, (k, z) -> d.owner(0, k).rank(), me);
+        Tile[][] tt = new Tile[a.mt()][steps];
+        Tile[] vv = new Tile[steps];
+        for (int k = 0; k < steps; k++) {
+            vv[k] = v.orNull(k, 0);
+            for (int i = k; i < a.mt(); i++) {
+                tt[i][k] = t.orNull(i, k);
+            }
+        }
+        QrFactorization f = new QrFactorization(a, tt, vv, ib); // owns the tiles from here on
+        Ops ops = new Ops(a);
+        TaskOptions geqrt = ops.geqrt.priority(PANEL_PRIORITY);
+        TaskOptions tpqrt = ops.tpqrt.priority(PANEL_PRIORITY);
+        try {
+            runTiles("qr", ops, tasks -> {
+                for (int k = 0; k < steps; k++) {
+                    TileTasks.Ref akk = new TileTasks.Ref(a, k, k);
+                    TileTasks.Ref tkk = new TileTasks.Ref(t, k, k);
+                    TileTasks.Ref vk = new TileTasks.Ref(v, k, 0);
+                    tasks.kernel(geqrt, (out, in) -> {
+                        TileKernels.geqrt(ib, out[0], out[1]);
+                        out[2].copyFrom(out[0]);
+                    }, new TileTasks.Ref[] {akk, tkk, vk});
+                    for (int j = k + 1; j < a.nt(); j++) {
+                        tasks.kernel(ops.gemqrt, (out, in) -> TileKernels.gemqrt(Trans.T, ib, in[0], in[1], out),
+                                new TileTasks.Ref(a, k, j), vk, tkk);
+                    }
+                    for (int i = k + 1; i < a.mt(); i++) {
+                        TileTasks.Ref aik = new TileTasks.Ref(a, i, k);
+                        TileTasks.Ref tik = new TileTasks.Ref(t, i, k);
+                        tasks.kernel(tpqrt, (out, in) -> TileKernels.tpqrt(ib, out[0], out[1], out[2]),
+                                new TileTasks.Ref[] {akk, aik, tik});
+                        for (int j = k + 1; j < a.nt(); j++) {
+                            tasks.kernel(ops.tpmqrt, (out, in) -> TileKernels.tpmqrt(Trans.T, ib, in[0], in[1], out[0], out[1]),
+                                    new TileTasks.Ref[] {new TileTasks.Ref(a, k, j), new TileTasks.Ref(a, i, j)}, aik, tik);
+                        }
+                    }
+                }
+            }, a);
+        } catch (RuntimeException e) {
+            f.close();
+            throw e;
+        }
+        return f;
+    }
+
+    /**
+     * getrf of panel k from its tiles (rows k*nb.., the last entry of {@code out} is the pivot tile, which
+     * receives the global pivot rows).
+     */
+    private static void factorPanel(DistributedMatrix a, int k, Tile[] out) {
+        int nb = a.tileSize();
+        int w = a.tileCols(k);
+        int pm = a.rows() - k * nb;
+        int tiles = out.length - 1;
+        try (Tile p = Tile.allocate(a.type(), pm, w)) {
+            for (int t = 0; t < tiles; t++) {
+                TileCopy.block(out[t], 0, 0, p, t * nb, 0, out[t].rows(), w);
+            }
+            int[] ipiv = new int[Math.min(pm, w)];
+            int info = TileKernels.getrf(p, ipiv);
+            for (int t = 0; t < tiles; t++) {
+                TileCopy.block(p, t * nb, 0, out[t], 0, 0, out[t].rows(), w);
+            }
+            Tile pivotTile = out[tiles];
+            for (int r = 0; r < ipiv.length; r++) {
+                pivotTile.setFlat(r, k * nb + ipiv[r] - 1);
+            }
+            if (info > 0) {
+                throw new SingularMatrixException(k, k * nb + info - 1);
+            }
+        }
+    }
+
+    /** Applies step k's interchanges (global rows in {@code pivotTile}) to tiles k.. of one tile column. */
+    private static void swapRows(int nb, int k, Tile pivotTile, Tile[] column) {
+        for (int r = 0; r < pivotTile.rows(); r++) {
+            int row = k * nb + r;
+            int p = (int) pivotTile.getFlat(r);
+            if (p != row) {
+                TileCopy.swapRows(column[row / nb - k], row % nb, column[p / nb - k], p % nb);
+            }
+        }
+    }
+
+    /** B := L^-1 B with L the unit lower triangle of {@code akk}, or of its leading square for a wide last panel. */
+    private static void unitLowerSolve(Tile akk, Tile b) {
+        if (akk.rows() <= akk.cols() && akk.rows() == b.rows() && akk.rows() == akk.cols()) {
+            TileKernels.trsm(Side.LEFT, Uplo.LOWER, Trans.N, Diag.UNIT, 1.0, akk, b);
+            return;
+        }
+        try (Tile l = TileCopy.leading(akk, b.rows(), b.rows())) {
+            TileKernels.trsm(Side.LEFT, Uplo.LOWER, Trans.N, Diag.UNIT, 1.0, l, b);
+        }
     }
 
     /** Access list: one extra access, then inout on tiles (k..mt-1, j). */
@@ -413,6 +728,7 @@ public final class TileAlgebra implements AutoCloseable {
     /** X with A X = B from an LU factorization of square A; returns a new matrix. */
     public DistributedMatrix luSolve(LuFactorization lu, DistributedMatrix b) {
         DistributedMatrix a = lu.factors();
+        oneRank("luSolve", a, b);
         square("luSolve", a);
         checkRhs("luSolve", a, b);
         DistributedMatrix x = b.copy();
@@ -446,6 +762,9 @@ public final class TileAlgebra implements AutoCloseable {
      * min(m, n) rows, Q as Householder reflectors in the rest of {@code a} and the returned factors.
      */
     public QrFactorization qr(DistributedMatrix a) {
+        if (!a.isWhole()) {
+            return qrAcrossRanks(a);
+        }
         int ib = ctx.innerBlock();
         int steps = Math.min(a.mt(), a.nt());
         Tile[][] t = new Tile[a.mt()][steps];
@@ -503,6 +822,7 @@ public final class TileAlgebra implements AutoCloseable {
     /** B := Q^T B (trans T) or Q B (trans N) in place, with Q from {@link #qr}. */
     public void applyQ(QrFactorization f, Trans trans, DistributedMatrix b) {
         DistributedMatrix a = f.factors();
+        oneRank("applyQ", a, b);
         if (b.rows() != a.rows() || b.tileSize() != a.tileSize() || b.type() != a.type()) {
             throw new IllegalArgumentException("applyQ: B is " + b.describe() + " but Q is " + a.rows() + "x" + a.rows()
                     + " for " + a.describe());
@@ -591,13 +911,66 @@ public final class TileAlgebra implements AutoCloseable {
         try (DataDeps region = scheduler.dataDeps()) {
             body.accept(region);
         } catch (TaskFailedException e) {
-            Throwable cause = e.getCause();
-            if (cause instanceof NotPositiveDefiniteException || cause instanceof SingularMatrixException
-                    || cause instanceof IllegalArgumentException) {
-                cause.addSuppressed(e);
-                throw (RuntimeException) cause;
+            throw explain(e);
+        }
+    }
+
+    private static RuntimeException explain(RuntimeException e) {
+        Throwable cause = e instanceof TaskFailedException ? e.getCause() : null;
+        if (cause instanceof NotPositiveDefiniteException || cause instanceof SingularMatrixException
+                || cause instanceof IllegalArgumentException) {
+            cause.addSuppressed(e);
+            return (RuntimeException) cause;
+        }
+        return e;
+    }
+
+    /**
+     * Runs an operation written against {@link TileTasks}: in this process when every operand is whole,
+     * else SPMD over the communicator, with the remote failure translated as {@link SpmdTasks#rethrow} says.
+     */
+    private void runTiles(String op, Ops ops, Consumer<TileTasks> body, DistributedMatrix... operands) {
+        boolean whole = true;
+        for (DistributedMatrix m : operands) {
+            whole &= m.isWhole();
+        }
+        if (whole) {
+            run(region -> body.accept(new TileTasks.Local(region)));
+            return;
+        }
+        if (spmd == null) {
+            throw new IllegalArgumentException(op + ": " + operands[0] + " is spread over "
+                    + operands[0].distribution().ranks() + " ranks; launch TileAlgebra with Context.communicator(...)");
+        }
+        for (DistributedMatrix m : operands) {
+            SpmdTasks.check(op, spmd.comm, m);
+        }
+        SpmdTasks tasks = null;
+        try {
+            try (DataDeps region = scheduler.dataDeps()) {
+                tasks = new SpmdTasks(spmd, region, ctx.strategy(), ops.suffix);
+                body.accept(tasks);
             }
-            throw e;
+            // A rank can finish its share before another rank fails (its tiles were final early): the
+            // barrier makes every rank learn of an abort before it returns, so all fail or none does.
+            spmd.comm.barrier();
+        } catch (RuntimeException e) {
+            RuntimeException r = tasks == null ? e : tasks.rethrow(e);
+            throw r == e ? explain(e) : r;
+        } finally {
+            if (tasks != null) {
+                tasks.close();
+            }
+        }
+    }
+
+    /** Fails with a clear message if an operation that runs only in one process gets distributed operands. */
+    private static void oneRank(String op, DistributedMatrix... operands) {
+        for (DistributedMatrix m : operands) {
+            if (!m.isWhole()) {
+                throw new UnsupportedOperationException(op + " runs in one process only so far, but " + m
+                        + " is spread over " + m.distribution().ranks() + " ranks; gather it first");
+            }
         }
     }
 
@@ -638,12 +1011,13 @@ public final class TileAlgebra implements AutoCloseable {
         final TaskOptions gemqrt;
         final TaskOptions tpqrt;
         final TaskOptions tpmqrt;
+        final String suffix;
 
         Ops(DistributedMatrix m) {
             double b = m.tileSize();
             double b3 = b * b * b;
             Map<String, TaskOptions> made = new HashMap<>();
-            String suffix = "_" + m.type().name().toLowerCase() + "_" + m.tileSize();
+            suffix = "_" + m.type().name().toLowerCase() + "_" + m.tileSize();
             gemm = opt(made, "gemm" + suffix, 2 * b3);
             trsm = opt(made, "trsm" + suffix, b3);
             syrk = opt(made, "syrk" + suffix, b3);

@@ -1,0 +1,386 @@
+package dev.poniard.linalg;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertInstanceOf;
+import static org.junit.jupiter.api.Assertions.assertNotNull;
+import static org.junit.jupiter.api.Assertions.assertNull;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import dev.poniard.linalg.dist.Distribution;
+import dev.poniard.linalg.tile.TileKernels.Trans;
+import dev.poniard.scheduler.comm.Communicator;
+import dev.poniard.scheduler.comm.LocalCluster;
+import java.util.List;
+import java.util.concurrent.TimeUnit;
+import java.util.function.Function;
+import java.util.stream.Stream;
+import org.junit.jupiter.api.AfterAll;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.Timeout;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.Arguments;
+import org.junit.jupiter.params.provider.MethodSource;
+import org.nd4j.linalg.api.ndarray.INDArray;
+
+/**
+ * GEMM and Cholesky SPMD over two ranks of a {@link LocalCluster} (one JVM, Aeron IPC, one worker per rank),
+ * on 2D block-cyclic 1x2 / 2x1 grids and 1D distributions, checked on rank 0 against ND4J / dense references.
+ */
+@Timeout(value = 120, unit = TimeUnit.SECONDS)
+class SpmdTileAlgebraTest {
+    private static LocalCluster cluster;
+
+    @BeforeAll
+    static void start() {
+        cluster = LocalCluster.launch(2);
+    }
+
+    @AfterAll
+    static void stop() {
+        if (cluster != null) {
+            cluster.close();
+        }
+    }
+
+    private static long seed(String test) {
+        long seed = System.nanoTime();
+        System.out.println(test + " seed " + seed);
+        return seed;
+    }
+
+    /** Two-rank distributions: 2D block-cyclic 1x2 and 2x1, 1D cyclic by columns, 1D block by rows. */
+    static Stream<Distribution> distributions() {
+        return Stream.of(Distribution.blockCyclic2d(1, 2, 1, 1, 1), Distribution.blockCyclic2d(2, 1, 1, 1, 1),
+                Distribution.cyclic1d(Distribution.Axis.COLUMNS, 2, 1), Distribution.block1d(Distribution.Axis.ROWS, 5, 2, 1),
+                Distribution.blockCyclic1d(Distribution.Axis.COLUMNS, 2, 2, 1));
+    }
+
+    static Stream<Arguments> gemmCases() {
+        return distributions().flatMap(d -> Stream.of(
+                Arguments.of(d, TileAlgebra.Strategy.POINT_TO_POINT, Trans.N, Trans.N),
+                Arguments.of(d, TileAlgebra.Strategy.COLLECTIVE, Trans.N, Trans.N),
+                Arguments.of(d, TileAlgebra.Strategy.POINT_TO_POINT, Trans.T, Trans.N),
+                Arguments.of(d, TileAlgebra.Strategy.COLLECTIVE, Trans.N, Trans.T),
+                Arguments.of(d, TileAlgebra.Strategy.RMA, Trans.N, Trans.N),
+                Arguments.of(d, TileAlgebra.Strategy.RMA, Trans.T, Trans.T)));
+    }
+
+    static Stream<Arguments> choleskyCases() {
+        // RMA only changes GEMM (factorizations write what they exchange): one case checks the fallback.
+        return Stream.concat(distributions().flatMap(d -> Stream.of(Arguments.of(d, TileAlgebra.Strategy.POINT_TO_POINT),
+                Arguments.of(d, TileAlgebra.Strategy.COLLECTIVE))),
+                Stream.of(Arguments.of(Distribution.blockCyclic2d(1, 2, 1, 1, 1), TileAlgebra.Strategy.RMA)));
+    }
+
+    private static <T> List<T> onEveryRank(TileAlgebra.Strategy strategy, java.util.function.BiFunction<Communicator, TileAlgebra, T> body) {
+        return cluster.run(comm -> {
+            try (TileAlgebra la = TileAlgebra.launch(new TileAlgebra.Context().workers(1).communicator(comm).strategy(strategy))) {
+                return body.apply(comm, la);
+            }
+        });
+    }
+
+    @ParameterizedTest(name = "{0} {1} ta={2} tb={3}")
+    @MethodSource("gemmCases")
+    void shouldMultiplyAcrossTwoRanks(Distribution d, TileAlgebra.Strategy strategy, Trans ta, Trans tb) {
+        int m = 300;
+        int n = 250;
+        int k = 190;
+        int nb = 64; // 5 x 4 x 3 tiles, the last of each smaller
+        long seed = seed("spmd gemm");
+        List<INDArray> got = onEveryRank(strategy, (comm, la) -> {
+            int r = comm.rank();
+            try (DistributedMatrix a = ta == Trans.N ? DistributedMatrix.random(DType.F64, m, k, nb, seed, d, r)
+                    : DistributedMatrix.random(DType.F64, k, m, nb, seed, d, r);
+                 DistributedMatrix b = tb == Trans.N ? DistributedMatrix.random(DType.F64, k, n, nb, seed + 1, d, r)
+                         : DistributedMatrix.random(DType.F64, n, k, nb, seed + 1, d, r);
+                 DistributedMatrix c = DistributedMatrix.random(DType.F64, m, n, nb, seed + 2, d, r)) {
+                la.gemm(ta, tb, 1.5, a, b, -0.5, c);
+                try (DistributedMatrix whole = c.gather(comm, 0)) {
+                    return whole == null ? null : whole.toINDArray();
+                }
+            }
+        });
+        assertNull(got.get(1));
+        INDArray ea = (ta == Trans.N ? DistributedMatrix.random(DType.F64, m, k, nb, seed)
+                : DistributedMatrix.random(DType.F64, k, m, nb, seed)).toINDArray();
+        INDArray eb = (tb == Trans.N ? DistributedMatrix.random(DType.F64, k, n, nb, seed + 1)
+                : DistributedMatrix.random(DType.F64, n, k, nb, seed + 1)).toINDArray();
+        INDArray ec = DistributedMatrix.random(DType.F64, m, n, nb, seed + 2).toINDArray();
+        INDArray expected = (ta == Trans.N ? ea : ea.transpose()).mmul(tb == Trans.N ? eb : eb.transpose()).muli(1.5)
+                .addi(ec.muli(-0.5));
+        double err = got.get(0).sub(expected).norm2Number().doubleValue();
+        double scale = ea.norm2Number().doubleValue() * eb.norm2Number().doubleValue() * k * DType.F64.epsilon();
+        assertTrue(err / scale < 10, "gemm error " + err + " scaled " + err / scale);
+    }
+
+    @ParameterizedTest(name = "{0} {1}")
+    @MethodSource("choleskyCases")
+    void shouldFactorCholeskyAcrossTwoRanks(Distribution d, TileAlgebra.Strategy strategy) {
+        int n = 300; // 5 tiles of 64, the last 44 wide
+        int nb = 64;
+        long seed = seed("spmd cholesky");
+        List<double[]> got = onEveryRank(strategy, (comm, la) -> {
+            try (DistributedMatrix a = DistributedMatrix.spd(DType.F64, n, nb, seed, d, comm.rank())) {
+                la.cholesky(a);
+                try (DistributedMatrix whole = a.gather(comm, 0)) {
+                    return whole == null ? null : whole.toColumnMajor();
+                }
+            }
+        });
+        double[] ad = DistributedMatrix.spd(DType.F64, n, nb, seed).toColumnMajor();
+        double[] l = Dense.lower(got.get(0), n, n, false);
+        double[] llt = Dense.mul(l, n, n, false, l, n, n, true);
+        double res = Dense.frobDiff(ad, llt) / (Dense.frob(ad) * n * DType.F64.epsilon());
+        assertTrue(res < 10, "scaled residual ||A - LL^T||/(||A|| n eps) = " + res);
+    }
+
+    @ParameterizedTest(name = "{0}")
+    @org.junit.jupiter.params.provider.EnumSource(TileAlgebra.Strategy.class)
+    void shouldSendEachTileVersionOnceWithTheChosenStrategy(TileAlgebra.Strategy strategy) {
+        // 1x2 grid: C(i, j) and B(l, j) on rank j % 2, A(i, l) on rank l % 2 and read by both ranks. A is
+        // 5 x 3 tiles: rank 0 owns tile columns 0 and 2 (10 tiles), rank 1 column 1 (5 tiles); each goes
+        // to the other rank exactly once, however many C tiles read it.
+        Distribution d = Distribution.blockCyclic2d(1, 2, 1, 1, 1);
+        List<long[]> counts = cluster.run(comm -> {
+            try (TileAlgebra la = TileAlgebra.launch(new TileAlgebra.Context().workers(1).communicator(comm)
+                    .strategy(strategy).trace(true));
+                 DistributedMatrix a = DistributedMatrix.random(DType.F64, 300, 190, 64, 1, d, comm.rank());
+                 DistributedMatrix b = DistributedMatrix.random(DType.F64, 190, 250, 64, 2, d, comm.rank());
+                 DistributedMatrix c = DistributedMatrix.zeros(DType.F64, 300, 250, 64, d, comm.rank())) {
+                la.gemm(1.0, a, b, 0.0, c);
+                long[] n = new long[5];
+                for (var t : la.scheduler().trace().records()) {
+                    String name = t.name();
+                    n[name.startsWith("send") ? 0 : name.startsWith("recv") ? 1 : name.startsWith("bcast") ? 2
+                            : name.startsWith("gemm") ? 3 : name.startsWith("rget") ? 4 : -1]++;
+                }
+                return n;
+            }
+        });
+        boolean p2p = strategy == TileAlgebra.Strategy.POINT_TO_POINT;
+        boolean bcast = strategy == TileAlgebra.Strategy.COLLECTIVE;
+        boolean rma = strategy == TileAlgebra.Strategy.RMA;
+        // 5 x 4 C tiles x 3 steps: rank 0 owns C columns 0 and 2 (30 updates), rank 1 columns 1 and 3 (30).
+        assertEquals(30, counts.get(0)[3]);
+        assertEquals(30, counts.get(1)[3]);
+        assertEquals(p2p ? 10 : 0, counts.get(0)[0], "rank 0 sends");
+        assertEquals(p2p ? 5 : 0, counts.get(0)[1], "rank 0 receives");
+        assertEquals(p2p ? 5 : 0, counts.get(1)[0], "rank 1 sends");
+        assertEquals(p2p ? 10 : 0, counts.get(1)[1], "rank 1 receives");
+        assertEquals(bcast ? 15 : 0, counts.get(0)[2], "rank 0 broadcasts");
+        assertEquals(bcast ? 15 : 0, counts.get(1)[2], "rank 1 broadcasts");
+        assertEquals(rma ? 5 : 0, counts.get(0)[4], "rank 0 gets");
+        assertEquals(rma ? 10 : 0, counts.get(1)[4], "rank 1 gets");
+    }
+
+    /** Distributions that keep each tile column on one rank, as distributed LU needs. */
+    static Stream<Arguments> luCases() {
+        return Stream.of(Arguments.of(Distribution.blockCyclic2d(1, 2, 1, 1, 1), 300, 300),
+                Arguments.of(Distribution.cyclic1d(Distribution.Axis.COLUMNS, 2, 1), 330, 250),
+                Arguments.of(Distribution.blockCyclic1d(Distribution.Axis.COLUMNS, 2, 2, 1), 200, 290));
+    }
+
+    @ParameterizedTest(name = "{0} {1}x{2}")
+    @MethodSource("luCases")
+    void shouldFactorLuWithPartialPivotingAcrossTwoRanks(Distribution d, int m, int n) {
+        int nb = 64;
+        long seed = seed("spmd lu");
+        List<Object[]> got = onEveryRank(TileAlgebra.Strategy.POINT_TO_POINT, (comm, la) -> {
+            try (DistributedMatrix a = DistributedMatrix.random(DType.F64, m, n, nb, seed, d, comm.rank())) {
+                LuFactorization lu = la.lu(a);
+                try (DistributedMatrix whole = a.gather(comm, 0)) {
+                    return new Object[] {whole == null ? null : whole.toColumnMajor(), lu.pivots()};
+                }
+            }
+        });
+        // Every rank ends with the same pivots, and they are LAPACK's for the same matrix in one process.
+        assertArrayEquals((int[]) got.get(0)[1], (int[]) got.get(1)[1]);
+        try (TileAlgebra one = TileAlgebra.launch(new TileAlgebra.Context().workers(1));
+             DistributedMatrix ref = DistributedMatrix.random(DType.F64, m, n, nb, seed)) {
+            double[] ad = ref.toColumnMajor();
+            LuFactorization single = one.lu(ref);
+            assertArrayEquals(single.pivots(), (int[]) got.get(0)[1]);
+            double[] fd = (double[]) got.get(0)[0];
+            int k = Math.min(m, n);
+            double[] lu2 = Dense.mul(Dense.lower(fd, m, n, true), m, k, false, Dense.upper(fd, m, n), k, n, false);
+            int[] perm = single.permutation();
+            double[] pa = new double[m * n];
+            for (int j = 0; j < n; j++) {
+                for (int i = 0; i < m; i++) {
+                    pa[j * m + i] = ad[j * m + perm[i]];
+                }
+            }
+            double res = Dense.frobDiff(pa, lu2) / (Dense.frob(ad) * Math.max(m, n) * DType.F64.epsilon());
+            assertTrue(res < 10, "scaled residual ||PA - LU||/(||A|| n eps) = " + res);
+        }
+    }
+
+    @ParameterizedTest(name = "{0} {1}x{2}")
+    @MethodSource("luCases")
+    void shouldFactorQrAcrossTwoRanksExactlyAsOneProcessDoes(Distribution d, int m, int n) {
+        int nb = 64;
+        long seed = seed("spmd qr");
+        List<double[]> got = cluster.run(comm -> {
+            try (TileAlgebra la = TileAlgebra.launch(new TileAlgebra.Context().workers(1).communicator(comm).innerBlock(16));
+                 DistributedMatrix a = DistributedMatrix.random(DType.F64, m, n, nb, seed, d, comm.rank());
+                 QrFactorization qr = la.qr(a);
+                 DistributedMatrix whole = a.gather(comm, 0)) {
+                // T and V of a tile column are held by its owner only.
+                assertEquals(d.owner(0, 0).rank() == comm.rank(), qr.v(0) != null);
+                return whole == null ? null : whole.toColumnMajor();
+            }
+        });
+        // Every tile sees the same kernels in the same order as in one process: the same bits.
+        try (TileAlgebra one = TileAlgebra.launch(new TileAlgebra.Context().workers(1).innerBlock(16));
+             DistributedMatrix ref = DistributedMatrix.random(DType.F64, m, n, nb, seed);
+             QrFactorization qr = one.qr(ref)) {
+            assertArrayEquals(ref.toColumnMajor(), got.get(0));
+        }
+    }
+
+    @Test
+    void shouldRefuseLuWhenATileColumnSpansRanks() {
+        Distribution d = Distribution.blockCyclic2d(2, 1, 1, 1, 1);
+        List<String> messages = onEveryRank(TileAlgebra.Strategy.POINT_TO_POINT, (comm, la) -> {
+            try (DistributedMatrix a = DistributedMatrix.random(DType.F64, 200, 200, 64, 1, d, comm.rank())) {
+                return assertThrows(IllegalArgumentException.class, () -> la.lu(a)).getMessage();
+            }
+        });
+        assertTrue(messages.get(0).contains("every tile column on one rank"), messages.get(0));
+    }
+
+    @Test
+    void shouldFailEveryRankNamingTheColumnOfASingularMatrix() {
+        Distribution d = Distribution.cyclic1d(Distribution.Axis.COLUMNS, 2, 1);
+        int n = 200;
+        int bad = 150; // column 150 is a copy of column 10 (4 e_10): exactly singular there
+        try (LocalCluster own = LocalCluster.launch(2)) {
+            List<RuntimeException> failures = own.run(comm -> {
+                try (TileAlgebra la = TileAlgebra.launch(new TileAlgebra.Context().workers(1).communicator(comm));
+                     DistributedMatrix a = DistributedMatrix.zeros(DType.F64, n, n, 64, d, comm.rank())) {
+                    a.fill((r, c) -> r == c && c != bad ? 4.0 : (c == bad ? (r == 10 ? 4.0 : 0.0) : 0.0));
+                    la.lu(a);
+                    return null;
+                } catch (RuntimeException e) {
+                    return e;
+                }
+            });
+            for (int r = 0; r < 2; r++) {
+                SingularMatrixException e = assertInstanceOf(SingularMatrixException.class, failures.get(r),
+                        "rank " + r + ": " + failures.get(r));
+                assertEquals(bad, e.column(), e.getMessage());
+            }
+        }
+    }
+
+    @ParameterizedTest(name = "{0}")
+    @org.junit.jupiter.params.provider.EnumSource(TileAlgebra.Strategy.class)
+    @org.junit.jupiter.api.Tag("slow")
+    void shouldMultiplyAndFactorLargerMatricesOnBothGrids(TileAlgebra.Strategy strategy) {
+        // 12 x 12 tiles: many more transfers in flight than the collective window and the small cases.
+        int n = 1100;
+        int nb = 96;
+        long seed = seed("spmd larger");
+        for (Distribution d : List.of(Distribution.blockCyclic2d(1, 2, 1, 1, 1), Distribution.blockCyclic2d(2, 1, 1, 1, 1))) {
+            List<double[][]> got = onEveryRank(strategy, (comm, la) -> {
+                try (DistributedMatrix a = DistributedMatrix.random(DType.F64, n, n, nb, seed, d, comm.rank());
+                     DistributedMatrix c = DistributedMatrix.zeros(DType.F64, n, n, nb, d, comm.rank());
+                     DistributedMatrix s = DistributedMatrix.spd(DType.F64, n, nb, seed, d, comm.rank())) {
+                    la.gemm(Trans.N, Trans.T, 1.0, a, a, 0.0, c);
+                    la.cholesky(s);
+                    try (DistributedMatrix gc = c.gather(comm, 0); DistributedMatrix gs = s.gather(comm, 0)) {
+                        return gc == null ? null : new double[][] {gc.toColumnMajor(), gs.toColumnMajor()};
+                    }
+                }
+            });
+            INDArray ea = DistributedMatrix.random(DType.F64, n, n, nb, seed).toINDArray();
+            INDArray expected = ea.mmul(ea.transpose());
+            INDArray c = org.nd4j.linalg.factory.Nd4j.create(got.get(0)[0], new long[] {n, n}, 'f');
+            double err = c.sub(expected).norm2Number().doubleValue();
+            double scale = Math.pow(ea.norm2Number().doubleValue(), 2) * n * DType.F64.epsilon();
+            assertTrue(err / scale < 10, d + " gemm scaled error " + err / scale);
+            INDArray l = org.nd4j.linalg.factory.Nd4j.create(Dense.lower(got.get(0)[1], n, n, false), new long[] {n, n}, 'f');
+            INDArray as = DistributedMatrix.spd(DType.F64, n, nb, seed).toINDArray();
+            double res = as.sub(l.mmul(l.transpose())).norm2Number().doubleValue()
+                    / (as.norm2Number().doubleValue() * n * DType.F64.epsilon());
+            assertTrue(res < 10, d + " cholesky scaled residual " + res);
+        }
+    }
+
+    @Test
+    void shouldGenerateTheSameEntriesOnAnyDistribution() {
+        Distribution d = Distribution.blockCyclic2d(2, 1, 1, 1, 1);
+        long seed = seed("spmd generators");
+        List<double[]> got = cluster.run(comm -> {
+            try (DistributedMatrix a = DistributedMatrix.spd(DType.F64, 130, 32, seed, d, comm.rank());
+                 DistributedMatrix whole = a.gather(comm, 0)) {
+                if (comm.rank() == 1) {
+                    assertTrue(a.isLocal(1, 0));
+                    assertTrue(!a.isLocal(0, 0));
+                    IllegalStateException e = assertThrows(IllegalStateException.class, () -> a.tile(0, 0));
+                    assertTrue(e.getMessage().contains("lives on rank 0"), e.getMessage());
+                    assertThrows(IllegalStateException.class, a::normFrobenius);
+                }
+                return whole == null ? null : whole.toColumnMajor();
+            }
+        });
+        try (DistributedMatrix ref = DistributedMatrix.spd(DType.F64, 130, 32, seed)) {
+            assertEquals(ref.toINDArray(), DistributedMatrix.fromINDArray(org.nd4j.linalg.factory.Nd4j.create(got.get(0),
+                    new long[] {130, 130}, 'f'), 32).toINDArray());
+        }
+    }
+
+    @Test
+    void shouldRefuseDistributedOperandsWithoutAMatchingCommunicator() {
+        Distribution d = Distribution.blockCyclic2d(1, 2, 1, 1, 1);
+        try (TileAlgebra la = TileAlgebra.launch(new TileAlgebra.Context().workers(1));
+             DistributedMatrix a = DistributedMatrix.spd(DType.F64, 100, 32, 1, d, 0)) {
+            IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> la.cholesky(a));
+            assertTrue(e.getMessage().contains("communicator"), e.getMessage());
+            UnsupportedOperationException u = assertThrows(UnsupportedOperationException.class,
+                    () -> la.triangularSolve(dev.poniard.linalg.tile.TileKernels.Uplo.LOWER, Trans.N,
+                            dev.poniard.linalg.tile.TileKernels.Diag.NON_UNIT, 1.0, a, a));
+            assertTrue(u.getMessage().contains("triangularSolve runs in one process only"), u.getMessage());
+        }
+    }
+
+    /** A symmetric matrix whose leading minor of order {@code bad + 1} is not positive. */
+    private static DistributedMatrix notPositiveDefinite(int n, int nb, int bad, Distribution d, int rank) {
+        DistributedMatrix a = DistributedMatrix.spd(DType.F64, n, nb, 7, d, rank);
+        a.fill((r, c) -> r == c ? (r == bad ? -1.0 : n) : DistributedMatrix.uniform(7, Math.min(r, c), Math.max(r, c)));
+        return a;
+    }
+
+    @ParameterizedTest(name = "{0}")
+    @MethodSource("choleskyCases")
+    void shouldFailEveryRankNamingTheColumnWhenNotPositiveDefinite(Distribution d, TileAlgebra.Strategy strategy) {
+        int n = 300;
+        int nb = 64;
+        int bad = 200; // diagonal tile 3; on the 1x2 grid rank 1 owns it, on 2x1 rank 1, cyclic columns rank 1
+        try (LocalCluster own = LocalCluster.launch(2)) { // an abort ends a communicator: a cluster of its own
+            Function<Communicator, RuntimeException> body = comm -> {
+                try (TileAlgebra la = TileAlgebra.launch(new TileAlgebra.Context().workers(1).communicator(comm)
+                        .strategy(strategy));
+                     DistributedMatrix a = notPositiveDefinite(n, nb, bad, d, comm.rank())) {
+                    la.cholesky(a);
+                    return null;
+                } catch (RuntimeException e) {
+                    return e;
+                }
+            };
+            List<RuntimeException> failures = own.run(body);
+            for (int r = 0; r < 2; r++) {
+                RuntimeException e = failures.get(r);
+                assertNotNull(e, "rank " + r + " finished without an error");
+                NotPositiveDefiniteException npd = assertInstanceOf(NotPositiveDefiniteException.class, e,
+                        "rank " + r + ": " + e);
+                assertEquals(bad, npd.column(), npd.getMessage());
+                assertEquals(bad / nb, npd.tile(), npd.getMessage());
+            }
+        }
+    }
+}
