@@ -22,7 +22,8 @@ final class ExpertKernels {
      */
     static INDArray rows(INDArray a, int start, int end) {
         long cols = a.size(1);
-        if (a.rank() != 2 || a.ordering() != 'c' || a.stride(1) != 1 || a.stride(0) != cols) {
+        // a one-row matrix may report any row stride (ND4J gives [1, 1] for a fresh [1, d] array): irrelevant here
+        if (a.rank() != 2 || a.ordering() != 'c' || a.stride(1) != 1 || (a.size(0) > 1 && a.stride(0) != cols)) {
             throw new IllegalArgumentException("expected a row-major contiguous matrix, got shape "
                     + java.util.Arrays.toString(a.shape()) + " strides " + java.util.Arrays.toString(a.stride()));
         }

@@ -43,6 +43,13 @@ import org.slf4j.LoggerFactory;
  *
  * <p>The auxiliary losses of the last training forward are reported through {@link #calcRegularizationScore}, so
  * they are part of the model's score exactly as their gradients are part of the router's gradient.
+ *
+ * <p>Across ranks ({@link #useCommunicator}, top-k and noisy top-k): routing, gates, shared experts and the
+ * router's backward stay local; an {@link ExpertExchange} sends each exchanged expert's rows to its owner, which
+ * runs them ungated for every rank as one job, and returns the outputs; the gate is applied (and its gradient
+ * Σ y·ε formed) on the token's own rank, so the router sees exactly what it sees in one process. Shadowed experts
+ * run locally as in one process. The Switch loss uses the global load (all ranks' routed assignments) and bias
+ * balancing the global load with γ / R per rank, so the SUM of the ranks' gradients is the whole batch's.
  */
 public class MoeLayerImpl extends BaseLayer<MoeLayer> implements AutoCloseable {
     private static final Logger LOG = LoggerFactory.getLogger(MoeLayerImpl.class);
@@ -52,10 +59,17 @@ public class MoeLayerImpl extends BaseLayer<MoeLayer> implements AutoCloseable {
     private Step step;
     private double auxScore;
     private volatile MoeMetrics metrics;
+    /** Expert parallelism across ranks, attached at runtime (never part of the configuration); null: one process. */
+    private volatile ExpertParallel parallel;
 
     /** What the backward pass needs from the forward. */
     private record Step(RoutingPlan plan, INDArray x, ExpertExecutor.Plan chunks, long[] inputShape,
-                        List<ExpertJob> routedJobs, int[] jobExpert, double[] noiseSlope, SoftMoe soft) {
+                        List<ExpertJob> routedJobs, int[] jobExpert, double[] noiseSlope, SoftMoe soft,
+                        ParallelStep par) {
+    }
+
+    /** The expert-parallel part of a step: the exchange, this rank's ungated expert outputs and gates (dispatch order). */
+    private record ParallelStep(ExpertExchange ex, INDArray yLocal, INDArray gates) {
     }
 
     public MoeLayerImpl(NeuralNetConfiguration conf, DataType dataType) {
@@ -70,6 +84,48 @@ public class MoeLayerImpl extends BaseLayer<MoeLayer> implements AutoCloseable {
         closeOwned();
         executor = value;
         ownsExecutor = false;
+    }
+
+    /**
+     * Runs this layer's experts across the ranks of {@code comm} from now on (expert parallelism, see
+     * {@link ExpertParallel}); null returns to single-process. Every rank must then run every forward and backward
+     * pass of the model collectively, in the same order. This binds {@code comm} to this layer alone: for a model
+     * with several MoE layers use {@link MoeModels#useCommunicator}, which binds them all to one replica.
+     *
+     * @throws IllegalStateException for routers other than TOP_K and NOISY_TOP_K, or when {@code comm} already
+     *     serves another model replica
+     */
+    public synchronized void useCommunicator(dev.poniard.scheduler.comm.Communicator comm, ExpertParallel.Context ctx) {
+        useCommunicator(comm, ctx, this);
+    }
+
+    synchronized void useCommunicator(dev.poniard.scheduler.comm.Communicator comm, ExpertParallel.Context ctx,
+                                      Object replica) {
+        if (comm != null) {
+            checkParallelRouter();
+        }
+        ExpertParallel next = comm == null ? null : ExpertParallel.attach(comm, ctx, replica);
+        if (parallel != null) {
+            parallel.detach();
+        }
+        parallel = next;
+        if (next != null) {
+            LOG.info("MoE layer {} runs its experts across ranks: {}", getIndex(), next);
+        }
+    }
+
+    /** The expert parallelism attached with {@link #useCommunicator}, or null. */
+    public synchronized ExpertParallel expertParallel() {
+        return parallel;
+    }
+
+    void checkParallelRouter() {
+        RouterType r = layerConf().getRouter();
+        if (r != RouterType.TOP_K && r != RouterType.NOISY_TOP_K) {
+            throw new IllegalStateException("MoeLayer " + layerId() + ": expert parallelism across ranks supports the "
+                    + "TOP_K and NOISY_TOP_K routers, not " + r + "; use one of those, or run this layer in one "
+                    + "process (no communicator) with data-parallel training");
+        }
     }
 
     /** The executor running this layer's experts, launching the layer's own scheduler when none was given. */
@@ -165,11 +221,50 @@ public class MoeLayerImpl extends BaseLayer<MoeLayer> implements AutoCloseable {
                 plan = RoutingPlan.route(logits, n, experts, cfg.getTopK(), cfg.capacity(n), cfg.getDropPolicy(),
                         cfg.isRenormalizeGates(), cfg.getAuxLossWeight(), cfg.getRouterZLossWeight(), bias);
             }
+            ExpertParallel par = parallel;
+            ExpertExchange ex = null;
+            if (par != null) {
+                checkParallelRouter();
+                ex = ExpertExchange.open(par, getIndex(), plan, shape[0], d, dataType, cfg.getRouter().ordinal());
+                if (cfg.getAuxLossWeight() > 0) {
+                    plan.useGlobalLoad(ex.globalRouted, ex.globalTokens);
+                }
+            }
             int total = plan == null ? 0 : plan.dispatched();
             if (plan != null) {
                 gatedOut = Nd4j.zeros(dataType, total + 1, d);
             }
-            if (total > 0) {
+            INDArray parGates = null;
+            INDArray yOwn = null;
+            if (ex != null) {
+                // exchanged experts: this rank's rows go to their owners, which run them ungated for every rank;
+                // shadowed experts run here on this rank's rows exactly as in one process
+                INDArray xd = total > 0 ? Nd4j.pullRows(x, 1, plan.dispatchTokens(), 'c') : null;
+                parGates = total > 0 ? Nd4j.createFromArray(plan.dispatchGates()).castTo(dataType).reshape(total, 1) : null;
+                INDArray xOwn = ex.toOwners(xd, ExpertExchange.Phase.TOKENS);
+                yOwn = xOwn == null ? null : Nd4j.zeros(dataType, ex.ownRows, d);
+                for (int e = 0; e < experts; e++) {
+                    ExpertJob job = null;
+                    if (ex.shadowed[e] && plan.offsets[e + 1] > plan.offsets[e]) {
+                        int from = plan.offsets[e];
+                        int to = plan.offsets[e + 1];
+                        job = new ExpertJob("e" + e, p(e, "W1"), p(e, "b1"), p(e, "W2"), p(e, "b2"),
+                                cfg.getExpertActivation(), ExpertKernels.rows(xd, from, to),
+                                ExpertKernels.rows(parGates, from, to), ExpertKernels.rows(gatedOut, from, to));
+                    } else if (ex.ownsRows(e)) {
+                        int from = ex.ownStart(e);
+                        int to = from + ex.ownCount(e);
+                        job = new ExpertJob("e" + e, p(e, "W1"), p(e, "b1"), p(e, "W2"), p(e, "b2"),
+                                cfg.getExpertActivation(), ExpertKernels.rows(xOwn, from, to), null,
+                                ExpertKernels.rows(yOwn, from, to));
+                    }
+                    if (job != null) {
+                        jobExpert[e] = routed.size();
+                        routed.add(job);
+                        jobs.add(job);
+                    }
+                }
+            } else if (total > 0) {
                 INDArray xd = Nd4j.pullRows(x, 1, plan.dispatchTokens(), 'c');
                 INDArray gates = Nd4j.createFromArray(plan.dispatchGates()).castTo(dataType).reshape(total, 1);
                 for (int e = 0; e < experts; e++) {
@@ -196,6 +291,19 @@ public class MoeLayerImpl extends BaseLayer<MoeLayer> implements AutoCloseable {
             ExpertExecutor.Plan chunks = ExpertExecutor.plan(jobs, cfg.getWorkers(), cfg.getMinChunkTokens(),
                     cfg.getChunksPerWorker());
             executor().forward(chunks, training);
+            INDArray yLocal = null;
+            if (ex != null) {
+                yLocal = total > 0 ? Nd4j.zeros(dataType, total, d) : null;
+                ex.fromOwners(yOwn, ExpertExchange.Phase.OUTPUTS, yLocal);
+                for (int e = 0; e < experts; e++) {
+                    int from = plan.offsets[e];
+                    int to = plan.offsets[e + 1];
+                    if (!ex.shadowed[e] && to > from) {
+                        ExpertKernels.rows(gatedOut, from, to).assign(
+                                ExpertKernels.rows(yLocal, from, to).mulColumnVector(ExpertKernels.rows(parGates, from, to)));
+                    }
+                }
+            }
             INDArray y = soft != null ? soft.combine(gatedOut) : Nd4j.zeros(dataType, n, d);
             for (INDArray o : sharedOut) {
                 y.addi(o);
@@ -204,12 +312,23 @@ public class MoeLayerImpl extends BaseLayer<MoeLayer> implements AutoCloseable {
                 y.addi(Nd4j.pullRows(gatedOut, 1, plan.slotPositions(j), 'c'));
             }
             MoeMetrics m = plan != null ? MoeMetrics.of(plan) : MoeMetrics.evenly(experts, soft.rowsPerExpert());
+            if (ex != null) {
+                ExpertParallelStats st = ex.stats();
+                m = m.withExpertParallel(st);
+                boolean[] was = par.swapShadowed(ex.shadowed);
+                if (!Arrays.equals(was, ex.shadowed) && (was != null || st.shadowedExperts().length > 0)) {
+                    LOG.info("MoE layer {} rank {}: shadowing experts {} from the global load {} (> {} x mean)",
+                            getIndex(), st.rank(), Arrays.toString(st.shadowedExperts()),
+                            Arrays.toString(st.globalTokensPerExpert()), par.context().shadowFactor());
+                }
+            }
             metrics = m;
             if (LOG.isDebugEnabled()) {
                 LOG.debug("MoE layer {} ({} tasks): {}", getIndex(), chunks.chunks().size(), m);
             }
             if (training) {
-                step = new Step(plan, x, chunks, shape, routed, jobExpert, noiseSlope, soft);
+                step = new Step(plan, x, chunks, shape, routed, jobExpert, noiseSlope, soft,
+                        ex == null ? null : new ParallelStep(ex, yLocal, parGates));
                 auxScore = plan != null ? plan.auxLoss() + plan.zLoss() : 0;
             } else {
                 chunks.release();
@@ -256,6 +375,9 @@ public class MoeLayerImpl extends BaseLayer<MoeLayer> implements AutoCloseable {
      * rows and gate gradients, then the router's logit gradient through the gates and the auxiliary losses.
      */
     private INDArray routedBackward(Step s, INDArray eps) {
+        if (s.par() != null) {
+            return routedBackwardParallel(s, eps);
+        }
         MoeLayer cfg = layerConf();
         long d = cfg.getNIn();
         RoutingPlan plan = s.plan();
@@ -291,6 +413,86 @@ public class MoeLayerImpl extends BaseLayer<MoeLayer> implements AutoCloseable {
                 at += dg.length;
             }
         }
+        return routerBackward(s, n, dGateDispatch, dxd, sharedDx);
+    }
+
+    /**
+     * The expert-parallel backward: the gate gradients and gated output gradients of exchanged experts are formed
+     * here from the outputs the owners returned, the output gradients go to the owners, which run the experts'
+     * backward for every rank's rows, and the input gradients come back; shadowed experts run here as in one
+     * process. Then the router's backward, exactly as in one process.
+     */
+    private INDArray routedBackwardParallel(Step s, INDArray eps) {
+        MoeLayer cfg = layerConf();
+        long d = cfg.getNIn();
+        RoutingPlan plan = s.plan();
+        ExpertExchange ex = s.par().ex();
+        int n = (int) eps.rows();
+        int total = plan.dispatched();
+        int experts = cfg.getExperts();
+        INDArray dxd = Nd4j.zeros(dataType, total + 1, d);
+        double[] dGateDispatch = new double[total];
+        INDArray epsD = total > 0 ? Nd4j.pullRows(eps, 1, plan.dispatchTokens(), 'c') : null;
+        INDArray dyLocal = total > 0 ? Nd4j.zeros(dataType, total, d) : null;
+        for (int e = 0; e < experts; e++) {
+            int from = plan.offsets[e];
+            int to = plan.offsets[e + 1];
+            if (ex.shadowed[e] || to == from) {
+                continue;
+            }
+            // as the expert kernel does for a gated job: dGate = Σ_d y·eps, dy = gate·eps
+            INDArray epsRows = ExpertKernels.rows(epsD, from, to);
+            INDArray dg = ExpertKernels.rows(s.par().yLocal(), from, to).mul(epsRows).sum(1);
+            for (int i = 0; i < to - from; i++) {
+                dGateDispatch[from + i] = dg.getDouble(i);
+            }
+            ExpertKernels.rows(dyLocal, from, to).assign(
+                    epsRows.mulColumnVector(ExpertKernels.rows(s.par().gates(), from, to)));
+        }
+        INDArray dyOwn = ex.toOwners(dyLocal, ExpertExchange.Phase.OUTPUT_GRADIENTS);
+        INDArray dxOwn = dyOwn == null ? null : Nd4j.zeros(dataType, ex.ownRows, d);
+        double[][] shadowGates = new double[experts][];
+        for (int e = 0; e < experts; e++) {
+            int ji = s.jobExpert()[e];
+            if (ji < 0) {
+                // not computed here: the owner (or, when shadowed, each rank) contributes this expert's gradient
+                for (String w : new String[] {"W1", "b1", "W2", "b2"}) {
+                    gradientViews.get(MoeParamInitializer.expertParam(e, w)).assign(0);
+                }
+                continue;
+            }
+            INDArray epsRows;
+            INDArray dxRows;
+            if (ex.shadowed[e]) {
+                shadowGates[e] = new double[plan.offsets[e + 1] - plan.offsets[e]];
+                epsRows = ExpertKernels.rows(epsD, plan.offsets[e], plan.offsets[e + 1]);
+                dxRows = ExpertKernels.rows(dxd, plan.offsets[e], plan.offsets[e + 1]);
+            } else {
+                epsRows = ExpertKernels.rows(dyOwn, ex.ownStart(e), ex.ownStart(e) + ex.ownCount(e));
+                dxRows = ExpertKernels.rows(dxOwn, ex.ownStart(e), ex.ownStart(e) + ex.ownCount(e));
+            }
+            s.routedJobs().get(ji).gradients(epsRows, dxRows, shadowGates[e],
+                    g(MoeParamInitializer.expertParam(e, "W1")), g(MoeParamInitializer.expertParam(e, "b1")),
+                    g(MoeParamInitializer.expertParam(e, "W2")), g(MoeParamInitializer.expertParam(e, "b2")));
+        }
+        List<INDArray> sharedDx = sharedGradients(s, eps);
+        executor().backward(s.chunks());
+        for (int e = 0; e < experts; e++) {
+            if (shadowGates[e] != null) {
+                System.arraycopy(shadowGates[e], 0, dGateDispatch, plan.offsets[e], shadowGates[e].length);
+            }
+        }
+        ex.fromOwners(dxOwn, ExpertExchange.Phase.INPUT_GRADIENTS, dxd);
+        return routerBackward(s, n, dGateDispatch, dxd, sharedDx);
+    }
+
+    /**
+     * The router's share of the backward, given the gate gradients in dispatch order and the experts' input
+     * gradients ({@code dxd}, dispatch order plus a zero row): logit gradient, dW_r, noise and bias terms, dx.
+     */
+    private INDArray routerBackward(Step s, int n, double[] dGateDispatch, INDArray dxd, List<INDArray> sharedDx) {
+        MoeLayer cfg = layerConf();
+        RoutingPlan plan = s.plan();
         double[] dLogits = plan.backward(plan.toAssignmentOrder(dGateDispatch),
                 s.inputShape()[0]);
         INDArray dl = Nd4j.createFromArray(dLogits).castTo(dataType).reshape(n, cfg.getExperts());
@@ -307,7 +509,9 @@ public class MoeLayerImpl extends BaseLayer<MoeLayer> implements AutoCloseable {
             dTokens.addi(dnA.mmul(getParam(MoeParamInitializer.NOISE_W).transpose()));
         }
         if (cfg.hasSelectionBias()) {
-            gradientViews.get(MoeParamInitializer.SELECTION_BIAS).assign(negatedBiasStep(plan, cfg.getBiasUpdateRate()));
+            INDArray step = s.par() == null ? negatedBiasStep(plan, cfg.getBiasUpdateRate())
+                    : negatedBiasStep(s.par().ex().globalRouted, cfg.getBiasUpdateRate() / s.par().ex().ranks());
+            gradientViews.get(MoeParamInitializer.SELECTION_BIAS).assign(step);
         }
         for (int j = 0; j < plan.k(); j++) {
             dTokens.addi(Nd4j.pullRows(dxd, 1, plan.slotPositions(j), 'c'));
@@ -373,15 +577,27 @@ public class MoeLayerImpl extends BaseLayer<MoeLayer> implements AutoCloseable {
 
     /** −γ·sign(mean load − load_e) per expert (DeepSeek-V3), as a [1, E] row; minus because the step subtracts it. */
     private INDArray negatedBiasStep(RoutingPlan plan, double gamma) {
-        int experts = plan.experts();
+        long[] load = new long[plan.experts()];
+        for (int e = 0; e < load.length; e++) {
+            load[e] = plan.routedTokens(e);
+        }
+        return negatedBiasStep(load, gamma);
+    }
+
+    /**
+     * The same from a given load. Across ranks: the global load, with γ / R per rank, since the gradient all-reduce
+     * sums the ranks' identical steps.
+     */
+    private INDArray negatedBiasStep(long[] load, double gamma) {
+        int experts = load.length;
         double mean = 0;
         for (int e = 0; e < experts; e++) {
-            mean += plan.routedTokens(e);
+            mean += load[e];
         }
         mean /= experts;
         double[] step = new double[experts];
         for (int e = 0; e < experts; e++) {
-            step[e] = -gamma * Math.signum(mean - plan.routedTokens(e));
+            step[e] = -gamma * Math.signum(mean - load[e]);
         }
         return Nd4j.createFromArray(step).castTo(dataType).reshape(1, experts);
     }

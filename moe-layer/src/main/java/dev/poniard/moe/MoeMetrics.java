@@ -16,10 +16,25 @@ import java.util.Locale;
  * @param deadExperts experts with no kept assignment
  * @param unservedTokens tokens that no expert processed (all their assignments dropped; with expert choice, tokens
  *     that no expert picked): their routed output is zero
+ * @param expertParallel the step's expert parallelism across ranks (global load, shadowed experts, bytes
+ *     exchanged), or null when the layer runs in one process
  */
 public record MoeMetrics(int[] keptPerExpert, int[] routedPerExpert, double maxOverMean,
                          double coefficientOfVariation, double dropRate, int deadExperts, double auxLoss,
-                         double zLoss, int unservedTokens) {
+                         double zLoss, int unservedTokens, ExpertParallelStats expertParallel) {
+
+    /** Metrics of a single-process step. */
+    public MoeMetrics(int[] keptPerExpert, int[] routedPerExpert, double maxOverMean, double coefficientOfVariation,
+                      double dropRate, int deadExperts, double auxLoss, double zLoss, int unservedTokens) {
+        this(keptPerExpert, routedPerExpert, maxOverMean, coefficientOfVariation, dropRate, deadExperts, auxLoss, zLoss,
+                unservedTokens, null);
+    }
+
+    /** These metrics (this rank's batch) with the step's expert-parallel statistics. */
+    public MoeMetrics withExpertParallel(ExpertParallelStats stats) {
+        return new MoeMetrics(keptPerExpert, routedPerExpert, maxOverMean, coefficientOfVariation, dropRate,
+                deadExperts, auxLoss, zLoss, unservedTokens, stats);
+    }
 
     /** The metrics of a routing plan. */
     public static MoeMetrics of(RoutingPlan plan) {
@@ -74,6 +89,6 @@ public record MoeMetrics(int[] keptPerExpert, int[] routedPerExpert, double maxO
         return String.format(Locale.ROOT,
                 "tokens/expert %s, max/mean %.3f, cv %.3f, drop %.4f, dead %d, unserved tokens %d, aux %.5f, z %.5f",
                 Arrays.toString(keptPerExpert), maxOverMean, coefficientOfVariation, dropRate, deadExperts,
-                unservedTokens, auxLoss, zLoss);
+                unservedTokens, auxLoss, zLoss) + (expertParallel == null ? "" : "; " + expertParallel);
     }
 }

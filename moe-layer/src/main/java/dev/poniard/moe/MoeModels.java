@@ -11,7 +11,7 @@ import org.deeplearning4j.nn.multilayer.MultiLayerNetwork;
 
 /**
  * Finds the MoE layers of a model: to close their schedulers (DL4J's {@code close()} on a model does not reach its
- * layers), to share one executor among them, and to read their metrics.
+ * layers), to share one executor among them, to run their experts across ranks, and to read their metrics.
  */
 public final class MoeModels {
     private MoeModels() {
@@ -51,6 +51,33 @@ public final class MoeModels {
     public static void useExecutor(Model model, ExpertExecutor executor) {
         for (MoeLayerImpl l : layers(model)) {
             l.useExecutor(executor);
+        }
+    }
+
+    /**
+     * Runs the experts of every MoE layer of this model replica across the ranks of {@code comm} (expert
+     * parallelism with default shadowing, see {@link ExpertParallel}); null returns to single-process. One replica
+     * per rank: binding a second live replica to the same communicator is refused.
+     */
+    public static void useCommunicator(Model model, dev.poniard.scheduler.comm.Communicator comm) {
+        useCommunicator(model, comm, new ExpertParallel.Context());
+    }
+
+    /** As {@link #useCommunicator(Model, dev.poniard.scheduler.comm.Communicator)}, with shadowing settings. */
+    public static void useCommunicator(Model model, dev.poniard.scheduler.comm.Communicator comm,
+                                       ExpertParallel.Context ctx) {
+        List<MoeLayerImpl> moe = layers(model);
+        if (comm != null && moe.isEmpty()) {
+            throw new IllegalArgumentException("the model has no MoE layer to run across ranks (layers are created by "
+                    + "init(): call useCommunicator after model.init())");
+        }
+        if (comm != null) {
+            for (MoeLayerImpl l : moe) {
+                l.checkParallelRouter(); // refuse before any layer is bound
+            }
+        }
+        for (MoeLayerImpl l : moe) {
+            l.useCommunicator(comm, ctx, model);
         }
     }
 

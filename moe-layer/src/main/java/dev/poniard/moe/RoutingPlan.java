@@ -28,8 +28,10 @@ public final class RoutingPlan {
     final int[] routed;
     final int[] offsets;
     final int[] dispatch;
-    final double auxLoss;
+    double auxLoss;
     final double zLoss;
+    /** Switch loss's f_e: null = this batch's routed[e] / (tokens·k); set by {@link #useGlobalLoad}. */
+    private double[] loadFraction;
     private final double auxWeight;
     private final double zWeight;
     private final boolean renormalize;
@@ -290,7 +292,8 @@ public final class RoutingPlan {
         }
         if (auxWeight > 0 && tokens > 0) {
             for (int e = 0; e < experts; e++) {
-                double c = auxScale * auxWeight * experts * (routed[e] / (double) (tokens * k)) / tokens;
+                double f = loadFraction != null ? loadFraction[e] : routed[e] / (double) (tokens * k);
+                double c = auxScale * auxWeight * experts * f / tokens;
                 for (int n = 0; n < tokens; n++) {
                     dProb[n * experts + e] += c;
                 }
@@ -309,6 +312,35 @@ public final class RoutingPlan {
             }
         }
         return dLogits;
+    }
+
+    /**
+     * Uses the load of the whole data-parallel batch (all ranks' routed assignments and tokens) as the Switch
+     * loss's f_e, so that with equal batches per rank the ranks' summed gradients are the whole batch's; P_e stays
+     * this batch's mean probability. Recomputes {@link #auxLoss()}.
+     */
+    void useGlobalLoad(long[] routedAll, long tokensAll) {
+        if (routedAll.length != experts || tokensAll < 0) {
+            throw new IllegalArgumentException("global load needs " + experts + " counts and tokens >= 0, got "
+                    + routedAll.length + " counts and " + tokensAll + " tokens");
+        }
+        double[] f = new double[experts];
+        for (int e = 0; e < experts; e++) {
+            f[e] = tokensAll > 0 ? routedAll[e] / (double) (tokensAll * k) : 0;
+        }
+        loadFraction = f;
+        double aux = 0;
+        if (auxWeight > 0 && tokens > 0) {
+            for (int e = 0; e < experts; e++) {
+                double p = 0;
+                for (int n = 0; n < tokens; n++) {
+                    p += probs[n * experts + e];
+                }
+                aux += f[e] * (p / tokens);
+            }
+            aux *= auxWeight * experts;
+        }
+        auxLoss = aux;
     }
 
     public int tokens() {

@@ -8,5 +8,9 @@
  * {@link dev.poniard.moe.ExpertExecutor} the (expert, chunk) task runner, {@link dev.poniard.moe.MoeMetrics} and
  * {@link dev.poniard.moe.MoeMetricsListener} the load statistics and {@link dev.poniard.moe.MoeModels} the helpers
  * that find a model's MoE layers.
+ *
+ * <p>Expert parallelism across ranks: {@code MoeModels.useCommunicator(model, comm)} on each rank's replica
+ * ({@link dev.poniard.moe.ExpertParallel}: expert e owned by rank e mod R, tokens exchanged with {@code allToAllV},
+ * hot experts shadowed from the step's global load; {@link dev.poniard.moe.ExpertParallelStats} in the metrics).
  */
 package dev.poniard.moe;
