@@ -1,9 +1,8 @@
 package dev.poniard.trainer;
 
-import dev.poniard.scheduler.comm.Algorithm;
+import dev.poniard.bridge.CommunicatorExchange;
 import dev.poniard.scheduler.comm.CommException;
 import dev.poniard.scheduler.comm.Communicator;
-import dev.poniard.scheduler.comm.DataType;
 import dev.poniard.scheduler.comm.ReduceOp;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
@@ -26,6 +25,7 @@ import org.nd4j.linalg.factory.Nd4j;
 public final class CommGradientAllReduce implements GradientAllReduce {
     private final Communicator comm;
     private final GradientCompression compression;
+    private final CommunicatorExchange exact;
     private final double[] totals = new double[3];
     private GradientCodec codec;
     private ByteBuffer message;
@@ -41,6 +41,7 @@ public final class CommGradientAllReduce implements GradientAllReduce {
     public CommGradientAllReduce(Communicator comm, GradientCompression compression) {
         this.comm = Objects.requireNonNull(comm, "comm");
         this.compression = Objects.requireNonNull(compression, "compression");
+        this.exact = new CommunicatorExchange(comm);
     }
 
     /** How gradients travel between ranks. */
@@ -74,28 +75,23 @@ public final class CommGradientAllReduce implements GradientAllReduce {
 
     @Override
     public void allReduceGradient(INDArray sum) {
-        DataType type = switch (sum.dataType()) {
-            case FLOAT -> DataType.FLOAT32;
-            case DOUBLE -> DataType.FLOAT64;
-            default -> throw new TrainerException("cannot all-reduce " + sum.dataType() + " gradients across ranks;"
-                    + " build the model with dataType(DataType.FLOAT) or DOUBLE");
-        };
         if (!(compression instanceof GradientCompression.None)) {
             compressed(sum);
             return;
         }
-        if (sum.isView() || sum.offset() != 0 || sum.elementWiseStride() != 1) {
+        if (sum.isView() || sum.elementWiseStride() != 1) {
             // DL4J's flattened gradient is never a view; anything else goes through a contiguous copy.
             INDArray copy = sum.dup('c');
             allReduceGradient(copy);
             sum.assign(copy);
             return;
         }
-        long bytes = sum.length() * sum.data().getElementSize();
         try {
-            comm.allReduce(sum.data().address(), bytes, type, ReduceOp.SUM, Algorithm.AUTO);
+            exact.allReduceSum(sum); // in place, by address; refuses types other than FLOAT and DOUBLE
         } catch (CommException e) {
-            throw failed("gradient (" + bytes + " bytes)", e);
+            throw failed("gradient (" + sum.length() * sum.dataType().width() + " bytes)", e);
+        } catch (IllegalArgumentException e) {
+            throw new TrainerException("cannot all-reduce the gradient across ranks: " + e.getMessage(), e);
         }
     }
 
