@@ -159,8 +159,7 @@ public final class SimBenchSuite implements BenchSuite {
      * the collective by the α, β, γ the communicator measured when it connected.
      */
     static BenchResult validateAllReduce(int bytes) {
-        // No preset α, β, γ (LocalCluster.launch(2) fixes them): each communicator measures them when it connects.
-        try (LocalCluster cluster = LocalCluster.launch(2, ctx -> { })) {
+        try (LocalCluster cluster = LocalCluster.launch(2)) {
             List<double[]> results = cluster.run(comm -> {
                 ByteBuffer buf = ByteBuffer.allocateDirect(bytes).order(ByteOrder.nativeOrder());
                 for (int i = 0; i < 3; i++) {
