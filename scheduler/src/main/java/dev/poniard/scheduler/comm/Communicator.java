@@ -128,7 +128,7 @@ public final class Communicator implements AutoCloseable {
                 .dirDeleteOnStart(true)
                 .dirDeleteOnShutdown(true)
                 .threadingMode(ThreadingMode.SHARED)
-                .sharedIdleStrategy(new BackoffIdleStrategy(100, 10, 1_000, ctx.driverMaxParkNs()))
+                .sharedIdleStrategy(new BackoffIdleStrategy(100, 10, 1_000, 100_000))
                 .termBufferSparseFile(true)
                 .socketRcvbufLength(4 << 20)
                 .socketSndbufLength(4 << 20)
@@ -212,7 +212,7 @@ public final class Communicator implements AutoCloseable {
         final Transport.Settings settings = new Transport.Settings(rank, size,
             ctx.heartbeatIntervalMs() * 1_000_000L, ctx.failureTimeoutMs() * 1_000_000L,
             ctx.operationTimeoutMs() * 1_000_000L, ctx.unexpectedBudget(), ctx.maxMessageLength(),
-            ctx.chunkLength(), ctx.idleParkNs(), ctx.idleMaxParkNs(), ctx.idleSpins(), ctx.idleYields());
+            ctx.chunkLength(), ctx.idleParkNs(), ctx.idleSpins(), ctx.idleYields());
         final Transport transport = new Transport(settings, aeron, pubs, List.of(ipcSub, udpSub));
         for (AutoCloseable r : resources) {
             transport.onClose(() -> closeQuietly(r));
@@ -1492,8 +1492,6 @@ public final class Communicator implements AutoCloseable {
         private long waitSpins = Long.getLong("poniard.comm.waitSpins", 0);
         private long waitYields = Long.getLong("poniard.comm.waitYields", 2000);
         private long idleParkNs = Long.getLong("poniard.comm.idleParkNs", 50_000);
-        private long idleMaxParkNs = Long.getLong("poniard.comm.idleMaxParkNs", 1_000_000);
-        private long driverMaxParkNs = Long.getLong("poniard.comm.driverMaxParkNs", 1_000_000);
         private int idleSpins = Integer.getInteger("poniard.comm.idleSpins", 0);
         private int idleYields = Integer.getInteger("poniard.comm.idleYields", 2000);
         private double alpha = doubleProperty("poniard.comm.alpha");
@@ -1570,12 +1568,6 @@ public final class Communicator implements AutoCloseable {
                 throw new IllegalArgumentException("chunkLength must be in [64, 65536]: " + chunkLength);
             }
             positive("heartbeatIntervalMs", heartbeatIntervalMs);
-            positive("idleParkNs", idleParkNs);
-            positive("driverMaxParkNs", driverMaxParkNs);
-            if (idleMaxParkNs < idleParkNs) {
-                throw new IllegalArgumentException("idleMaxParkNs (" + idleMaxParkNs + ") must be >= idleParkNs ("
-                    + idleParkNs + ")");
-            }
             positive("operationTimeoutMs", operationTimeoutMs);
             positive("rendezvousTimeoutMs", rendezvousTimeoutMs);
             if (failureTimeoutMs < 2 * heartbeatIntervalMs) {
@@ -1845,32 +1837,6 @@ public final class Communicator implements AutoCloseable {
 
         public Context idleParkNs(long ns) {
             this.idleParkNs = ns;
-            return this;
-        }
-
-        public long idleMaxParkNs() {
-            return idleMaxParkNs;
-        }
-
-        /**
-         * Longest park of an idle progress thread: parks start at {@link #idleParkNs()} and double while idle. Bounds
-         * how late a peer's first message after a lull is seen; work submitted on this rank wakes the thread at once.
-         */
-        public Context idleMaxParkNs(long ns) {
-            this.idleMaxParkNs = ns;
-            return this;
-        }
-
-        public long driverMaxParkNs() {
-            return driverMaxParkNs;
-        }
-
-        /**
-         * Longest park of the media driver this rank launches (Aeron's back-off idle strategy). The driver carries
-         * UDP traffic, so multi-host jobs that want the lowest first-message latency after idle lower it.
-         */
-        public Context driverMaxParkNs(long ns) {
-            this.driverMaxParkNs = ns;
             return this;
         }
 

@@ -73,7 +73,7 @@ public final class LocalCluster implements AutoCloseable {
             .dirDeleteOnStart(true)
             .dirDeleteOnShutdown(true)
             .threadingMode(ThreadingMode.SHARED)
-            .sharedIdleStrategy(new BackoffIdleStrategy(100, 10, 1_000, 1_000_000))
+            .sharedIdleStrategy(new BackoffIdleStrategy(100, 10, 1_000, 100_000))
             .termBufferSparseFile(true)
             .clientLivenessTimeoutNs(TimeUnit.SECONDS.toNanos(5)));
         final byte[] secret = new byte[32];

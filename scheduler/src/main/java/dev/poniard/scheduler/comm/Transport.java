@@ -61,7 +61,7 @@ final class Transport implements AutoCloseable {
 
     /** Settings the transport needs; {@link Communicator.Context} fills it. */
     record Settings(int rank, int size, long heartbeatIntervalNs, long failureTimeoutNs, long operationTimeoutNs,
-                    long unexpectedBudget, long maxMessageLength, int chunkLength, long parkNs, long maxParkNs,
+                    long unexpectedBudget, long maxMessageLength, int chunkLength, long parkNs,
                     int idleSpins, int idleYields) {
     }
 
@@ -224,7 +224,6 @@ final class Transport implements AutoCloseable {
 
     private void run() {
         long idleCount = 0;
-        long park = settings.parkNs();
         try {
             while (running) {
                 int work = invoker.invoke();
@@ -241,21 +240,16 @@ final class Transport implements AutoCloseable {
                 }
                 if (work > 0) {
                     idleCount = 0;
-                    park = settings.parkNs();
                 } else if (++idleCount < settings.idleSpins()) {
                     Thread.onSpinWait();
                 } else if (idleCount < (long) settings.idleSpins() + settings.idleYields()) {
                     Thread.yield();
                 } else {
-                    // Parks double while nothing happens, up to maxParkNs: an idle rank costs ~1000 wake-ups a
-                    // second instead of 20,000, which on 2 cores is CPU the workers get back. Local commands wake
-                    // the thread at once; a peer's first message after a long lull waits at most maxParkNs.
                     sleeping = true;
                     if (commands.isEmpty()) {
-                        LockSupport.parkNanos(park);
+                        LockSupport.parkNanos(settings.parkNs());
                     }
                     sleeping = false;
-                    park = Math.min(settings.maxParkNs(), park * 2);
                 }
             }
         } catch (Throwable t) {
