@@ -50,6 +50,8 @@ public enum TrainingSample {
 
     /** Patch side, tokens per image side, and the token width of the fashion-moe models. */
     static final int PATCH = 7, GRID = 4, TOKEN_DIM = 64, EXPERTS = 8, TOP_K = 2, EXPERT_HIDDEN = 128;
+    /** A token: its 7 x 7 pixels and a one-hot of its position among the 16 patches. */
+    static final int TOKEN_FEATURES = PATCH * PATCH + GRID * GRID;
 
     /** Where Debian's package {@code dataset-fashion-mnist} installs the IDX files. */
     public static final Path FASHION_DIR = Path.of("/usr/share/datasets/fashion-mnist");
@@ -133,7 +135,7 @@ public enum TrainingSample {
     private static MultiLayerNetwork tokenModel(long seed, int experts, int topK, int hidden) {
         MultiLayerConfiguration conf = new NeuralNetConfiguration.Builder().seed(seed).dataType(DataType.FLOAT)
                 .weightInit(WeightInit.RELU).updater(new Adam(2e-3)).list()
-                .layer(new TimeDistributed(new DenseLayer.Builder().nIn(PATCH * PATCH).nOut(TOKEN_DIM)
+                .layer(new TimeDistributed(new DenseLayer.Builder().nIn(TOKEN_FEATURES).nOut(TOKEN_DIM)
                         .activation(Activation.RELU).build(), RNNFormat.NCW))
                 .layer(new MoeLayer.Builder().size(TOKEN_DIM).experts(experts).topK(topK).expertHidden(hidden)
                         .expertActivation(Activation.GELU).dropless(true).auxLossWeight(experts > 1 ? 0.01 : 0)
@@ -142,7 +144,7 @@ public enum TrainingSample {
                 .layer(new GlobalPoolingLayer.Builder(PoolingType.AVG).build())
                 .layer(new OutputLayer.Builder(LossFunctions.LossFunction.MCXENT).nOut(10)
                         .activation(Activation.SOFTMAX).weightInit(WeightInit.XAVIER).build())
-                .setInputType(InputType.recurrent(PATCH * PATCH, GRID * GRID, RNNFormat.NCW)).build();
+                .setInputType(InputType.recurrent(TOKEN_FEATURES, GRID * GRID, RNNFormat.NCW)).build();
         MultiLayerNetwork net = new MultiLayerNetwork(conf);
         net.init();
         return net;
@@ -151,9 +153,13 @@ public enum TrainingSample {
     /** Images [n, 784] as [n, 49, 16]: token t = (row block, column block), feature f = (row, column) in the patch. */
     static DataSet patchTokens(DataSet images) {
         long n = images.numExamples();
-        INDArray tokens = images.getFeatures().reshape('c', n, GRID, PATCH, GRID, PATCH).permute(0, 2, 4, 1, 3)
+        INDArray pixels = images.getFeatures().reshape('c', n, GRID, PATCH, GRID, PATCH).permute(0, 2, 4, 1, 3)
                 .dup('c').reshape('c', n, PATCH * PATCH, GRID * GRID);
-        return new DataSet(tokens, images.getLabels());
+        // A one-hot position per token: blank patches are common and would otherwise be identical tokens, which no
+        // router can spread over experts.
+        INDArray position = Nd4j.eye(GRID * GRID).castTo(pixels.dataType()).reshape(1, GRID * GRID, GRID * GRID)
+                .broadcast(n, GRID * GRID, GRID * GRID);
+        return new DataSet(Nd4j.concat(1, pixels, position), images.getLabels());
     }
 
     public MultiLayerNetwork model(long seed) {

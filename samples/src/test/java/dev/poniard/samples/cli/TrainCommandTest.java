@@ -107,7 +107,7 @@ class TrainCommandTest {
                 "1024", "--test-size", "200", "--epochs", "2", "--batch", "32", "--no-progress");
         System.out.println(r.out() + r.err());
         assertEquals(0, r.code(), r.err());
-        assertTrue(r.out().contains("model moe: 136978 parameters") && r.out().contains("model dense: 37002 parameters"),
+        assertTrue(r.out().contains("model moe: 138002 parameters") && r.out().contains("model dense: 38026 parameters"),
                 r.out());
         Matcher routing = Pattern.compile("routing of moe on the test set: tokens per expert \\[([0-9, ]+)], max/mean ([0-9.]+),"
                 + " dead experts (\\d+)").matcher(r.out());
