@@ -1,8 +1,11 @@
 package dev.poniard.moe;
 
+import dev.poniard.scheduler.Scheduler;
 import java.util.ArrayList;
 import java.util.Arrays;
+import java.util.LinkedHashMap;
 import java.util.List;
+import java.util.Map;
 import java.util.SplittableRandom;
 import org.deeplearning4j.nn.conf.NeuralNetConfiguration;
 import org.deeplearning4j.nn.gradient.DefaultGradient;
@@ -141,6 +144,27 @@ public class MoeLayerImpl extends BaseLayer<MoeLayer> implements AutoCloseable {
             ownsExecutor = true;
         }
         return executor;
+    }
+
+    /**
+     * Adds the pass's routing metrics as a counter track ("moe layer i") to the trace of the scheduler running this
+     * layer: its expert executor's, or the one whose task is calling (a trainer's), when that records a trace.
+     */
+    private void traceMetrics(MoeMetrics m) {
+        Scheduler s = executor != null && executor.scheduler() != null ? executor.scheduler() : Scheduler.current();
+        if (s == null) {
+            return;
+        }
+        Map<String, Double> values = new LinkedHashMap<>();
+        values.put("max_over_mean", m.maxOverMean());
+        values.put("cv", m.coefficientOfVariation());
+        values.put("drop_rate", m.dropRate());
+        values.put("dead_experts", (double) m.deadExperts());
+        int[] kept = m.keptPerExpert();
+        for (int e = 0; e < kept.length; e++) {
+            values.put("tokens_e" + e, (double) kept[e]);
+        }
+        s.traceCounter("moe layer " + getIndex(), values);
     }
 
     /** Load statistics of the last forward pass, or null before the first. */
@@ -323,6 +347,7 @@ public class MoeLayerImpl extends BaseLayer<MoeLayer> implements AutoCloseable {
                 }
             }
             metrics = m;
+            traceMetrics(m);
             if (LOG.isDebugEnabled()) {
                 LOG.debug("MoE layer {} ({} tasks): {}", getIndex(), chunks.chunks().size(), m);
             }

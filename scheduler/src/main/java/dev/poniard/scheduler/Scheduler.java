@@ -798,6 +798,21 @@ public final class Scheduler implements AutoCloseable, PlacementPolicy.Schedulin
         return recorder != null;
     }
 
+    /**
+     * Adds a counter sample (named values at this moment) to the trace, shown as a counter track in Perfetto; does
+     * nothing unless the scheduler records a trace.
+     */
+    public void traceCounter(String name, java.util.Map<String, Double> values) {
+        if (recorder != null) {
+            recorder.counter(Objects.requireNonNull(name, "name"), values);
+        }
+    }
+
+    /** The scheduler whose task the calling thread is running, or null on any other thread. */
+    public static Scheduler current() {
+        return Thread.currentThread() instanceof WorkerThread w ? w.scheduler : null;
+    }
+
     void callbackFailed(TaskNode<?> t, Throwable e) {
         LOG.error("completion callback of task {} threw; other callbacks still run", t.name(), e);
     }

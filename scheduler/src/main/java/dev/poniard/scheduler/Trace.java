@@ -27,23 +27,34 @@ public final class Trace {
         }
     }
 
+    /** A sample of named values at one time (a Chrome counter track), e.g. a MoE layer's routing metrics. */
+    public record CounterRecord(String name, long timeNs, Map<String, Double> values) {
+    }
+
     private final String schedulerName;
     private final String[] processorNames;
     private final List<TaskRecord> records;
+    private final List<CounterRecord> counters;
 
     /** A trace of a run on the named processors (the simulator builds its traces this way). */
     public static Trace of(String runName, String[] processorNames, List<TaskRecord> records) {
-        return new Trace(runName, processorNames, records);
+        return new Trace(runName, processorNames, records, List.of());
     }
 
-    Trace(String schedulerName, String[] processorNames, List<TaskRecord> records) {
+    Trace(String schedulerName, String[] processorNames, List<TaskRecord> records, List<CounterRecord> counters) {
         this.schedulerName = schedulerName;
         this.processorNames = processorNames.clone();
         this.records = Collections.unmodifiableList(records);
+        this.counters = Collections.unmodifiableList(counters);
     }
 
     public List<TaskRecord> records() {
         return records;
+    }
+
+    /** Counter samples recorded with {@link Scheduler#traceCounter}, in recording order. */
+    public List<CounterRecord> counters() {
+        return counters;
     }
 
     /** From the first task start to the last task end, in nanoseconds (0 if nothing ran). */
@@ -155,6 +166,19 @@ public final class Trace {
                     writeFlow(g, "s", flow, src.processor, src.endNs);
                     writeFlow(g, "f", flow, r.processor, r.startNs);
                 }
+            }
+            for (CounterRecord c : counters) {
+                g.writeStartObject();
+                g.writeStringField("ph", "C");
+                g.writeStringField("name", c.name);
+                g.writeNumberField("pid", 1);
+                g.writeNumberField("ts", c.timeNs / 1000.0);
+                g.writeObjectFieldStart("args");
+                for (Map.Entry<String, Double> e : c.values.entrySet()) {
+                    g.writeNumberField(e.getKey(), e.getValue());
+                }
+                g.writeEndObject();
+                g.writeEndObject();
             }
             g.writeEndArray();
             g.writeEndObject();

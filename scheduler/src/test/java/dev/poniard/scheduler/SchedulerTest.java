@@ -78,6 +78,28 @@ class SchedulerTest {
         throw new AssertionError("workers " + prefix + "* did not park within 20 s");
     }
 
+    @Test
+    void shouldRecordCounterSamplesFromTasksAsChromeCounterEvents() throws Exception {
+        try (Scheduler s = Scheduler.launch(new Scheduler.Context().name("counters").workers(1).trace(true))) {
+            assertEquals(null, Scheduler.current(), "the test thread runs no task");
+            s.spawn(() -> {
+                Scheduler.current().traceCounter("load", java.util.Map.of("tokens_e0", 3.0, "tokens_e1", 5.0));
+                return 0;
+            }).join();
+            s.traceCounter("outside", java.util.Map.of("x", 1.0));
+            Trace t = s.trace();
+            assertEquals(List.of("load", "outside"), t.counters().stream().map(Trace.CounterRecord::name).toList());
+            assertEquals(5.0, t.counters().get(0).values().get("tokens_e1"));
+            ByteArrayOutputStream out = new ByteArrayOutputStream();
+            t.writeChromeJson(out);
+            String json = out.toString(StandardCharsets.UTF_8);
+            assertTrue(json.contains("\"ph\":\"C\",\"name\":\"load\""), json);
+        }
+        try (Scheduler quiet = Scheduler.launch(new Scheduler.Context().name("untraced").workers(1))) {
+            quiet.traceCounter("ignored", java.util.Map.of("x", 1.0)); // no trace: nothing recorded, no failure
+        }
+    }
+
     /** A random DAG evaluated by the scheduler must equal its sequential evaluation. */
     @ParameterizedTest
     @MethodSource("policies")

@@ -103,8 +103,9 @@ class TrainCommandTest {
 
     @Test
     void shouldTrainTheMoeSampleAgainstItsDenseTwin(@TempDir Path dir) throws Exception {
+        Path trace = dir.resolve("moe.json");
         CliRun r = run("train", "--sample", "fashion-moe", "--data-dir", fakeFashionDir(dir).toString(), "--train-size",
-                "1024", "--test-size", "200", "--epochs", "2", "--batch", "32", "--no-progress");
+                "1024", "--test-size", "200", "--epochs", "2", "--batch", "32", "--no-progress", "--trace", trace.toString());
         System.out.println(r.out() + r.err());
         assertEquals(0, r.code(), r.err());
         assertTrue(r.out().contains("model moe: 138002 parameters") && r.out().contains("model dense: 38026 parameters"),
@@ -116,6 +117,9 @@ class TrainCommandTest {
         assertEquals(200L * 16 * 2, tokens, "every test token goes to two experts (dropless)");
         Matcher acc = Pattern.compile("test accuracy by model: moe (\\d\\.\\d{4}), dense (\\d\\.\\d{4})").matcher(r.out());
         assertTrue(acc.find(), r.out());
+        String moeTrace = Files.readString(dir.resolve("moe.moe.json"));
+        assertTrue(moeTrace.contains("\"ph\":\"C\",\"name\":\"moe layer 1\"") && moeTrace.contains("\"max_over_mean\""),
+                "the MoE model's trace should carry the routing metrics as a counter track");
         assertTrue(Double.parseDouble(acc.group(1)) > 0.3 && Double.parseDouble(acc.group(2)) > 0.3,
                 "both models should beat chance (0.1) clearly after two epochs: " + acc.group());
     }
