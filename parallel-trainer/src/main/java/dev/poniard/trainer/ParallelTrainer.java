@@ -1,5 +1,6 @@
 package dev.poniard.trainer;
 
+import dev.poniard.bridge.NativeThreads;
 import dev.poniard.scheduler.Scheduler;
 import dev.poniard.scheduler.Scope;
 import dev.poniard.scheduler.TaskFailedException;
@@ -287,7 +288,7 @@ public final class ParallelTrainer implements AutoCloseable {
 
     private ParallelTrainer(Context ctx) {
         this.ctx = ctx;
-        NativeMath.oneThreadPerWorker();
+        NativeThreads.oneThreadPerWorker();
         if (ctx.sameDiff() != null) {
             sameDiffRun = new SameDiffRun(ctx);
             scheduler = sameDiffRun.scheduler();
@@ -310,7 +311,7 @@ public final class ParallelTrainer implements AutoCloseable {
         }
         seeded = new boolean[ctx.workers()];
         this.scheduler = Scheduler.launch(new Scheduler.Context().name("train").workers(ctx.workers())
-                .trace(ctx.trace()).workerStart(NativeMath::oneThreadPerWorker));
+                .trace(ctx.trace()).workerStart(NativeThreads::oneThreadPerWorker));
         List<INDArray> views = new ArrayList<>();
         for (ModelReplica r : replicas) {
             views.add(r.gradientView());

@@ -20,31 +20,28 @@ final class Prefetcher implements AutoCloseable {
     private boolean ended;
 
     Prefetcher(DataSetIterator source, int depth, String name) {
-        this.queue = new ArrayBlockingQueue<>(depth + 1); // + 1: the END marker or failure always fits
-        this.reader = new Thread(() -> read(source, depth), name);
+        this.queue = new ArrayBlockingQueue<>(depth);
+        this.reader = new Thread(() -> read(source), name);
         reader.setDaemon(true);
         reader.start();
     }
 
-    private void read(DataSetIterator source, int depth) {
+    private void read(DataSetIterator source) {
         Object last = END;
         try {
             while (!closed && source.hasNext()) {
-                DataSet ds = Batches.nonNull(source, source.next());
-                while (!closed && queue.size() >= depth) {
-                    java.util.concurrent.locks.LockSupport.parkNanos(this, 200_000);
-                }
-                if (closed) {
-                    return;
-                }
-                queue.put(ds);
+                queue.put(Batches.nonNull(source, source.next())); // blocks while depth batches wait
             }
         } catch (InterruptedException e) {
-            return;
+            return; // closed
         } catch (RuntimeException | Error e) {
             last = e;
         }
-        queue.offer(last);
+        try {
+            queue.put(last);
+        } catch (InterruptedException e) {
+            // closed before the consumer took the end: nobody is waiting for it
+        }
     }
 
     /** The next batch, or null at the end of the data. */

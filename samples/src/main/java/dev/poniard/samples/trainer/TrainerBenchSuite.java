@@ -5,7 +5,7 @@ import dev.poniard.samples.bench.BenchResult;
 import dev.poniard.samples.bench.BenchSuite;
 import dev.poniard.samples.cli.PoniardCli;
 import dev.poniard.scheduler.comm.launch.Launcher;
-import dev.poniard.trainer.NativeMath;
+import dev.poniard.bridge.NativeThreads;
 import dev.poniard.trainer.ParallelTrainer;
 import java.util.ArrayList;
 import java.util.List;
@@ -45,7 +45,7 @@ public final class TrainerBenchSuite implements BenchSuite {
 
     @Override
     public List<BenchResult> run(BenchOptions options, Consumer<BenchResult> progress) throws Exception {
-        NativeMath.oneThreadPerWorker();
+        NativeThreads.oneThreadPerWorker();
         List<BenchResult> results = new ArrayList<>();
         boolean quick = options.quick();
         TrainingSample.Data mnist = TrainingSample.MNIST_MLP.load(quick ? 2_000 : 0, 0);
@@ -57,8 +57,11 @@ public final class TrainerBenchSuite implements BenchSuite {
                 ours.samplesPerSecond(), "ParallelWrapper (averaging every step)", theirs.samplesPerSecond()));
         add(results, progress, BenchResult.higherIsBetter("mnist_mlp_accuracy_vs_parallelwrapper", "test_accuracy", "fraction",
                 ours.accuracy(), "ParallelWrapper (averaging every step)", theirs.accuracy()));
+        // Both sides are fresh `./poniard train` processes timed the same way, so JIT warm-up weighs on both alike.
+        int trainSize = quick ? 2_000 : 0;
+        double oneProcess = launchedTraining(1, WORKERS, trainSize, mlpEpochs);
         add(results, progress, BenchResult.higherIsBetter("mnist_mlp_2proc", "samples_per_s", "samples/s",
-                twoRanks(quick ? 2_000 : 0, mlpEpochs), "1 process x 2 workers", ours.samplesPerSecond()));
+                launchedTraining(2, 1, trainSize, mlpEpochs), "1 process x 2 workers", oneProcess));
 
         // The CNN of the fashion-cnn sample, on the MNIST subset (same 28x28 images).
         TrainingSample.Data cnnData = TrainingSample.MNIST_MLP.load(quick ? 512 : 4_000, quick ? 500 : 0);
@@ -71,23 +74,25 @@ public final class TrainerBenchSuite implements BenchSuite {
     }
 
     /**
-     * Samples/s of {@code ./poniard train} as 2 rank processes of 1 worker each (same model, data, global batch and
-     * epochs as {@link #ours}), gradients all-reduced over Aeron IPC; timed by rank 0 from its first step, so JVM
-     * start-up is excluded but each rank's JIT warm-up is not.
+     * Samples/s of {@code ./poniard train} as {@code ranks} rank processes of {@code workers} workers each, started
+     * by the {@link Launcher} (same model, data, global batch and epochs as {@link #ours}; gradients all-reduced over
+     * Aeron IPC between ranks), as rank 0 reports it: timed from its first step, so JVM start-up is excluded.
      */
-    private static double twoRanks(int trainSize, int epochs) throws Exception {
-        List<String> args = List.of("train", "--no-progress", "--workers", "1", "--batch", String.valueOf(BATCH),
-                "--epochs", String.valueOf(epochs), "--train-size", String.valueOf(trainSize), "--test-size", "500",
-                "--seed", String.valueOf(SEED));
+    private static double launchedTraining(int ranks, int workers, int trainSize, int epochs) throws Exception {
+        int perWorker = BATCH * WORKERS / (ranks * workers); // the global batch of ours
+        List<String> args = List.of("train", "--no-progress", "--workers", String.valueOf(workers), "--batch",
+                String.valueOf(perWorker), "--epochs", String.valueOf(epochs), "--train-size", String.valueOf(trainSize),
+                "--test-size", "500", "--seed", String.valueOf(SEED));
         List<String> lines = java.util.Collections.synchronizedList(new ArrayList<>());
-        try (Launcher l = Launcher.launch(new Launcher.Context().ranks(2)
+        try (Launcher l = Launcher.launch(new Launcher.Context().ranks(ranks)
                 .command(Launcher.javaCommand(PoniardCli.class.getName(), args)).output(lines::add))) {
             int code = l.waitFor();
             if (code != 0) {
-                throw new IllegalStateException("2-rank training failed with exit code " + code + ":\n" + String.join("\n", lines));
+                throw new IllegalStateException(ranks + "-rank training failed with exit code " + code + ":\n"
+                        + String.join("\n", lines));
             }
         }
-        Pattern trained = Pattern.compile("\\[rank 0] trained .* ([0-9.]+) samples/s with 2 ranks");
+        Pattern trained = Pattern.compile("\\[rank 0] trained .* ([0-9.]+) samples/s with ");
         synchronized (lines) {
             for (String line : lines) {
                 Matcher m = trained.matcher(line);

@@ -50,9 +50,14 @@ class MultiRankTrainTest {
         assertTrue(left == null || left.length == 0, "left in /dev/shm: " + Arrays.toString(left));
     }
 
-    @Test
-    void shouldTrainTwoRanksToIdenticalParametersAndTheAccuracyOfOneProcess() {
-        String[] args = {"--train-size", "640", "--test-size", "300", "--epochs", "1", "--batch", "16", "--workers", "1"};
+    /**
+     * Trains 640 images for one epoch on two rank processes (1 worker each, 16 examples per worker) and checks what
+     * every such run must show: it succeeds, leaves nothing behind, takes 640 / (2 x 16) = 20 steps, and ends with
+     * bit-identical parameters on both ranks. Returns the output, lines prefixed by rank.
+     */
+    private static String trainOnTwoRanks(String... extra) {
+        String[] args = Stream.concat(Stream.of("--train-size", "640", "--test-size", "300", "--epochs", "1", "--batch",
+                "16", "--workers", "1"), Arrays.stream(extra)).toArray(String[]::new);
         Queue<String> lines = new ConcurrentLinkedQueue<>();
         try (Launcher l = Launcher.launch(ranks(2, lines, args))) {
             assertEquals(0, l.waitFor(), String.join("\n", lines));
@@ -60,11 +65,16 @@ class MultiRankTrainTest {
             assertNothingLeft(l);
         }
         String out = String.join("\n", lines);
+        assertTrue(out.contains("[rank 0] trained 20 steps (0 skipped)"), out);
+        assertEquals(group(out, "\\[rank 0] rank 0 parameters crc32 ([0-9a-f]{8})"),
+                group(out, "\\[rank 1] rank 1 parameters crc32 ([0-9a-f]{8})"), "the ranks' replicas must be bit-identical");
+        return out;
+    }
+
+    @Test
+    void shouldTrainTwoRanksToIdenticalParametersAndTheAccuracyOfOneProcess() {
+        String out = trainOnTwoRanks();
         assertTrue(out.contains("[rank 0] train mnist-mlp: 640 training / 300 test images, 2 ranks x 1 workers x 16"), out);
-        assertTrue(out.contains("[rank 0] trained 20 steps (0 skipped)"), out); // 640 / (2 x 16)
-        String crc0 = group(out, "\\[rank 0] rank 0 parameters crc32 ([0-9a-f]{8})");
-        String crc1 = group(out, "\\[rank 1] rank 1 parameters crc32 ([0-9a-f]{8})");
-        assertEquals(crc0, crc1, "the ranks' replicas must be bit-identical");
         double twoRanks = Double.parseDouble(group(out, "\\[rank 0] test accuracy: (\\d\\.\\d{4})"));
 
         // The same global batches on one process with two workers: equal up to float rounding of the sums.
@@ -78,18 +88,7 @@ class MultiRankTrainTest {
 
     @Test
     void shouldTrainASameDiffGraphOnTwoRanksAsOneProcessDoes() {
-        String[] args = {"--sample", "mnist-samediff", "--train-size", "640", "--test-size", "300", "--epochs", "1",
-                "--batch", "16", "--workers", "1"};
-        Queue<String> lines = new ConcurrentLinkedQueue<>();
-        try (Launcher l = Launcher.launch(ranks(2, lines, args))) {
-            assertEquals(0, l.waitFor(), String.join("\n", lines));
-            l.close();
-            assertNothingLeft(l);
-        }
-        String out = String.join("\n", lines);
-        assertTrue(out.contains("[rank 0] trained 20 steps (0 skipped)"), out);
-        assertEquals(group(out, "\\[rank 0] rank 0 parameters crc32 ([0-9a-f]{8})"),
-                group(out, "\\[rank 1] rank 1 parameters crc32 ([0-9a-f]{8})"), "the ranks' graphs must be bit-identical");
+        String out = trainOnTwoRanks("--sample", "mnist-samediff");
         String twoRanks = group(out, "\\[rank 0] epoch 1: last loss (\\d\\.\\d{4})");
         CliRun one = CliRun.of("train", "--no-progress", "--sample", "mnist-samediff", "--train-size", "640", "--test-size",
                 "300", "--epochs", "1", "--batch", "16", "--workers", "2");
