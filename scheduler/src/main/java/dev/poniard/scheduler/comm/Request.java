@@ -5,8 +5,9 @@ import java.util.concurrent.Executor;
 import java.util.concurrent.locks.LockSupport;
 
 /**
- * Completion handle of one transport operation. The progress thread completes or fails it; the owner waits
- * with spin, then yield, then park (the progress thread unparks a parked waiter).
+ * Completion handle of one transport operation. The engine completes or fails it; the owner waits with spin,
+ * then yield, then park, and while it spins or yields it drives the transport's progress itself (see
+ * {@link Transport#tryProgress}); whoever completes the request unparks a parked waiter.
  */
 final class Request {
     private static final int PENDING = 0;
@@ -20,6 +21,8 @@ final class Request {
     long length;
     private CompletableFuture<Void> future;
     private Executor futureExecutor;
+    /** The transport the operation was submitted to; waiters drive its progress. Set before submission. */
+    Transport engine;
 
     boolean isDone() {
         return state != PENDING;
@@ -82,13 +85,24 @@ final class Request {
         await(spinIterations, 20);
     }
 
-    /** Waits: {@code spinIterations} busy spins, then {@code yields} yields, then parks until signalled. */
+    /**
+     * Waits: up to {@code spinIterations} busy spins, then {@code yields} yields, each after a progress cycle of
+     * the transport (counting restarts whenever a cycle did work), then parks until signalled.
+     */
     void await(long spinIterations, long yields) {
-        for (long i = 0; i < spinIterations && state == PENDING; i++) {
-            Thread.onSpinWait();
+        final Transport transport = engine;
+        long idle = 0;
+        while (state == PENDING && idle < spinIterations + yields) {
+            if (transport != null && transport.tryProgress() > 0) {
+                idle = 0;
+            } else if (idle++ < spinIterations) {
+                Thread.onSpinWait();
+            } else {
+                Thread.yield();
+            }
         }
-        for (long i = 0; i < yields && state == PENDING; i++) {
-            Thread.yield();
+        if (transport != null) {
+            transport.handOff();
         }
         if (state == PENDING) {
             waiter = Thread.currentThread();

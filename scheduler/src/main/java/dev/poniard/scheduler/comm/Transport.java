@@ -28,14 +28,17 @@ import java.util.concurrent.atomic.AtomicLong;
 import java.util.concurrent.locks.LockSupport;
 
 /**
- * The per-rank message engine: one progress thread owns every Aeron publication and subscription.
+ * The per-rank message engine: every Aeron publication and subscription is driven by one thread at a time.
  *
  * <h2>Implementation overview</h2>
- * Other threads never touch Aeron. They post {@link SendOp}s and {@link RecvOp}s (and small tasks) to a
- * many-to-one queue and wait on the op's {@link Request}. The progress thread loops: run the Aeron client
- * conductor (invoker mode, no extra thread), drain the command queue, poll the subscriptions, push pending
- * sends, and every millisecond do housekeeping (heartbeats, liveness, deadlines); it idles by spinning,
- * yielding, then parking for a bounded time, and a submitter unparks it.
+ * Threads post {@link SendOp}s and {@link RecvOp}s (and small tasks) to a many-to-one queue and wait on the op's
+ * {@link Request}. A progress cycle runs the Aeron client conductor (invoker mode, no extra thread), drains the
+ * command queue, polls the subscriptions, pushes pending sends, and every millisecond does housekeeping
+ * (heartbeats, liveness, deadlines). Whoever holds the engine flag runs the cycle: a thread waiting for a request
+ * drives it while it spins (MPI-style: the waiter sends its own message and takes its own reply from the log, no
+ * thread hand-off on the latency path), and the progress thread runs it otherwise, so non-blocking operations,
+ * heartbeats and incoming RMA proceed with nobody waiting. The progress thread idles by spinning, yielding, then
+ * parking for a bounded time; a submitter, or a waiter that stops driving, unparks it.
  * <p>
  * <b>Messages.</b> A message is a key ({@code type, communicator id, sequence, step}), a source and a
  * destination, and a byte range. It travels as consecutive frames (see {@link FrameHeader}), each written
@@ -46,8 +49,9 @@ import java.util.concurrent.locks.LockSupport;
  * are serialised FIFO (a message's chunks are contiguous), so the frames from one source arrive as whole
  * messages in send order. Per source the receiver keeps: the message being received ({@code current}),
  * posted receives (FIFO), and unexpected messages (FIFO). A new message binds to the first posted receive
- * with the same key; otherwise it is buffered if the unexpected-message budget allows, else the fragment is
- * left in the log ({@code ABORT}) until a receive is posted: memory stays bounded and nothing is dropped.
+ * with the same key; otherwise a small one (or one that may hide an awaited message behind it) is buffered if
+ * the unexpected-message budget allows, else the fragment is left in the log ({@code ABORT}) until a receive is
+ * posted: memory stays bounded, large messages are copied once, and nothing is dropped.
  * <p>
  * <b>Faults.</b> Every peer gets a heartbeat each interval; a peer unheard for the failure timeout is lost,
  * and every pending and later operation fails with {@link RankLostException}. Aborts (explicit, timeout or
@@ -58,6 +62,10 @@ final class Transport implements AutoCloseable {
     private static final Logger LOG = LoggerFactory.getLogger(Transport.class);
     private static final int FRAGMENT_LIMIT = 64;
     private static final int SEND_FRAMES_PER_CYCLE = 256;
+    /** Messages up to this size are buffered when they arrive before their receive (eager protocol). */
+    static final int EAGER_LIMIT = 64 << 10;
+    /** Eager buffers kept for reuse (4 MiB). */
+    private static final int EAGER_POOL = 64;
 
     /** Settings the transport needs; {@link Communicator.Context} fills it. */
     record Settings(int rank, int size, long heartbeatIntervalNs, long failureTimeoutNs, long operationTimeoutNs,
@@ -77,6 +85,7 @@ final class Transport implements AutoCloseable {
     private final ArrayDeque<SendOp>[] sendQueues;
     private final SourceState[] sources;
     private final ArrayDeque<SendOp> selfSends = new ArrayDeque<>();
+    private final ArrayDeque<ByteBuffer> eagerPool = new ArrayDeque<>();
     private final FrameDecoder decoder;
     private final BufferClaim claim = new BufferClaim();
     private final ControlledFragmentHandler handler = this::onFragment;
@@ -84,6 +93,8 @@ final class Transport implements AutoCloseable {
     private final AtomicLong malformedFrames = new AtomicLong();
     private final List<Runnable> closeActions = new ArrayList<>();
 
+    /** Held by the one thread running a progress cycle (see {@link #tryProgress}). */
+    private final java.util.concurrent.atomic.AtomicBoolean engine = new java.util.concurrent.atomic.AtomicBoolean();
     private volatile boolean running = true;
     private volatile boolean sleeping;
     private volatile CommException failure;
@@ -208,6 +219,7 @@ final class Transport implements AutoCloseable {
             return;
         }
         op.deadlineNs = System.nanoTime() + settings.operationTimeoutNs();
+        op.request.engine = this;
         while (!commands.offer(op)) {
             if (!running) {
                 op.request.fail(new CommException("communicator on rank " + rank + " is closed"));
@@ -224,40 +236,80 @@ final class Transport implements AutoCloseable {
 
     private void run() {
         long idleCount = 0;
-        try {
-            while (running) {
-                int work = invoker.invoke();
-                work += drainCommands();
-                for (int i = 0, n = subscriptions.size(); i < n; i++) {
-                    work += subscriptions.get(i).controlledPoll(handler, FRAGMENT_LIMIT);
+        while (running) {
+            final int work = tryProgress();
+            if (work > 0) {
+                idleCount = 0;
+            } else if (work == 0 && ++idleCount < settings.idleSpins()) {
+                Thread.onSpinWait();
+            } else if (work == 0 && idleCount < (long) settings.idleSpins() + settings.idleYields()) {
+                Thread.yield();
+            } else {
+                // Idle, or a waiting caller is driving progress: park until a submitter or a departing caller
+                // wakes us, or the park bound passes (housekeeping must still run).
+                sleeping = true;
+                if (commands.isEmpty()) {
+                    LockSupport.parkNanos(settings.parkNs());
                 }
-                work += grantWaitingLocks();
-                work += progressSends();
-                final long now = System.nanoTime();
-                if (now - lastHousekeepingNs > 1_000_000L) {
-                    lastHousekeepingNs = now;
-                    housekeeping(now);
-                }
-                if (work > 0) {
-                    idleCount = 0;
-                } else if (++idleCount < settings.idleSpins()) {
-                    Thread.onSpinWait();
-                } else if (idleCount < (long) settings.idleSpins() + settings.idleYields()) {
-                    Thread.yield();
-                } else {
-                    sleeping = true;
-                    if (commands.isEmpty()) {
-                        LockSupport.parkNanos(settings.parkNs());
-                    }
-                    sleeping = false;
-                }
+                sleeping = false;
             }
-        } catch (Throwable t) {
-            LOG.error("rank {}: progress thread failed", rank, t);
-            failAll(new CommException("progress thread of rank " + rank + " failed: " + t, t));
+        }
+        // Take the engine for good: nothing runs a cycle after this, so closing Aeron below is safe.
+        while (!engine.compareAndSet(false, true)) {
+            Thread.onSpinWait();
         }
         if (!crashed) {
             failAll(new CommException("communicator on rank " + rank + " is closed"));
+        }
+    }
+
+    /**
+     * Runs one progress cycle if no other thread is running one: the progress thread calls it in its loop and
+     * threads waiting for a request call it while they spin, so a message a waiter is waiting for is sent or
+     * taken from the log by the waiter itself, without waking another thread. Returns the work done, or -1 when
+     * another thread holds the engine. The engine flag's CAS and release give the happens-before edges that
+     * keep the engine's state (queues, receive matching, the decoder, the Aeron client) confined to one thread
+     * at a time.
+     */
+    int tryProgress() {
+        if (!engine.compareAndSet(false, true)) {
+            return -1;
+        }
+        try {
+            if (!running) {
+                return 0;
+            }
+            return cycle();
+        } catch (Throwable t) {
+            LOG.error("rank {}: communication engine failed", rank, t);
+            running = false;
+            failAll(new CommException("communication engine of rank " + rank + " failed: " + t, t));
+            return 0;
+        } finally {
+            engine.set(false);
+        }
+    }
+
+    private int cycle() {
+        int work = invoker.invoke();
+        work += drainCommands();
+        for (int i = 0, n = subscriptions.size(); i < n; i++) {
+            work += subscriptions.get(i).controlledPoll(handler, FRAGMENT_LIMIT);
+        }
+        work += grantWaitingLocks();
+        work += progressSends();
+        final long now = System.nanoTime();
+        if (now - lastHousekeepingNs > 1_000_000L) {
+            lastHousekeepingNs = now;
+            housekeeping(now);
+        }
+        return work;
+    }
+
+    /** A waiter stops driving progress (it is done or about to park): make sure the progress thread carries on. */
+    void handOff() {
+        if (sleeping) {
+            LockSupport.unpark(progressThread);
         }
     }
 
@@ -304,8 +356,8 @@ final class Transport implements AutoCloseable {
             if (u.waiting == null && u.matches(r)) {
                 if (u.complete()) {
                     it.remove();
-                    releaseUnexpected(u);
                     deliverUnexpected(u, r);
+                    releaseUnexpected(u);
                 } else {
                     u.waiting = r;
                 }
@@ -329,8 +381,32 @@ final class Transport implements AutoCloseable {
         r.request.complete();
     }
 
+    private Unexpected newUnexpected(int type, int commId, long seq, int step, long total) {
+        unexpectedBytes += total;
+        final ByteBuffer pooled = total <= EAGER_LIMIT ? eagerPool.poll() : null;
+        return new Unexpected(type, commId, seq, step, total,
+            pooled != null ? pooled : ByteBuffer.allocateDirect((int) (total <= EAGER_LIMIT ? EAGER_LIMIT
+                : Math.max(1, total))));
+    }
+
+    /** Called once the message's bytes have been delivered (or dropped): its memory may be reused. */
     private void releaseUnexpected(Unexpected u) {
         unexpectedBytes -= u.totalLength;
+        if (u.memory.capacity() == EAGER_LIMIT && eagerPool.size() < EAGER_POOL) {
+            eagerPool.add(u.memory);
+        }
+    }
+
+    /**
+     * Whether a message with no posted receive is copied out of the log now. Small ones are (eager protocol),
+     * within the budget. A large one stays in the log until its receive is posted (rendezvous: no allocation, no
+     * extra copy, the sender is held back by Aeron's flow control), unless a receive for another message from the
+     * same source is already waiting: that message may be behind this one in the log, so holding this one would
+     * deadlock.
+     */
+    private boolean takeUnexpected(SourceState src, long total) {
+        return failure == null && unexpectedBytes + total <= settings.unexpectedBudget()
+            && (total <= EAGER_LIMIT || !src.posted.isEmpty());
     }
 
     private CommException truncation(long length, RecvOp r) {
@@ -421,9 +497,8 @@ final class Transport implements AutoCloseable {
             } else {
                 src.start(h, match, null);
             }
-        } else if (failure == null && unexpectedBytes + total <= settings.unexpectedBudget()) {
-            final Unexpected u = new Unexpected(h, total);
-            unexpectedBytes += total;
+        } else if (takeUnexpected(src, total)) {
+            final Unexpected u = newUnexpected(type, h.communicatorId(), h.sequence(), h.step(), total);
             src.unexpected.add(u);
             src.start(h, null, u);
         } else {
@@ -597,8 +672,8 @@ final class Transport implements AutoCloseable {
                 }
             } else if (u != null && u.waiting != null) {
                 src.unexpected.remove(u);
-                releaseUnexpected(u);
                 deliverUnexpected(u, u.waiting);
+                releaseUnexpected(u);
             }
         }
     }
@@ -724,8 +799,7 @@ final class Transport implements AutoCloseable {
             }
         }
         if (unexpectedBytes + s.length <= settings.unexpectedBudget()) {
-            final Unexpected u = new Unexpected(s.type, s.commId, s.seq, s.step, s.length);
-            unexpectedBytes += s.length;
+            final Unexpected u = newUnexpected(s.type, s.commId, s.seq, s.step, s.length);
             Reductions.copy(s.address, u.address, s.length);
             u.received = s.length;
             src.unexpected.add(u);
@@ -1004,17 +1078,13 @@ final class Transport implements AutoCloseable {
         long received;
         RecvOp waiting;
 
-        Unexpected(FrameHeader h, long total) {
-            this(h.type(), h.communicatorId(), h.sequence(), h.step(), total);
-        }
-
-        Unexpected(int type, int commId, long seq, int step, long total) {
+        Unexpected(int type, int commId, long seq, int step, long total, ByteBuffer memory) {
             this.type = type;
             this.commId = commId;
             this.seq = seq;
             this.step = step;
             this.totalLength = total;
-            this.memory = ByteBuffer.allocateDirect((int) Math.max(1, total));
+            this.memory = memory;
             this.address = new UnsafeBuffer(memory).addressOffset();
         }
 
