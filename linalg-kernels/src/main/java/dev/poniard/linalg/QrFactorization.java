@@ -5,15 +5,16 @@ import dev.poniard.linalg.tile.Tile;
 /**
  * Result of {@link TileAlgebra#qr}: the factored matrix (R in its upper triangle, reflectors below and in
  * the tiles under the diagonal), the block-reflector factors T of every GEQRT (i = k) and TPQRT (i > k)
- * step, and a copy of each diagonal tile's reflectors. Holds native memory for T and V: close it.
+ * step, and a copy of each diagonal tile's reflectors. T and V of tile column k live on the rank that owns
+ * that column. Holds native memory for T and V: close it.
  */
 public final class QrFactorization implements AutoCloseable {
     private final DistributedMatrix factors;
-    private final Tile[][] t;
-    private final Tile[] v;
+    private final TileSet t;
+    private final TileSet v;
     private final int innerBlock;
 
-    QrFactorization(DistributedMatrix factors, Tile[][] t, Tile[] v, int innerBlock) {
+    QrFactorization(DistributedMatrix factors, TileSet t, TileSet v, int innerBlock) {
         this.factors = factors;
         this.t = t;
         this.v = v;
@@ -26,32 +27,32 @@ public final class QrFactorization implements AutoCloseable {
 
     /** T factors of step k for tile row i (i >= k); null on a rank that does not own tile column k. */
     public Tile t(int i, int k) {
-        return t[i][k];
+        return t.orNull(i, k);
     }
 
     /** Reflectors of diagonal tile k, as GEQRT left them; null on a rank that does not own tile column k. */
     public Tile v(int k) {
-        return v[k];
+        return v.orNull(k, 0);
     }
 
     public int innerBlock() {
         return innerBlock;
     }
 
+    /** T as kernels name it: entry (i, k), owned with tile column k. */
+    TileTasks.Tiles tFactors() {
+        return t;
+    }
+
+    /** The reflector copies as kernels name them: entry (k, 0), owned with tile column k. */
+    TileTasks.Tiles reflectors() {
+        return v;
+    }
+
     /** Frees T and V (not the factored matrix, which the caller owns). */
     @Override
     public void close() {
-        for (Tile[] row : t) {
-            for (Tile x : row) {
-                if (x != null) {
-                    x.close();
-                }
-            }
-        }
-        for (Tile x : v) {
-            if (x != null) {
-                x.close();
-            }
-        }
+        t.close();
+        v.close();
     }
 }

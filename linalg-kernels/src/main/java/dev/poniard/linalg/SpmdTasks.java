@@ -49,8 +49,8 @@ import java.util.regex.Pattern;
  *       on every member, but tasks run in whatever order the scheduler picks, so a per-communicator
  *       {@link OrderedIssuer} starts broadcast k only once 0..k-1 have started, a bounded number at a time.</li>
  *   <li><i>RMA.</i> With {@link TileAlgebra.Strategy#RMA}, operands an operation only reads
- *       ({@link #expose}: GEMM's A and B) are copied into a {@link Window} on every rank, laid out by a
- *       rule every rank can evaluate, and a reader gets each remote tile one-sidedly (a memory copy from
+ *       ({@link #expose}: GEMM's A and B, a solve's triangle) are copied into a {@link Window} on every
+ *       rank, laid out by a rule every rank can evaluate, and a reader gets each remote tile one-sidedly (a memory copy from
  *       the owner's mapping on one host) with no task on the owner. Tiles an operation writes still move
  *       point to point: a get cannot know that a remote version is ready without a message anyway.</li>
  *   <li><i>Failures.</i> A kernel that throws (a Cholesky pivot that is not positive) aborts the

@@ -15,9 +15,14 @@ import dev.poniard.scheduler.Scheduler;
 import dev.poniard.scheduler.TaskFailedException;
 import dev.poniard.scheduler.TaskOptions;
 import dev.poniard.scheduler.comm.Communicator;
+import dev.poniard.scheduler.comm.ReduceOp;
 import java.time.Duration;
+import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.HashMap;
+import java.util.List;
 import java.util.Map;
+import java.util.TreeSet;
 import java.util.function.Consumer;
 import java.util.function.IntBinaryOperator;
 
@@ -51,7 +56,10 @@ import java.util.function.IntBinaryOperator;
  * owns and exchanges the tiles they read through the communicator ({@link SpmdTasks}), point to point or,
  * with {@link Strategy#COLLECTIVE}, by broadcasts to each group of consumers. A failure on one rank (say a
  * matrix that is not positive definite) aborts the communicator and fails the operation on every rank
- * with the same exception. The other operations are one-rank only for now and say so.
+ * with the same exception. The solves ({@link #triangularSolve}, {@link #solve}, {@link #solveSpd},
+ * {@link #leastSquares}, {@link #applyQ}) run the same way on any distribution of their operands; {@link #lu}
+ * and {@link #qr} factor in place only distributions that keep each tile column on one rank, and
+ * {@link #redistribute} copies a matrix to one.
  *
  * <p>OpenBLAS is held to one thread on each worker through the scheduler's {@code workerStart} hook.
  * With a scheduler passed in by the caller, the caller owns that setting.
@@ -70,7 +78,8 @@ public final class TileAlgebra implements AutoCloseable {
         COLLECTIVE,
         /**
          * One-sided gets from windows where each rank exposes its tiles of the operands an operation only
-         * reads (GEMM's A and B); tiles the operation writes (all of a factorization's) move point to point.
+         * reads (GEMM's A and B, a solve's triangle, applyQ's reflectors); tiles the operation writes (all
+         * of a factorization's) move point to point.
          */
         RMA
     }
@@ -158,7 +167,7 @@ public final class TileAlgebra implements AutoCloseable {
                 throw new IllegalArgumentException("innerBlock must be >= 1, got " + innerBlock);
             }
             if (strategy == null) {
-                throw new IllegalArgumentException("strategy must be one of " + java.util.Arrays.toString(Strategy.values()));
+                throw new IllegalArgumentException("strategy must be one of " + Arrays.toString(Strategy.values()));
             }
             return this;
         }
@@ -342,43 +351,70 @@ public final class TileAlgebra implements AutoCloseable {
 
     /** B := alpha op(A)^-1 B in place, for the {@code uplo} triangle of square A (left side). */
     public void triangularSolve(Uplo uplo, Trans trans, Diag diag, double alpha, DistributedMatrix a, DistributedMatrix b) {
-        oneRank("triangularSolve", a, b);
         square("triangularSolve", a);
         checkRhs("triangularSolve", a, b);
         Ops ops = new Ops(b);
-        run(region -> trsmLeft(region, ops, uplo, trans, diag, alpha, a::tile, a.nt(), b));
+        runTiles("triangularSolve", ops, tasks -> {
+            if (a != b) {
+                tasks.expose(a);
+            }
+            trsmLeft(tasks, ops, uplo, trans, diag, alpha, a, a.nt(), b);
+        }, a, b);
     }
 
-    /** Tile access for algorithms that also run on derived grids (R of a QR). */
-    @FunctionalInterface
-    interface TileGrid {
-        Tile at(int i, int j);
-    }
-
-    /** Spawns the tile forward or backward substitution of op(A) X = alpha B over kt tile rows of B. */
-    private static void trsmLeft(DataDeps region, Ops ops, Uplo uplo, Trans trans, Diag diag, double alpha,
-                                 TileGrid a, int kt, DistributedMatrix b) {
+    /**
+     * Adds the tile forward or backward substitution of op(A) X = alpha B over the first kt tile rows of A
+     * and all of B. A diagonal tile of A may be taller than B's tile row (R of a tall QR): its leading square
+     * is the triangle.
+     */
+    private static void trsmLeft(TileTasks tasks, Ops ops, Uplo uplo, Trans trans, Diag diag, double alpha,
+                                 DistributedMatrix a, int kt, DistributedMatrix b) {
         boolean forward = (uplo == Uplo.LOWER) == (trans == Trans.N);
+        // As Cholesky's panel: across ranks the diagonal solves feed other ranks' updates.
+        TaskOptions trsm = b.isWhole() ? ops.trsm : ops.trsm.priority(PANEL_PRIORITY);
+        TileTasks.Ref[] rowOfB = new TileTasks.Ref[b.nt()];
         for (int s = 0; s < kt; s++) {
             int k = forward ? s : kt - 1 - s;
-            Tile akk = a.at(k, k);
+            int from = forward ? k + 1 : 0;
+            int to = forward ? kt : k;
+            TileTasks.Ref akk = new TileTasks.Ref(a, k, k);
             for (int j = 0; j < b.nt(); j++) {
-                Tile bkj = b.tile(k, j);
-                double scale = s == 0 ? alpha : 1.0;
-                region.spawn(ops.trsm, args -> {
-                    TileKernels.trsm(Side.LEFT, uplo, trans, diag, scale, (Tile) args[0], (Tile) args[1]);
-                    return null;
-                }, DataDeps.in(akk), DataDeps.inout(bkj));
-                for (int i = forward ? k + 1 : 0; forward ? i < kt : i < k; i++) {
+                rowOfB[j] = new TileTasks.Ref(b, k, j);
+            }
+            tasks.share(akk, rowOfB);
+            for (int i = from; i < to; i++) {
+                for (int j = 0; j < b.nt(); j++) {
+                    rowOfB[j] = new TileTasks.Ref(b, i, j);
+                }
+                tasks.share(trans == Trans.N ? new TileTasks.Ref(a, i, k) : new TileTasks.Ref(a, k, i), rowOfB);
+            }
+            double scale = s == 0 ? alpha : 1.0;
+            for (int j = 0; j < b.nt(); j++) {
+                TileTasks.Ref bkj = new TileTasks.Ref(b, k, j);
+                tasks.kernel(trsm, (out, in) -> triangleSolve(uplo, trans, diag, scale, in[0], out), bkj, akk);
+                TileTasks.Ref[] below = new TileTasks.Ref[to - from];
+                for (int i = from; i < to; i++) {
+                    below[i - from] = new TileTasks.Ref(b, i, j);
+                }
+                tasks.share(bkj, below);
+                for (int i = from; i < to; i++) {
                     // op(A)(i, k) is A(i, k) or A(k, i)^T; the first update also applies alpha to B(i, j).
-                    Tile aik = trans == Trans.N ? a.at(i, k) : a.at(k, i);
-                    double beta = s == 0 ? alpha : 1.0;
-                    region.spawn(ops.gemm, args -> {
-                        TileKernels.gemm(trans, Trans.N, -1.0, (Tile) args[0], (Tile) args[1], beta, (Tile) args[2]);
-                        return null;
-                    }, DataDeps.in(aik), DataDeps.in(bkj), DataDeps.inout(b.tile(i, j)));
+                    TileTasks.Ref aik = trans == Trans.N ? new TileTasks.Ref(a, i, k) : new TileTasks.Ref(a, k, i);
+                    tasks.kernel(ops.gemm, (out, in) -> TileKernels.gemm(trans, Trans.N, -1.0, in[0], in[1], scale, out),
+                            below[i - from], aik, bkj);
                 }
             }
+        }
+    }
+
+    /** B := alpha op(T)^-1 B for the triangle T of {@code akk}, or of its leading square when akk is larger than B's rows. */
+    private static void triangleSolve(Uplo uplo, Trans trans, Diag diag, double alpha, Tile akk, Tile b) {
+        if (akk.rows() == b.rows() && akk.cols() == b.rows()) {
+            TileKernels.trsm(Side.LEFT, uplo, trans, diag, alpha, akk, b);
+            return;
+        }
+        try (Tile t = TileCopy.leading(akk, b.rows(), b.rows())) {
+            TileKernels.trsm(Side.LEFT, uplo, trans, diag, alpha, t, b);
         }
     }
 
@@ -425,16 +461,8 @@ public final class TileAlgebra implements AutoCloseable {
                     int jj = j;
                     region.spawn(ops.trsm, args -> {
                         applyPivots(a, piv, kk, jj);
-                        Tile akk = a.tile(kk, kk);
-                        Tile akj = a.tile(kk, jj);
-                        if (akk.rows() == akk.cols()) {
-                            TileKernels.trsm(Side.LEFT, Uplo.LOWER, Trans.N, Diag.UNIT, 1.0, akk, akj);
-                        } else {
-                            // A wide last panel: L is the leading square of the diagonal tile.
-                            try (Tile l = TileCopy.leading(akk, akk.rows(), akk.rows())) {
-                                TileKernels.trsm(Side.LEFT, Uplo.LOWER, Trans.N, Diag.UNIT, 1.0, l, akj);
-                            }
-                        }
+                        // A wide last panel: L is the leading square of the diagonal tile.
+                        triangleSolve(Uplo.LOWER, Trans.N, Diag.UNIT, 1.0, a.tile(kk, kk), a.tile(kk, jj));
                         return null;
                     }, columnFrom(a, k, j, DataDeps.in(a.tile(k, k))));
                     for (int i = k + 1; i < a.mt(); i++) {
@@ -510,7 +538,7 @@ public final class TileAlgebra implements AutoCloseable {
                         } else {
                             tasks.kernel(trsm, (out, in) -> {
                                 swapRows(nb, kk, in[0], out);
-                                unitLowerSolve(in[1], out[0]);
+                                triangleSolve(Uplo.LOWER, Trans.N, Diag.UNIT, 1.0, in[1], out[0]);
                             }, column, pk, new TileTasks.Ref(a, k, k));
                         }
                     }
@@ -543,84 +571,29 @@ public final class TileAlgebra implements AutoCloseable {
 
     /** Operations that factor a panel on one rank need every tile column of {@code a} on one rank. */
     private static void wholeColumns(String op, Distribution d, DistributedMatrix a) {
-        for (int j = 0; j < a.nt(); j++) {
-            for (int i = 1; i < a.mt(); i++) {
-                if (d.owner(i, j).rank() != d.owner(0, j).rank()) {
-                    throw new IllegalArgumentException(op + " across ranks factors each panel on one rank and needs every "
-                            + "tile column on one rank (a 1 x Q grid or a 1D distribution by columns), but " + d
-                            + " puts tile (0, " + j + ") on rank " + d.owner(0, j).rank() + " and tile (" + i + ", " + j
-                            + ") on rank " + d.owner(i, j).rank());
-                }
-            }
+        int[] split = splitColumn(d, a);
+        if (split != null) {
+            int i = split[0];
+            int j = split[1];
+            throw new IllegalArgumentException(op + " across ranks factors each panel on one rank and needs every "
+                    + "tile column on one rank (a 1 x Q grid or a 1D distribution by columns), but " + d
+                    + " puts tile (0, " + j + ") on rank " + d.owner(0, j).rank() + " and tile (" + i + ", " + j
+                    + ") on rank " + d.owner(i, j).rank() + "; copy it to one with TileAlgebra.redistribute(a, "
+                    + "Distribution.cyclic1d(Axis.COLUMNS, " + d.ranks() + ", " + d.devicesPerRank() + ")) first, "
+                    + "or call solve / leastSquares, which do that on their copy");
         }
     }
 
-    /**
-     * Tile QR across ranks, for distributions that keep every tile column on one rank: the kernels of
-     * tile column k (GEQRT, TPQRT) and the T factors and reflector copies they make live with column k,
-     * and the updates of column j (GEMQRT, TPMQRT) run on j's owner with the reflectors fetched. Each
-     * tile sees the same kernels in the same order as in one process, so the factors are the same.
-     */
-    private QrFactorization qrAcrossRanks(DistributedMatrix a) {
-        Distribution d = a.distribution();
-        wholeColumns("qr", d, a);
-        int ib = ctx.innerBlock();
-        int steps = Math.min(a.mt(), a.nt());
-        int me = a.localRank();
-        IntBinaryOperator columnOwner = (i, k) -> d.owner(0, k).rank();
-        TileSet t = new TileSet("T factors of the QR of " + a.describe(), a.type(), a.mt(), steps, (i, k) -> {
-            if (i < k) {
-                return null;
-            }
-            int w = a.tileCols(k);
-            int refl = i == k ? Math.min(a.tileRows(k), w) : w;
-            return new int[] {TileKernels.tRows(ib, refl), w};
-        }, columnOwner, me);
-        TileSet v = new TileSet("reflectors of the QR of " + a.describe(), a.type(), steps, 1,
-                (k, z) -> new int[] {a.tileRows(k), a.tileCols(k)}, (k, z) -> d.owner(0, k).rank(), me);
-        Tile[][] tt = new Tile[a.mt()][steps];
-        Tile[] vv = new Tile[steps];
-        for (int k = 0; k < steps; k++) {
-            vv[k] = v.orNull(k, 0);
-            for (int i = k; i < a.mt(); i++) {
-                tt[i][k] = t.orNull(i, k);
-            }
-        }
-        QrFactorization f = new QrFactorization(a, tt, vv, ib); // owns the tiles from here on
-        Ops ops = new Ops(a);
-        TaskOptions geqrt = ops.geqrt.priority(PANEL_PRIORITY);
-        TaskOptions tpqrt = ops.tpqrt.priority(PANEL_PRIORITY);
-        try {
-            runTiles("qr", ops, tasks -> {
-                for (int k = 0; k < steps; k++) {
-                    TileTasks.Ref akk = new TileTasks.Ref(a, k, k);
-                    TileTasks.Ref tkk = new TileTasks.Ref(t, k, k);
-                    TileTasks.Ref vk = new TileTasks.Ref(v, k, 0);
-                    tasks.kernel(geqrt, (out, in) -> {
-                        TileKernels.geqrt(ib, out[0], out[1]);
-                        out[2].copyFrom(out[0]);
-                    }, new TileTasks.Ref[] {akk, tkk, vk});
-                    for (int j = k + 1; j < a.nt(); j++) {
-                        tasks.kernel(ops.gemqrt, (out, in) -> TileKernels.gemqrt(Trans.T, ib, in[0], in[1], out),
-                                new TileTasks.Ref(a, k, j), vk, tkk);
-                    }
-                    for (int i = k + 1; i < a.mt(); i++) {
-                        TileTasks.Ref aik = new TileTasks.Ref(a, i, k);
-                        TileTasks.Ref tik = new TileTasks.Ref(t, i, k);
-                        tasks.kernel(tpqrt, (out, in) -> TileKernels.tpqrt(ib, out[0], out[1], out[2]),
-                                new TileTasks.Ref[] {akk, aik, tik});
-                        for (int j = k + 1; j < a.nt(); j++) {
-                            tasks.kernel(ops.tpmqrt, (out, in) -> TileKernels.tpmqrt(Trans.T, ib, in[0], in[1], out[0], out[1]),
-                                    new TileTasks.Ref[] {new TileTasks.Ref(a, k, j), new TileTasks.Ref(a, i, j)}, aik, tik);
-                        }
-                    }
+    /** The first tile (i, j) whose owner differs from that of (0, j), or null if every tile column is on one rank. */
+    private static int[] splitColumn(Distribution d, DistributedMatrix a) {
+        for (int j = 0; j < a.nt(); j++) {
+            for (int i = 1; i < a.mt(); i++) {
+                if (d.owner(i, j).rank() != d.owner(0, j).rank()) {
+                    return new int[] {i, j};
                 }
-            }, a);
-        } catch (RuntimeException e) {
-            f.close();
-            throw e;
+            }
         }
-        return f;
+        return null;
     }
 
     /**
@@ -659,17 +632,6 @@ public final class TileAlgebra implements AutoCloseable {
             if (p != row) {
                 TileCopy.swapRows(column[row / nb - k], row % nb, column[p / nb - k], p % nb);
             }
-        }
-    }
-
-    /** B := L^-1 B with L the unit lower triangle of {@code akk}, or of its leading square for a wide last panel. */
-    private static void unitLowerSolve(Tile akk, Tile b) {
-        if (akk.rows() <= akk.cols() && akk.rows() == b.rows() && akk.rows() == akk.cols()) {
-            TileKernels.trsm(Side.LEFT, Uplo.LOWER, Trans.N, Diag.UNIT, 1.0, akk, b);
-            return;
-        }
-        try (Tile l = TileCopy.leading(akk, b.rows(), b.rows())) {
-            TileKernels.trsm(Side.LEFT, Uplo.LOWER, Trans.N, Diag.UNIT, 1.0, l, b);
         }
     }
 
@@ -716,42 +678,85 @@ public final class TileAlgebra implements AutoCloseable {
         }
     }
 
-    /** Solves A X = B for square A by LU with partial pivoting on a copy; A and B are unchanged. */
+    /**
+     * Solves A X = B for square A by LU with partial pivoting on a copy; A and B are unchanged, X is
+     * distributed as B. Across ranks A may have any distribution: a copy that keeps each tile column on one
+     * rank (as {@link #lu} needs) is made when A's does not.
+     */
     public DistributedMatrix solve(DistributedMatrix a, DistributedMatrix b) {
         square("solve", a);
         checkRhs("solve", a, b);
-        try (DistributedMatrix f = a.copy()) {
+        try (DistributedMatrix f = byColumns(a)) {
             return luSolve(lu(f), b);
         }
     }
 
-    /** X with A X = B from an LU factorization of square A; returns a new matrix. */
+    /** X with A X = B from an LU factorization of square A; returns a new matrix distributed as B. */
     public DistributedMatrix luSolve(LuFactorization lu, DistributedMatrix b) {
         DistributedMatrix a = lu.factors();
-        oneRank("luSolve", a, b);
         square("luSolve", a);
         checkRhs("luSolve", a, b);
-        DistributedMatrix x = b.copy();
-        int[] piv = lu.pivots();
+        DistributedMatrix x = DistributedMatrix.zeros(b.type(), b.rows(), b.cols(), b.tileSize(), b.distribution(),
+                b.localRank());
+        int[] perm = lu.permutation();
         Ops ops = new Ops(x);
-        run(region -> {
-            for (int j = 0; j < x.nt(); j++) {
-                int jj = j;
-                Object[] col = new Object[x.mt()];
-                for (int i = 0; i < x.mt(); i++) {
-                    col[i] = DataDeps.inout(x.tile(i, j));
-                }
-                region.spawn(ops.laswp, args -> {
-                    for (int k = 0; k < x.mt(); k++) {
-                        applyPivots(x, piv, k, jj);
-                    }
-                    return null;
-                }, col);
-            }
-            trsmLeft(region, ops, Uplo.LOWER, Trans.N, Diag.UNIT, 1.0, a::tile, a.nt(), x);
-            trsmLeft(region, ops, Uplo.UPPER, Trans.N, Diag.NON_UNIT, 1.0, a::tile, a.nt(), x);
-        });
+        try {
+            runTiles("luSolve", ops, tasks -> {
+                tasks.expose(a, b);
+                permuteRows(tasks, ops, perm, b, x);
+                trsmLeft(tasks, ops, Uplo.LOWER, Trans.N, Diag.UNIT, 1.0, a, a.nt(), x);
+                trsmLeft(tasks, ops, Uplo.UPPER, Trans.N, Diag.NON_UNIT, 1.0, a, a.nt(), x);
+            }, a, b, x);
+        } catch (RuntimeException e) {
+            x.close();
+            throw e;
+        }
         return x;
+    }
+
+    /**
+     * X := P B, row r of X being row {@code perm[r]} of B: one kernel per tile of X reading the tiles of B
+     * its rows come from, so row interchanges that cross tiles (and ranks) need no swaps in place.
+     */
+    private static void permuteRows(TileTasks tasks, Ops ops, int[] perm, DistributedMatrix b, DistributedMatrix x) {
+        int nb = x.tileSize();
+        int[][] sources = new int[x.mt()][];
+        List<List<Integer>> readers = new ArrayList<>();
+        for (int p = 0; p < b.mt(); p++) {
+            readers.add(new ArrayList<>());
+        }
+        for (int i = 0; i < x.mt(); i++) {
+            TreeSet<Integer> from = new TreeSet<>();
+            for (int r = i * nb; r < i * nb + x.tileRows(i); r++) {
+                from.add(perm[r] / nb);
+            }
+            sources[i] = from.stream().mapToInt(Integer::intValue).toArray();
+            for (int p : sources[i]) {
+                readers.get(p).add(i);
+            }
+        }
+        for (int j = 0; j < x.nt(); j++) {
+            for (int p = 0; p < b.mt(); p++) {
+                int jj = j;
+                tasks.share(new TileTasks.Ref(b, p, j), readers.get(p).stream()
+                        .map(i -> new TileTasks.Ref(x, i, jj)).toArray(TileTasks.Ref[]::new));
+            }
+            for (int i = 0; i < x.mt(); i++) {
+                int[] from = sources[i];
+                int r0 = i * nb;
+                TileTasks.Ref[] in = new TileTasks.Ref[from.length];
+                for (int s = 0; s < from.length; s++) {
+                    in[s] = new TileTasks.Ref(b, from[s], j);
+                }
+                tasks.kernel(ops.laswp, (out, src) -> {
+                    for (int r = 0; r < out.rows(); r++) {
+                        int row = perm[r0 + r];
+                        Tile t = src[Arrays.binarySearch(from, row / nb)];
+                        TileCopy.block(t, row % nb, 0, out, r, 0, 1, out.cols());
+                    }
+                }, new TileTasks.Ref(x, i, j), in);
+            }
+        }
     }
 
     // ------------------------------------------------------------------------------------------------
@@ -760,58 +765,59 @@ public final class TileAlgebra implements AutoCloseable {
     /**
      * Tile QR factorization A = Q R in place (flat-tree TS kernels): R in the upper triangle of the first
      * min(m, n) rows, Q as Householder reflectors in the rest of {@code a} and the returned factors.
+     *
+     * <p>Across ranks the distribution must keep every tile column on one rank: the kernels of tile column
+     * k (GEQRT, TPQRT) and the T factors and reflector copies they make live with column k, and the updates
+     * of column j (GEMQRT, TPMQRT) run on j's owner with the reflectors fetched. Each tile sees the same
+     * kernels in the same order as in one process, so the factors are the same.
      */
     public QrFactorization qr(DistributedMatrix a) {
-        if (!a.isWhole()) {
-            return qrAcrossRanks(a);
-        }
+        Distribution d = a.distribution();
+        wholeColumns("qr", d, a);
         int ib = ctx.innerBlock();
         int steps = Math.min(a.mt(), a.nt());
-        Tile[][] t = new Tile[a.mt()][steps];
-        Tile[] v = new Tile[steps];
-        for (int k = 0; k < steps; k++) {
-            int w = a.tileCols(k);
-            for (int i = k; i < a.mt(); i++) {
-                int refl = i == k ? Math.min(a.tileRows(k), w) : w;
-                t[i][k] = Tile.allocate(a.type(), TileKernels.tRows(ib, refl), w);
+        int me = a.localRank();
+        IntBinaryOperator columnOwner = (i, k) -> d.owner(0, k).rank();
+        TileSet t = new TileSet("T factors of the QR of " + a.describe(), a.type(), a.mt(), steps, (i, k) -> {
+            if (i < k) {
+                return null;
             }
-            v[k] = Tile.allocate(a.type(), a.tileRows(k), w);
-        }
-        QrFactorization f = new QrFactorization(a, t, v, ib);
+            int w = a.tileCols(k);
+            int refl = i == k ? Math.min(a.tileRows(k), w) : w;
+            return new int[] {TileKernels.tRows(ib, refl), w};
+        }, columnOwner, me);
+        TileSet v = new TileSet("reflectors of the QR of " + a.describe(), a.type(), steps, 1,
+                (k, z) -> new int[] {a.tileRows(k), a.tileCols(k)}, (k, z) -> d.owner(0, k).rank(), me);
+        QrFactorization f = new QrFactorization(a, t, v, ib); // owns the tiles from here on
         Ops ops = new Ops(a);
+        TaskOptions geqrt = a.isWhole() ? ops.geqrt : ops.geqrt.priority(PANEL_PRIORITY);
+        TaskOptions tpqrt = a.isWhole() ? ops.tpqrt : ops.tpqrt.priority(PANEL_PRIORITY);
         try {
-            run(region -> {
+            runTiles("qr", ops, tasks -> {
                 for (int k = 0; k < steps; k++) {
-                    Tile akk = a.tile(k, k);
-                    Tile vk = v[k];
-                    Tile tkk = t[k][k];
-                    region.spawn(ops.geqrt, args -> {
-                        TileKernels.geqrt(ib, (Tile) args[0], (Tile) args[1]);
-                        ((Tile) args[2]).copyFrom((Tile) args[0]);
-                        return null;
-                    }, DataDeps.inout(akk), DataDeps.out(tkk), DataDeps.out(vk));
+                    TileTasks.Ref akk = new TileTasks.Ref(a, k, k);
+                    TileTasks.Ref tkk = new TileTasks.Ref(t, k, k);
+                    TileTasks.Ref vk = new TileTasks.Ref(v, k, 0);
+                    tasks.kernel(geqrt, (out, in) -> {
+                        TileKernels.geqrt(ib, out[0], out[1]);
+                        out[2].copyFrom(out[0]);
+                    }, new TileTasks.Ref[] {akk, tkk, vk});
                     for (int j = k + 1; j < a.nt(); j++) {
-                        region.spawn(ops.gemqrt, args -> {
-                            TileKernels.gemqrt(Trans.T, ib, (Tile) args[0], (Tile) args[1], (Tile) args[2]);
-                            return null;
-                        }, DataDeps.in(vk), DataDeps.in(tkk), DataDeps.inout(a.tile(k, j)));
+                        tasks.kernel(ops.gemqrt, (out, in) -> TileKernels.gemqrt(Trans.T, ib, in[0], in[1], out),
+                                new TileTasks.Ref(a, k, j), vk, tkk);
                     }
                     for (int i = k + 1; i < a.mt(); i++) {
-                        Tile aik = a.tile(i, k);
-                        Tile tik = t[i][k];
-                        region.spawn(ops.tpqrt, args -> {
-                            TileKernels.tpqrt(ib, (Tile) args[0], (Tile) args[1], (Tile) args[2]);
-                            return null;
-                        }, DataDeps.inout(akk), DataDeps.inout(aik), DataDeps.out(tik));
+                        TileTasks.Ref aik = new TileTasks.Ref(a, i, k);
+                        TileTasks.Ref tik = new TileTasks.Ref(t, i, k);
+                        tasks.kernel(tpqrt, (out, in) -> TileKernels.tpqrt(ib, out[0], out[1], out[2]),
+                                new TileTasks.Ref[] {akk, aik, tik});
                         for (int j = k + 1; j < a.nt(); j++) {
-                            region.spawn(ops.tpmqrt, args -> {
-                                TileKernels.tpmqrt(Trans.T, ib, (Tile) args[0], (Tile) args[1], (Tile) args[2], (Tile) args[3]);
-                                return null;
-                            }, DataDeps.in(aik), DataDeps.in(tik), DataDeps.inout(a.tile(k, j)), DataDeps.inout(a.tile(i, j)));
+                            tasks.kernel(ops.tpmqrt, (out, in) -> TileKernels.tpmqrt(Trans.T, ib, in[0], in[1], out[0], out[1]),
+                                    new TileTasks.Ref[] {new TileTasks.Ref(a, k, j), new TileTasks.Ref(a, i, j)}, aik, tik);
                         }
                     }
                 }
-            });
+            }, a);
         } catch (RuntimeException e) {
             f.close();
             throw e;
@@ -819,48 +825,74 @@ public final class TileAlgebra implements AutoCloseable {
         return f;
     }
 
-    /** B := Q^T B (trans T) or Q B (trans N) in place, with Q from {@link #qr}. */
+    /**
+     * B := Q^T B (trans T) or Q B (trans N) in place, with Q from {@link #qr}. Across ranks B may have any
+     * distribution: each kernel updates two tiles of one tile column of B, so when B's tile columns span
+     * ranks the work runs on a copy by columns that is copied back.
+     */
     public void applyQ(QrFactorization f, Trans trans, DistributedMatrix b) {
         DistributedMatrix a = f.factors();
-        oneRank("applyQ", a, b);
         if (b.rows() != a.rows() || b.tileSize() != a.tileSize() || b.type() != a.type()) {
             throw new IllegalArgumentException("applyQ: B is " + b.describe() + " but Q is " + a.rows() + "x" + a.rows()
                     + " for " + a.describe());
         }
+        if (splitColumn(b.distribution(), b) != null) {
+            try (DistributedMatrix c = byColumns(b)) {
+                applyQ(f, trans, c);
+                copyTiles("applyQ", c, b);
+            }
+            return;
+        }
         int ib = f.innerBlock();
         int steps = Math.min(a.mt(), a.nt());
         Ops ops = new Ops(b);
-        run(region -> {
+        runTiles("applyQ", ops, tasks -> {
+            if (a != b) {
+                tasks.expose(a);
+            }
+            TileTasks.Ref[] rowOfB = new TileTasks.Ref[b.nt()];
             for (int s = 0; s < steps; s++) {
                 // Q^T applies the steps' reflectors in factorization order, Q in reverse.
                 int k = trans == Trans.T ? s : steps - 1 - s;
+                TileTasks.Ref vk = new TileTasks.Ref(f.reflectors(), k, 0);
+                TileTasks.Ref tkk = new TileTasks.Ref(f.tFactors(), k, k);
                 for (int j = 0; j < b.nt(); j++) {
-                    Tile bkj = b.tile(k, j);
-                    Runnable diag = () -> region.spawn(ops.gemqrt, args -> {
-                        TileKernels.gemqrt(trans, ib, (Tile) args[0], (Tile) args[1], (Tile) args[2]);
-                        return null;
-                    }, DataDeps.in(f.v(k)), DataDeps.in(f.t(k, k)), DataDeps.inout(bkj));
+                    rowOfB[j] = new TileTasks.Ref(b, k, j);
+                }
+                tasks.share(vk, rowOfB);
+                tasks.share(tkk, rowOfB);
+                for (int i = k + 1; i < a.mt(); i++) {
+                    for (int j = 0; j < b.nt(); j++) {
+                        rowOfB[j] = new TileTasks.Ref(b, i, j);
+                    }
+                    tasks.share(new TileTasks.Ref(a, i, k), rowOfB);
+                    tasks.share(new TileTasks.Ref(f.tFactors(), i, k), rowOfB);
+                }
+                for (int j = 0; j < b.nt(); j++) {
+                    TileTasks.Ref bkj = new TileTasks.Ref(b, k, j);
+                    Runnable diag = () -> tasks.kernel(ops.gemqrt, (out, in) -> TileKernels.gemqrt(trans, ib, in[0], in[1], out),
+                            bkj, vk, tkk);
                     if (trans == Trans.T) {
                         diag.run();
                     }
                     for (int s2 = 0; s2 < a.mt() - k - 1; s2++) {
                         int i = trans == Trans.T ? k + 1 + s2 : a.mt() - 1 - s2;
-                        region.spawn(ops.tpmqrt, args -> {
-                            TileKernels.tpmqrt(trans, ib, (Tile) args[0], (Tile) args[1], (Tile) args[2], (Tile) args[3]);
-                            return null;
-                        }, DataDeps.in(a.tile(i, k)), DataDeps.in(f.t(i, k)), DataDeps.inout(bkj), DataDeps.inout(b.tile(i, j)));
+                        tasks.kernel(ops.tpmqrt, (out, in) -> TileKernels.tpmqrt(trans, ib, in[0], in[1], out[0], out[1]),
+                                new TileTasks.Ref[] {bkj, new TileTasks.Ref(b, i, j)}, new TileTasks.Ref(a, i, k),
+                                new TileTasks.Ref(f.tFactors(), i, k));
                     }
                     if (trans == Trans.N) {
                         diag.run();
                     }
                 }
             }
-        });
+        }, a, b);
     }
 
     /**
      * Least-squares solution of min ||A X - B|| for A with at least as many rows as columns and full
-     * column rank, through QR of a copy of A. Returns X (cols(A) x cols(B)); A and B are unchanged.
+     * column rank, through QR of a copy of A. Returns X (cols(A) x cols(B), distributed as B); A and B are
+     * unchanged. Across ranks A and B may have any distribution (copies by columns are made as needed).
      *
      * @throws SingularMatrixException if R has an exactly zero diagonal entry (A is rank deficient)
      */
@@ -870,38 +902,106 @@ public final class TileAlgebra implements AutoCloseable {
                     + "; an underdetermined system has no unique solution");
         }
         checkRhs("leastSquares", a, b);
-        try (DistributedMatrix f = a.copy(); QrFactorization qr = qr(f); DistributedMatrix qtb = b.copy()) {
+        try (DistributedMatrix f = byColumns(a); QrFactorization qr = qr(f);
+             DistributedMatrix qtb = byColumns(b)) {
             applyQ(qr, Trans.T, qtb);
             int n = a.cols();
-            int nb = a.tileSize();
-            DistributedMatrix x = DistributedMatrix.zeros(a.type(), n, b.cols(), nb, b.distribution());
-            for (int i = 0; i < x.mt(); i++) {
-                for (int j = 0; j < x.nt(); j++) {
-                    TileCopy.block(qtb.tile(i, j), 0, 0, x.tile(i, j), 0, 0, x.tileRows(i), x.tileCols(j));
-                }
+            int zero = firstZeroDiagonal(f);
+            if (zero < n) {
+                throw new SingularMatrixException(zero / a.tileSize(), zero);
             }
-            int last = a.nt() - 1;
-            Tile rLast = f.tile(last, last);
-            Tile square = rLast.rows() == rLast.cols() ? rLast : TileCopy.leading(rLast, rLast.cols(), rLast.cols());
+            DistributedMatrix x = DistributedMatrix.zeros(a.type(), n, b.cols(), a.tileSize(), b.distribution(),
+                    b.localRank());
+            Ops ops = new Ops(x);
             try {
-                for (int k = 0; k < n; k++) {
-                    if (f.get(k, k) == 0) {
-                        throw new SingularMatrixException(k / nb, k);
-                    }
-                }
-                Ops ops = new Ops(x);
-                run(region -> trsmLeft(region, ops, Uplo.UPPER, Trans.N, Diag.NON_UNIT, 1.0,
-                        (i, j) -> i == last && j == last ? square : f.tile(i, j), a.nt(), x));
+                // X is the top n rows of Q^T B, then R X = that.
+                runTiles("leastSquares", ops, tasks -> {
+                    tasks.expose(f);
+                    copyKernels(tasks, ops, qtb, x);
+                    trsmLeft(tasks, ops, Uplo.UPPER, Trans.N, Diag.NON_UNIT, 1.0, f, a.nt(), x);
+                }, f, qtb, x);
             } catch (RuntimeException e) {
                 x.close();
                 throw e;
-            } finally {
-                if (square != rLast) {
-                    square.close();
-                }
             }
             return x;
         }
+    }
+
+    /**
+     * The first column whose diagonal entry in {@code r} is exactly zero, or cols(r) if none; across ranks
+     * each rank checks its diagonal tiles and the minimum is all-reduced, so every rank gets the same answer.
+     */
+    private int firstZeroDiagonal(DistributedMatrix r) {
+        int nb = r.tileSize();
+        int first = r.cols();
+        for (int k = 0; k < Math.min(r.mt(), r.nt()) && first == r.cols(); k++) {
+            if (r.isLocal(k, k)) {
+                Tile t = r.tile(k, k);
+                for (int c = 0; c < Math.min(t.rows(), t.cols()); c++) {
+                    if (t.get(c, c) == 0) {
+                        first = k * nb + c;
+                        break;
+                    }
+                }
+            }
+        }
+        if (r.isWhole()) {
+            return first;
+        }
+        int[] min = {first};
+        spmd.comm.allReduce(min, ReduceOp.MIN);
+        return min[0];
+    }
+
+    // ------------------------------------------------------------------------------------------------
+    // Redistribution
+
+    /**
+     * A copy of {@code a} on distribution {@code d} over the same ranks. Collective across ranks (every rank
+     * calls it); tiles move as the {@link Context#strategy} says. The way to give {@link #lu} and
+     * {@link #qr} a matrix whose tile columns span ranks.
+     */
+    public DistributedMatrix redistribute(DistributedMatrix a, Distribution d) {
+        if (d.ranks() != a.distribution().ranks()) {
+            throw new IllegalArgumentException("redistribute: " + a + " is spread over " + a.distribution().ranks()
+                    + " ranks but " + d + " spans " + d.ranks() + "; both must cover the same ranks");
+        }
+        DistributedMatrix c = DistributedMatrix.zeros(a.type(), a.rows(), a.cols(), a.tileSize(), d, a.localRank());
+        try {
+            copyTiles("redistribute", a, c);
+        } catch (RuntimeException e) {
+            c.close();
+            throw e;
+        }
+        return c;
+    }
+
+    /** Copies every tile of {@code dst} from the leading block of the same tile of {@code src}, across ranks as needed. */
+    private void copyTiles(String op, DistributedMatrix src, DistributedMatrix dst) {
+        Ops ops = new Ops(dst);
+        runTiles(op, ops, tasks -> copyKernels(tasks, ops, src, dst), src, dst);
+    }
+
+    private static void copyKernels(TileTasks tasks, Ops ops, DistributedMatrix src, DistributedMatrix dst) {
+        for (int j = 0; j < dst.nt(); j++) {
+            for (int i = 0; i < dst.mt(); i++) {
+                tasks.kernel(ops.copy, (out, in) -> TileCopy.block(in[0], 0, 0, out, 0, 0, out.rows(), out.cols()),
+                        new TileTasks.Ref(dst, i, j), new TileTasks.Ref(src, i, j));
+            }
+        }
+    }
+
+    /**
+     * A copy of {@code a} that keeps every tile column on one rank, as the panel factorizations across ranks
+     * need: on a's own distribution when it does, else 1D cyclic by columns over the same ranks.
+     */
+    private DistributedMatrix byColumns(DistributedMatrix a) {
+        Distribution d = a.distribution();
+        if (splitColumn(d, a) == null) {
+            return a.copy();
+        }
+        return redistribute(a, Distribution.cyclic1d(Distribution.Axis.COLUMNS, d.ranks(), d.devicesPerRank()));
     }
 
     // ------------------------------------------------------------------------------------------------
@@ -964,16 +1064,6 @@ public final class TileAlgebra implements AutoCloseable {
         }
     }
 
-    /** Fails with a clear message if an operation that runs only in one process gets distributed operands. */
-    private static void oneRank(String op, DistributedMatrix... operands) {
-        for (DistributedMatrix m : operands) {
-            if (!m.isWhole()) {
-                throw new UnsupportedOperationException(op + " runs in one process only so far, but " + m
-                        + " is spread over " + m.distribution().ranks() + " ranks; gather it first");
-            }
-        }
-    }
-
     private static void square(String op, DistributedMatrix a) {
         if (a.rows() != a.cols()) {
             throw new IllegalArgumentException(op + " needs a square matrix, got " + a.rows() + "x" + a.cols());
@@ -1011,6 +1101,7 @@ public final class TileAlgebra implements AutoCloseable {
         final TaskOptions gemqrt;
         final TaskOptions tpqrt;
         final TaskOptions tpmqrt;
+        final TaskOptions copy;
         final String suffix;
 
         Ops(DistributedMatrix m) {
@@ -1028,6 +1119,7 @@ public final class TileAlgebra implements AutoCloseable {
             gemqrt = opt(made, "gemqrt" + suffix, 2 * b3);
             tpqrt = opt(made, "tpqrt" + suffix, 2 * b3);
             tpmqrt = opt(made, "tpmqrt" + suffix, 4 * b3);
+            copy = opt(made, "copy" + suffix, b * b);
         }
 
         private static TaskOptions opt(Map<String, TaskOptions> made, String name, double flops) {

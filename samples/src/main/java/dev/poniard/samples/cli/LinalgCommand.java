@@ -25,16 +25,18 @@ import picocli.CommandLine.Parameters;
 
 /**
  * {@code ./poniard linalg cholesky --n 4096 [--tile 256] [--trace FILE]}: runs one tile factorization (or
- * GEMM) as a scheduler DAG in this process and prints GFLOP/s, the scaled residual and the run summary.
+ * GEMM, or {@code solve}: A x = b by LU) as a scheduler DAG in this process and prints GFLOP/s, the scaled
+ * residual and the run summary.
  * With {@code --ranks N} (or under {@code ./poniard launch -n N -- linalg ...}) the operation runs SPMD
  * over N rank processes, one worker each by default, on a 2D block-cyclic grid (1 x N for LU and QR, which
- * factor each panel on one rank); rank 0 prints the result
+ * factor each panel on one rank; solve takes any grid and redistributes its copy of A by columns when needed);
+ * rank 0 prints the result
  * and every rank its summary and, with {@code --trace FILE}, its own timeline {@code FILE-rankK.json}.
  */
 @Command(name = "linalg", mixinStandardHelpOptions = true,
-        description = "Runs a tile GEMM, Cholesky, LU or QR (float64) on the scheduler; prints GFLOP/s, residual, summary.")
+        description = "Runs a tile GEMM, Cholesky, LU, QR or linear solve (float64) on the scheduler; prints GFLOP/s, residual, summary.")
 public final class LinalgCommand implements Callable<Integer> {
-    enum Op { gemm, cholesky, lu, qr }
+    enum Op { gemm, cholesky, lu, qr, solve }
 
     @Parameters(index = "0", paramLabel = "OP", description = "One of: ${COMPLETION-CANDIDATES}")
     Op op;
@@ -219,6 +221,14 @@ public final class LinalgCommand implements Callable<Integer> {
                 t0 = elapsed(t0);
                 flops = nd * nd * nd / 3;
                 residual = Residuals.choleskyResidual(ad, f.toColumnMajor(), n);
+            }
+            case solve -> {
+                try (DistributedMatrix b = DistributedMatrix.random(DType.F64, n, 1, tile, 2);
+                     DistributedMatrix sol = la.solve(f, b)) {
+                    t0 = elapsed(t0);
+                    flops = LinalgRank.flops(LinalgRank.Op.solve, nd);
+                    residual = Residuals.solveResidual(ad, sol.toColumnMajor(), b.toColumnMajor(), n);
+                }
             }
             case lu -> {
                 LuFactorization lu = la.lu(f);

@@ -11,7 +11,7 @@ import java.util.List;
 import java.util.Locale;
 
 /**
- * One rank of a distributed (SPMD) GEMM, Cholesky, LU or QR: every rank of a job calls {@link #run} with the
+ * One rank of a distributed (SPMD) GEMM, Cholesky, LU, QR or linear solve: every rank of a job calls {@link #run} with the
  * same arguments; the matrices are generated tile by tile where they live (2D block-cyclic over a P x Q grid),
  * the operation runs on {@link TileAlgebra} over the communicator, and rank 0 gathers the result and checks
  * a scaled residual. {@link #main} is the rank program of {@code ./poniard bench linalg}'s two-process
@@ -21,7 +21,7 @@ public final class LinalgRank {
     static final String PREFIX = "LINALG|";
 
     /** Distributed operations. */
-    public enum Op { gemm, cholesky, lu, qr }
+    public enum Op { gemm, cholesky, lu, qr, solve }
 
     /** One timed run: wall seconds (all ranks, barrier to barrier), GFLOP/s, and the scaled residual (rank 0; NaN elsewhere or unchecked). */
     public record Run(double seconds, double gflops, double residual) {
@@ -32,7 +32,8 @@ public final class LinalgRank {
 
     /**
      * The distribution {@code op} runs on: LU and QR factor each panel on one rank and need whole tile
-     * columns per rank (a 1 x ranks grid); GEMM gets {@link #grid}, Cholesky its transpose (P >= Q).
+     * columns per rank (a 1 x ranks grid); GEMM and solve (which redistributes its copy of A by columns
+     * when the grid splits them) get {@link #grid}, Cholesky its transpose (P >= Q).
      */
     public static Distribution distribution(Op op, int ranks) {
         if (op == Op.lu || op == Op.qr) {
@@ -62,6 +63,7 @@ public final class LinalgRank {
             case cholesky -> n * n * n / 3;
             case lu -> 2 * n * n * n / 3;
             case qr -> 4 * n * n * n / 3;
+            case solve -> 2 * n * n * n / 3 + 2 * n * n; // LU, then two triangular solves of one right-hand side
         };
     }
 
@@ -76,6 +78,9 @@ public final class LinalgRank {
         int rank = comm.rank();
         if (op == Op.lu || op == Op.qr) {
             return factor(comm, la, op, n, nb, seed, check, d);
+        }
+        if (op == Op.solve) {
+            return solve(comm, la, n, nb, seed, check, d);
         }
         if (op == Op.gemm) {
             try (DistributedMatrix a = DistributedMatrix.random(DType.F64, n, n, nb, seed, d, rank);
@@ -138,6 +143,32 @@ public final class LinalgRank {
                 }
             }
             return new Run(dt / 1e9, flops(op, n) / dt, residual);
+        }
+    }
+
+    /** A x = b for random A and one right-hand side b; on rank 0 ||A x − b|| / (||A|| ||x|| n eps). */
+    private static Run solve(Communicator comm, TileAlgebra la, int n, int nb, long seed, boolean check,
+                             Distribution d) {
+        try (DistributedMatrix a = DistributedMatrix.random(DType.F64, n, n, nb, seed, d, comm.rank());
+             DistributedMatrix b = DistributedMatrix.random(DType.F64, n, 1, nb, seed + 1, d, comm.rank())) {
+            comm.barrier();
+            long t0 = System.nanoTime();
+            try (DistributedMatrix x = la.solve(a, b)) {
+                long dt = System.nanoTime() - t0;
+                double residual = Double.NaN;
+                if (check) {
+                    try (DistributedMatrix gx = x.gather(comm, 0)) {
+                        if (gx != null) {
+                            try (DistributedMatrix wa = DistributedMatrix.random(DType.F64, n, n, nb, seed);
+                                 DistributedMatrix wb = DistributedMatrix.random(DType.F64, n, 1, nb, seed + 1)) {
+                                residual = Residuals.solveResidual(wa.toColumnMajor(), gx.toColumnMajor(),
+                                        wb.toColumnMajor(), n);
+                            }
+                        }
+                    }
+                }
+                return new Run(dt / 1e9, flops(Op.solve, n) / dt, residual);
+            }
         }
     }
 

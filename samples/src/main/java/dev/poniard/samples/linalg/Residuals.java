@@ -84,6 +84,11 @@ public final class Residuals {
         return diff(ax, lux) / (norm(a) * norm(x) * n * EPS);
     }
 
+    /** ||A x − b|| / (||A|| ||x|| n eps) for a solution x of A x = b, A column-major n x n. */
+    public static double solveResidual(double[] a, double[] x, double[] b, int n) {
+        return diff(matvec(a, n, n, x), b) / (norm(a) * norm(x) * n * EPS);
+    }
+
     public static double norm(double[] v) {
         double s = 0;
         for (double d : v) {

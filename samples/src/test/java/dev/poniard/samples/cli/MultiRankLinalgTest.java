@@ -48,6 +48,27 @@ class MultiRankLinalgTest {
     }
 
     @Test
+    void shouldSolveOverTwoRankProcessesOnAGridThatSplitsTileColumns() {
+        // A 2x1 grid puts the tiles of every tile column on both ranks: solve factors a copy redistributed by columns.
+        CliRun run = CliRun.of("linalg", "solve", "--n", "200", "--tile", "64", "--ranks", "2", "--grid", "2x1",
+                "--strategy", "COLLECTIVE");
+        assertEquals(0, run.code(), run.out() + run.err());
+        Matcher m = Pattern.compile("\\[rank 0\\] solve n=200 tile=64 ranks=2 \\(blockCyclic2d\\(2x1.*COLLECTIVE.* scaled residual (\\S+)")
+                .matcher(run.out());
+        assertTrue(m.find(), run.out());
+        assertTrue(Double.parseDouble(m.group(1)) < 10, m.group());
+    }
+
+    @Test
+    void shouldSolveInOneProcessWithACheckedResidual() {
+        CliRun run = CliRun.of("linalg", "solve", "--n", "150", "--tile", "64", "--workers", "1");
+        assertEquals(0, run.code(), run.out() + run.err());
+        Matcher m = Pattern.compile("solve n=150 tile=64 workers=1: .* scaled residual (\\S+)").matcher(run.out());
+        assertTrue(m.find(), run.out());
+        assertTrue(Double.parseDouble(m.group(1)) < 10, m.group());
+    }
+
+    @Test
     void shouldReportEveryTwoProcessBenchCaseWithACheckedResidual() {
         Queue<String> lines = new ConcurrentLinkedQueue<>();
         Launcher.Context ctx = new Launcher.Context().ranks(2)
