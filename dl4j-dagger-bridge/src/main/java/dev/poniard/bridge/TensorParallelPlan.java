@@ -68,8 +68,11 @@ final class TensorParallelPlan {
     record Split(String name, Placement placement, int group, int axis, long scale, String role) {
     }
 
-    /** Reshape op {@code op} gets the local size at output {@code axis}: the worker's columns divided by {@code scale}. */
-    record Rewrite(String op, int group, int axis, long scale) {
+    /**
+     * Reshape op {@code op} (output rank {@code rank}) gets the local size at output {@code axis}: the worker's columns
+     * divided by {@code scale}.
+     */
+    record Rewrite(String op, int group, int axis, long scale, int rank) {
     }
 
     /** Ops {@code [firstOp, endOp)} of the order; {@code parallel} when they compute SPLIT or PARTIAL values. */
@@ -410,7 +413,7 @@ final class TensorParallelPlan {
                     }
                     require(s.group, u);
                     long scale = s.scale * innerOut / innerIn;
-                    rewrites.add(new Rewrite(op.name(), s.group, j, scale));
+                    rewrites.add(new Rewrite(op.name(), s.group, j, scale, outShape.length));
                     return new Sh(Kind.SPLIT, find(s.group), j, scale);
                 }
                 if (prod > suffix) {
@@ -501,7 +504,7 @@ final class TensorParallelPlan {
         }
         List<Rewrite> rewrites = new ArrayList<>();
         for (Rewrite r : pass.rewrites) {
-            rewrites.add(new Rewrite(r.op(), pass.find(r.group()), r.axis(), r.scale()));
+            rewrites.add(new Rewrite(r.op(), pass.find(r.group()), r.axis(), r.scale(), r.rank()));
         }
         Map<String, String> notSplit = new LinkedHashMap<>(reasons);
         notSplit.keySet().removeAll(splits.keySet());
@@ -586,9 +589,7 @@ final class TensorParallelPlan {
             DynamicCustomOp op = (DynamicCustomOp) sd.getOps().get(r.op()).getOp();
             long[] args = op.iArgs();
             long[] c = columns(r.group(), w);
-            String out = op.outputVariablesNames()[0];
-            int rank = master.getVariable(out).getShape() == null ? args.length - 1 : master.getVariable(out).getShape().length;
-            int offset = args.length - rank;       // a leading order code ('c' as -99) when present
+            int offset = args.length - r.rank();       // a leading order code ('c' as -99) when present
             if (offset < 0 || args[offset + r.axis()] == -1) {
                 continue;
             }
