@@ -133,6 +133,27 @@ class SameDiffTensorParallelTest {
         SameDiffDataParallelTest.assertSameParameters(reference, trained, parameters(trained), SameDiffDataParallelTest.REL);
     }
 
+    /** Three heads of width 4 over two workers: the attention splits in whole heads, 8 + 4 columns. */
+    @Test
+    void shouldSplitAttentionInWholeHeadsWhenWorkersDoNotDivideTheHeads() {
+        List<Map<String, INDArray>> batches = new ArrayList<>();
+        for (int s = 0; s < SameDiffDataParallelTest.STEPS; s++) {
+            Random r = new Random(500 + s);
+            batches.add(Map.of("in", Models.randn(r, 1.0, 5, Models.T, 12), "label", Models.randn(r, 1.0, 5, Models.T, 12)));
+        }
+        SameDiff reference = Models.transformer(new Adam(1e-2), Models.DT, 3, 12);
+        SameDiffDataParallelTest.fitReference(reference, batches);
+        SameDiff trained = Models.transformer(new Adam(1e-2), Models.DT, 3, 12);
+        try (SameDiffTensorParallel tp = launch(trained, batches.get(0))) {
+            assertEquals("column", tp.splitWeights().get("wq"), tp.toString());
+            assertArrayEquals(new long[] {12, 8}, tp.workerParameter(0, "wk").shape());
+            assertArrayEquals(new long[] {12, 4}, tp.workerParameter(1, "wk").shape());
+            assertArrayEquals(new long[] {4, 12}, tp.workerParameter(1, "wo").shape());
+            batches.forEach(tp::step);
+        }
+        SameDiffDataParallelTest.assertSameParameters(reference, trained, parameters(trained), SameDiffDataParallelTest.REL);
+    }
+
     @Test
     void shouldKeepAWeightReplicatedWhenItsSplitWouldReachAnOpThatNeedsTheWholeValue() {
         SameDiff sd = Models.mlp(new Sgd(0.1));
