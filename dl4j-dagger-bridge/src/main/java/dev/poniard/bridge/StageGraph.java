@@ -166,7 +166,10 @@ final class StageGraph {
         sd.setLossVariables(OBJECTIVE);
         List<String> needGrad = new ArrayList<>(received);
         needGrad.addAll(params);
-        sd.createGradFunction(needGrad.toArray(new String[0]));
+        if (!needGrad.isEmpty()) {
+            // A stage that reads only placeholders and has no parameters (a leading reshape) has no backward.
+            sd.createGradFunction(needGrad.toArray(new String[0]));
+        }
         return new StageGraph(stage, sd, received, placeholders, outputs, params, stageLosses);
     }
 

@@ -137,7 +137,10 @@ final class Models {
         return Map.of("in", randn(r, dt, 1.0, n, 8), "label", oneHot(r, dt, n, 4));
     }
 
-    /** NCHW 1×6×6 → conv 3×3 (4 channels, relu) → max-pool 2×2 → dense 3, softmax cross-entropy. */
+    /**
+     * NCHW 1×6×6 → conv 3×3 (4 channels, relu) → max-pool 2×2 → dense 12 (tanh) → dense 3, softmax cross-entropy. The
+     * two dense layers are a column→row pair for tensor parallelism.
+     */
     static SameDiff cnn(IUpdater updater) {
         return cnn(updater, DT);
     }
@@ -153,7 +156,9 @@ final class Models {
         SDVariable pool = sd.cnn.maxPooling2d("pool", act, Pooling2DConfig.builder().kH(2).kW(2).sH(2).sW(2)
                 .isNHWC(false).build());
         SDVariable flat = sd.reshape("flat", pool, -1, 16);
-        SDVariable logits = sd.nn.linear("logits", flat, sd.var("dw", randn(r, dt, 0.3, 16, 3)), sd.var("db", randn(r, dt, 0.1, 3)));
+        SDVariable hidden = sd.nn.tanh("hidden", sd.nn.linear("dense", flat, sd.var("hw", randn(r, dt, 0.3, 16, 12)),
+                sd.var("hb", randn(r, dt, 0.1, 12))));
+        SDVariable logits = sd.nn.linear("logits", hidden, sd.var("dw", randn(r, dt, 0.3, 12, 3)), sd.var("db", randn(r, dt, 0.1, 3)));
         sd.nn.softmax("out", logits, 1);
         sd.loss.softmaxCrossEntropy("loss", label, logits, null);
         train(sd, updater);
@@ -171,39 +176,52 @@ final class Models {
 
     static final int T = 4;
     static final int D = 8;
+    static final int HEADS = 2;
 
     /**
-     * One transformer block on sequences [N, T, D]: single-head scaled dot-product attention (batched matmul),
-     * residual + layer norm, a GELU MLP, residual + layer norm; mean squared error against a target.
+     * One transformer block on sequences [N, T, D]: two-head scaled dot-product attention (batched matmul over [N, H,
+     * T, D/H]), output projection, residual + layer norm, a GELU MLP, residual + layer norm; mean squared error against
+     * a target. Tensor parallelism splits the attention by heads and the MLP by its hidden columns.
      */
     static SameDiff transformer(IUpdater updater) {
         return transformer(updater, DT);
     }
 
     static SameDiff transformer(IUpdater updater, DataType dt) {
+        return transformer(updater, dt, HEADS, D);
+    }
+
+    /** The block with {@code heads} heads of width {@code d / heads} on sequences [N, T, d]. */
+    static SameDiff transformer(IUpdater updater, DataType dt, int heads, int d) {
         Random r = new Random(3);
         SameDiff sd = SameDiff.create();
-        SDVariable in = sd.placeHolder("in", dt, -1, T, D);
-        SDVariable label = sd.placeHolder("label", dt, -1, T, D);
-        SDVariable x2 = sd.reshape("x2", in, -1, D);
-        SDVariable q = sd.reshape("q", sd.mmul("q2", x2, sd.var("wq", randn(r, dt, 0.3, D, D))), -1, T, D);
-        SDVariable k = sd.reshape("k", sd.mmul("k2", x2, sd.var("wk", randn(r, dt, 0.3, D, D))), -1, T, D);
-        SDVariable v = sd.reshape("v", sd.mmul("v2", x2, sd.var("wv", randn(r, dt, 0.3, D, D))), -1, T, D);
-        SDVariable scores = sd.mmul("scores", q, k, false, true, false).mul("scaled", 1.0 / Math.sqrt(D));
-        SDVariable att = sd.nn.softmax("att", scores, 2);
-        SDVariable ctx = sd.reshape("ctx2", sd.mmul("ctx", att, v), -1, D);
-        SDVariable proj = sd.nn.linear("proj", ctx, sd.var("wo", randn(r, dt, 0.3, D, D)), sd.var("bo", randn(r, dt, 0.1, D)));
-        SDVariable n1 = sd.nn.layerNorm("ln1", x2.add("res1", proj), sd.var("g1", Nd4j.ones(dt, D)),
-                sd.var("be1", Nd4j.zeros(dt, D)), false, 1);
-        SDVariable ff = sd.nn.gelu("gelu", sd.nn.linear("ff1", n1, sd.var("f1", randn(r, dt, 0.3, D, 2 * D)),
-                sd.var("fb1", randn(r, dt, 0.1, 2 * D))));
-        SDVariable ff2 = sd.nn.linear("ff2", ff, sd.var("f2", randn(r, dt, 0.3, 2 * D, D)), sd.var("fb2", randn(r, dt, 0.1, D)));
-        SDVariable n2 = sd.nn.layerNorm("ln2", n1.add("res2", ff2), sd.var("g2", Nd4j.ones(dt, D)),
-                sd.var("be2", Nd4j.zeros(dt, D)), false, 1);
-        SDVariable out = sd.reshape("out", n2, -1, T, D);
+        SDVariable in = sd.placeHolder("in", dt, -1, T, d);
+        SDVariable label = sd.placeHolder("label", dt, -1, T, d);
+        SDVariable x2 = sd.reshape("x2", in, -1, d);
+        SDVariable q = heads(sd, "q", heads, d, sd.mmul("q2", x2, sd.var("wq", randn(r, dt, 0.3, d, d))));
+        SDVariable k = heads(sd, "k", heads, d, sd.mmul("k2", x2, sd.var("wk", randn(r, dt, 0.3, d, d))));
+        SDVariable v = heads(sd, "v", heads, d, sd.mmul("v2", x2, sd.var("wv", randn(r, dt, 0.3, d, d))));
+        SDVariable scores = sd.mmul("scores", q, k, false, true, false).mul("scaled", 1.0 / Math.sqrt(d / heads));
+        SDVariable att = sd.nn.softmax("att", scores, 3);
+        SDVariable ctx = sd.permute("ctxT", sd.mmul("ctx", att, v), 0, 2, 1, 3);
+        SDVariable ctx2 = sd.reshape("ctx2", ctx, -1, d);
+        SDVariable proj = sd.nn.linear("proj", ctx2, sd.var("wo", randn(r, dt, 0.3, d, d)), sd.var("bo", randn(r, dt, 0.1, d)));
+        SDVariable n1 = sd.nn.layerNorm("ln1", x2.add("res1", proj), sd.var("g1", Nd4j.ones(dt, d)),
+                sd.var("be1", Nd4j.zeros(dt, d)), false, 1);
+        SDVariable ff = sd.nn.gelu("gelu", sd.nn.linear("ff1", n1, sd.var("f1", randn(r, dt, 0.3, d, 2 * d)),
+                sd.var("fb1", randn(r, dt, 0.1, 2 * d))));
+        SDVariable ff2 = sd.nn.linear("ff2", ff, sd.var("f2", randn(r, dt, 0.3, 2 * d, d)), sd.var("fb2", randn(r, dt, 0.1, d)));
+        SDVariable n2 = sd.nn.layerNorm("ln2", n1.add("res2", ff2), sd.var("g2", Nd4j.ones(dt, d)),
+                sd.var("be2", Nd4j.zeros(dt, d)), false, 1);
+        SDVariable out = sd.reshape("out", n2, -1, T, d);
         sd.loss.meanSquaredError("loss", label, out, null);
         train(sd, updater);
         return sd;
+    }
+
+    /** [N·T, D] → [N, H, T, D/H]. */
+    private static SDVariable heads(SameDiff sd, String name, int heads, int d, SDVariable x) {
+        return sd.permute(name, sd.reshape(name + "4", x, -1, T, heads, d / heads), 0, 2, 1, 3);
     }
 
     static Map<String, INDArray> transformerBatch(int n, long seed) {

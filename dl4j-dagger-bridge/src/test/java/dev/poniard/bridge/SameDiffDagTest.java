@@ -68,8 +68,8 @@ class SameDiffDagTest {
         assertEquals(2.0 * (5 * 4 * 4 * 4) * (3 * 3 * 1), cnn.producerOf("conv").cost().flops(), 1e-9);
 
         SameDiffDag tr = SameDiffDag.importGraph(Models.transformer(new Sgd(0.1))).estimateCosts(Models.transformerBatch(3, 1));
-        // Batched q·kᵀ: 3 batches of [4,8] x [8,4].
-        assertEquals(2.0 * 3 * 4 * 4 * 8, tr.producerOf("scores").cost().flops(), 1e-9);
+        // Batched q·kᵀ: 3 examples × 2 heads of [4,4] x [4,4].
+        assertEquals(2.0 * 3 * 2 * 4 * 4 * 4, tr.producerOf("scores").cost().flops(), 1e-9);
         assertTrue(tr.producerOf("scores").cost().nanos() > OpCost.FIXED_NS);
     }
 
