@@ -1489,7 +1489,7 @@ public final class Communicator implements AutoCloseable {
         private long rendezvousTimeoutMs = Long.getLong("poniard.comm.rendezvousTimeoutMs", 60_000);
         private long unexpectedBudget = Long.getLong("poniard.comm.unexpectedBudget", 64L << 20);
         private long maxMessageLength = Long.getLong("poniard.comm.maxMessageLength", (long) Integer.MAX_VALUE - 64);
-        private long waitSpins = Long.getLong("poniard.comm.waitSpins", 0);
+        private long waitSpins = Long.getLong("poniard.comm.waitSpins", 2000);
         private long waitYields = Long.getLong("poniard.comm.waitYields", 2000);
         private long idleParkNs = Long.getLong("poniard.comm.idleParkNs", 50_000);
         private int idleSpins = Integer.getInteger("poniard.comm.idleSpins", 0);
@@ -1815,7 +1815,11 @@ public final class Communicator implements AutoCloseable {
             return waitSpins;
         }
 
-        /** Spin iterations a waiting caller makes before yielding and parking. */
+        /**
+         * Idle progress cycles a waiting caller spins through before it yields (default 2000, a few hundred
+         * microseconds; the count restarts whenever a cycle moves data). Lower it where cores are scarce and
+         * latency matters less than compute.
+         */
         public Context waitSpins(long spins) {
             this.waitSpins = spins;
             return this;
@@ -1825,7 +1829,7 @@ public final class Communicator implements AutoCloseable {
             return waitYields;
         }
 
-        /** Yields a waiting caller makes after spinning and before parking. */
+        /** Idle progress cycles, each followed by a yield, a waiting caller makes after spinning and before parking. */
         public Context waitYields(long yields) {
             this.waitYields = yields;
             return this;
