@@ -300,7 +300,7 @@ public final class Scheduler implements AutoCloseable, PlacementPolicy.Schedulin
     }
 
     public <R> TaskHandle<R> spawnN(TaskOptions options, Fn.FN<R> fn, Object... inputs) {
-        return submit(options, fn, TaskNode.FN, inputs.clone());
+        return submit(options, fn, TaskNode.FN, inputsCopy(inputs));
     }
 
     /**
@@ -311,7 +311,12 @@ public final class Scheduler implements AutoCloseable, PlacementPolicy.Schedulin
      * whole operation.
      */
     public <R> TaskHandle<R> spawnAsync(TaskOptions options, Fn.FN<? extends CompletionStage<R>> fn, Object... inputs) {
-        return submit(options, fn, TaskNode.ASYNC, inputs.clone());
+        return submit(options, fn, TaskNode.ASYNC, inputsCopy(inputs));
+    }
+
+    /** A private Object[] copy: the task stores resolved values into it, which a TaskHandle[] could not hold. */
+    private static Object[] inputsCopy(Object[] inputs) {
+        return java.util.Arrays.copyOf(inputs, inputs.length, Object[].class);
     }
 
     /**

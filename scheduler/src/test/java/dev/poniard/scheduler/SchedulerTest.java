@@ -308,6 +308,18 @@ class SchedulerTest {
     }
 
     @Test
+    @Timeout(30)
+    void shouldAcceptATypedArrayOfHandlesAsTheInputsOfSpawnN() {
+        try (Scheduler s = Scheduler.launch(new Scheduler.Context().workers(2))) {
+            @SuppressWarnings("unchecked")
+            TaskHandle<Integer>[] parts = new TaskHandle[] {s.spawn(() -> 2), s.spawn(() -> 3)};
+            // The task resolves its inputs in place: a TaskHandle[] passed as the varargs array must not be it.
+            assertEquals(5, s.spawnN(a -> (Integer) a[0] + (Integer) a[1], (Object[]) parts).join());
+            assertInstanceOf(TaskHandle.class, parts[0]);
+        }
+    }
+
+    @Test
     void shouldFailATaskThatOutlivesItsTimeoutAndKeepServing() {
         try (Scheduler s = Scheduler.launch(new Scheduler.Context().workers(1))) {
             CountDownLatch never = new CountDownLatch(1);
