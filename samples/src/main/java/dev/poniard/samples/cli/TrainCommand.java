@@ -218,6 +218,9 @@ public final class TrainCommand implements Callable<Integer> {
                     .setConsumer(new ConsoleProgressBarConsumer(System.err)).setUpdateIntervalMillis(250).setMaxRenderedLength(110)
                     .startsFrom(done, java.time.Duration.ZERO).build();
             long start = System.nanoTime();
+            // When and after how many examples the first epoch of this run ended: later epochs give the
+            // steady-state throughput, without JIT warm-up and first-touch costs.
+            long[] firstEpoch = {0, 0};
             if (net != null) {
                 net.addListeners(new BaseTrainingListener() {
                 private double lossSum;
@@ -239,7 +242,12 @@ public final class TrainCommand implements Callable<Integer> {
                         return;
                     }
                     ParallelTrainer.Progress p = trainer.progress();
-                    double secs = (System.nanoTime() - start) / 1e9;
+                    long now = System.nanoTime();
+                    if (firstEpoch[0] == 0) {
+                        firstEpoch[0] = now;
+                        firstEpoch[1] = p.examples() - done;
+                    }
+                    double secs = (now - start) / 1e9;
                     out.printf(Locale.ROOT, "epoch %d: mean loss %.4f, %.0f samples/s so far%n", p.epoch() + 1,
                             lossSum / Math.max(1, lossCount), (p.examples() - done) / secs);
                     out.flush();
@@ -258,6 +266,10 @@ public final class TrainCommand implements Callable<Integer> {
                     if (bar != null) {
                         bar.stepTo((long) trainN * (e + 1));
                     }
+                    if (firstEpoch[0] == 0) {
+                        firstEpoch[0] = System.nanoTime();
+                        firstEpoch[1] = (long) trainN * (e + 1);
+                    }
                     if (lead) {
                         out.printf(Locale.ROOT, "epoch %d: last loss %.4f, %.0f samples/s so far%n", e + 1,
                                 trainer.progress().lastLoss(), (double) trainN * (e + 1) / ((System.nanoTime() - start) / 1e9));
@@ -269,12 +281,17 @@ public final class TrainCommand implements Callable<Integer> {
                     bar.close();
                 }
             }
-            double secs = (System.nanoTime() - start) / 1e9;
+            long end = System.nanoTime();
+            double secs = (end - start) / 1e9;
             ParallelTrainer.Progress p = trainer.progress();
             long trained = sd == null ? p.examples() - done : (long) trainN * nEpochs; // SameDiff counts this rank only
             if (lead) {
                 out.printf(Locale.ROOT, "trained %d steps (%d skipped) in %.1f s: %.0f samples/s with %s%d workers%n",
                         p.steps(), p.skippedSteps(), secs, trained / secs, ranks > 1 ? ranks + " ranks x " : "", workers);
+                if (firstEpoch[0] != 0 && trained > firstEpoch[1] && end > firstEpoch[0]) {
+                    out.printf(Locale.ROOT, "steady state after the first epoch: %.0f samples/s%n",
+                            (trained - firstEpoch[1]) / ((end - firstEpoch[0]) / 1e9));
+                }
                 // The ranks' parameters are identical, so one evaluation tells for all.
                 eval = trainer.evaluate(data.testIterator(500));
                 out.printf(Locale.ROOT, "test accuracy%s: %.4f (%d images)%n", several ? " of " + m.label() : "",

@@ -29,6 +29,7 @@ class TrainCommandTest {
         assertTrue(acc > 0.6, "one epoch on 600 images should beat chance (0.1) clearly, got " + acc);
         assertTrue(r.out().contains("600 training / 300 test images, 2 workers x 16"), r.out());
         assertTrue(r.out().contains("trained 19 steps (0 skipped)"), r.out()); // 600 / 32 = 18.75: 18 full steps and 1 short one
+        assertTrue(!r.out().contains("steady state"), "one epoch has no steady state to report:\n" + r.out());
     }
 
     @Test
@@ -58,6 +59,7 @@ class TrainCommandTest {
         String[] common = {"train", "--train-size", "256", "--test-size", "200", "--batch", "16", "--no-progress"};
         CliRun straight = run(concat(common, "--epochs", "2"));
         assertEquals(0, straight.code(), straight.err());
+        assertTrue(straight.out().matches("(?s).*steady state after the first epoch: [0-9]+ samples/s.*"), straight.out());
 
         CliRun first = run(concat(common, "--epochs", "1", "--checkpoint", dir.toString(), "--checkpoint-every", "3"));
         assertEquals(0, first.code(), first.err());
