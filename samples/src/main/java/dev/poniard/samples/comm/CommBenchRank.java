@@ -69,27 +69,44 @@ public final class CommBenchRank {
         return b;
     }
 
-    /** Half round trip in microseconds between ranks 0 and 1. */
+    /**
+     * Half round trip in microseconds between ranks 0 and 1, after a warm-up of at least {@code iters} round trips
+     * and half a second (a quarter in quick mode) so that the JIT has compiled the path before timing (as JMH's
+     * warm-up iterations; rank 0 decides when warm-up ends and tells rank 1 with the tag).
+     */
     private double pingPong(int bytes, int iters) {
         final ByteBuffer b = direct(bytes);
-        final int warm = Math.max(10, iters / 5);
+        final long warmNs = quick ? 250_000_000L : 500_000_000L;
         c.barrier();
-        long t0 = 0;
-        for (int i = 0; i < warm + iters; i++) {
-            if (i == warm) {
-                t0 = System.nanoTime();
+        final long warmStart = System.nanoTime();
+        boolean warming = true;
+        for (int i = 0; warming; i++) {
+            warming = i < iters || System.nanoTime() - warmStart < warmNs;
+            roundTrip(b, warming ? 1 : 3);
+            if (c.rank() == 1) {
+                warming = b.getInt(0) != 3;
             }
-            if (c.rank() == 0) {
-                c.send(b.clear(), 1, 1);
-                c.recv(b.clear(), 1, 2);
-            } else if (c.rank() == 1) {
-                c.recv(b.clear(), 0, 1);
-                c.send(b.clear(), 0, 2);
-            }
+        }
+        c.barrier();
+        final long t0 = System.nanoTime();
+        for (int i = 0; i < iters; i++) {
+            roundTrip(b, 1);
         }
         final double us = (System.nanoTime() - t0) / 1e3 / iters / 2;
         c.barrier();
         return us;
+    }
+
+    /** One ping-pong; rank 0's first four bytes carry {@code mark} to rank 1. */
+    private void roundTrip(ByteBuffer b, int mark) {
+        if (c.rank() == 0) {
+            b.putInt(0, mark);
+            c.send(b.clear(), 1, 1);
+            c.recv(b.clear(), 1, 2);
+        } else if (c.rank() == 1) {
+            c.recv(b.clear(), 0, 1);
+            c.send(b.clear(), 0, 2);
+        }
     }
 
     /** Seconds per all-reduce of {@code bytes} float32. */
