@@ -626,7 +626,17 @@ public final class SameDiffPipeline implements AutoCloseable {
             throw new IllegalStateException("a previous step of this SameDiffPipeline failed (" + failure.getMessage()
                     + "); launch a new one", failure);
         }
-        long n = Batches.rows(master, batch, ctx.unsharded());
+        long n;
+        try {
+            n = Batches.rows(master, batch, ctx.unsharded());
+        } catch (RuntimeException e) {
+            if (comm != null && comm.failure() == null) {
+                // The other ranks are already waiting for this rank's activations or gradients.
+                comm.abort("rank " + rank + " refused the batch of step " + steps + ": " + e.getMessage());
+                failure = e;
+            }
+            throw e;
+        }
         long[] bounds = Batches.bounds(n, ctx.microBatches());
         int m = bounds.length - 1;
         int S = stages.size();

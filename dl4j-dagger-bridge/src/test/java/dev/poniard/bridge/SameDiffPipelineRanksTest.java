@@ -203,6 +203,29 @@ class SameDiffPipelineRanksTest {
         }
     }
 
+    /** Rank 1 is handed a batch it refuses before any task runs; rank 0, already waiting for it, fails with the reason. */
+    @Test
+    void shouldFailBothRanksWhenOneRefusesItsBatch() {
+        Models.Factory m = Models.all()[0];
+        try (LocalCluster cluster = cluster()) {
+            List<RuntimeException> errors = cluster.run(comm -> {
+                try (SameDiffPipeline p = SameDiffPipeline.launch(new SameDiffPipeline.Context()
+                        .sameDiff(m.build().apply(new Sgd(0.1))).communicator(comm).microBatches(2)
+                        .sample(m.batch().apply(2, 1L)))) {
+                    Map<String, INDArray> batch = new java.util.HashMap<>(m.batch().apply(6, 2L));
+                    if (comm.rank() == 1) {
+                        batch.put("labels", batch.get("label"));
+                    }
+                    return assertThrows(RuntimeException.class, () -> p.step(batch));
+                }
+            });
+            assertInstanceOf(IllegalArgumentException.class, errors.get(1));
+            assertTrue(errors.get(1).getMessage().contains("'labels' is not a placeholder"), errors.get(1).getMessage());
+            CommAbortedException e = assertInstanceOf(CommAbortedException.class, errors.get(0), () -> "rank 0: " + errors.get(0));
+            assertTrue(e.getMessage().contains("rank 1 refused the batch of step 0"), e.getMessage());
+        }
+    }
+
     @Test
     void shouldRefuseRanksThatDisagreeOnTheSchedule() {
         Models.Factory m = Models.all()[0];
