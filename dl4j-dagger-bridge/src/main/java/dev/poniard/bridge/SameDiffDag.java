@@ -613,8 +613,27 @@ public final class SameDiffDag {
         for (int s = stages; s >= 1; s--) {
             bounds[s - 1] = cut[s][bounds[s]];
         }
-        List<Stage> result = new ArrayList<>(stages);
-        for (int s = 0; s < stages; s++) {
+        return stagesAt(bounds);
+    }
+
+    /**
+     * The stages whose ops are {@code [bounds[s], bounds[s+1])} of the topological order: another process's
+     * {@link #partition} applied to this DAG (ranks must cut the graph at the same places).
+     *
+     * @throws IllegalArgumentException unless the bounds rise strictly from 0 to the number of ops
+     */
+    public List<Stage> stagesAt(int[] bounds) {
+        int n = ops.size();
+        if (bounds.length < 2 || bounds[0] != 0 || bounds[bounds.length - 1] != n) {
+            throw new IllegalArgumentException("stage bounds must run from 0 to the number of ops (" + n + "), got "
+                    + Arrays.toString(bounds));
+        }
+        List<Stage> result = new ArrayList<>(bounds.length - 1);
+        for (int s = 0; s + 1 < bounds.length; s++) {
+            if (bounds[s + 1] <= bounds[s]) {
+                throw new IllegalArgumentException("stage bounds must rise strictly (no empty stage), got "
+                        + Arrays.toString(bounds));
+            }
             result.add(stage(s, bounds[s], bounds[s + 1]));
         }
         return result;

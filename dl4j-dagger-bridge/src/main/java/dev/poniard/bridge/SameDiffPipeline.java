@@ -2,29 +2,53 @@ package dev.poniard.bridge;
 
 import dev.poniard.scheduler.Scheduler;
 import dev.poniard.scheduler.Scope;
+import dev.poniard.scheduler.TaskFailedException;
 import dev.poniard.scheduler.TaskHandle;
 import dev.poniard.scheduler.TaskOptions;
+import dev.poniard.scheduler.comm.Algorithm;
+import dev.poniard.scheduler.comm.CommAbortedException;
+import dev.poniard.scheduler.comm.CommException;
+import dev.poniard.scheduler.comm.Communicator;
+import dev.poniard.scheduler.comm.ReduceOp;
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
+import java.nio.charset.StandardCharsets;
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.HashMap;
 import java.util.LinkedHashMap;
+import java.util.LinkedHashSet;
 import java.util.List;
 import java.util.Map;
 import java.util.Objects;
+import java.util.Queue;
 import java.util.Set;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.CompletionException;
+import java.util.concurrent.ConcurrentLinkedQueue;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicLong;
+import java.util.function.Supplier;
+import org.agrona.BufferUtil;
+import org.nd4j.autodiff.samediff.SDVariable;
 import org.nd4j.autodiff.samediff.SameDiff;
 import org.nd4j.autodiff.samediff.TrainingConfig;
 import org.nd4j.autodiff.samediff.api.OutAndGrad;
+import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.dataset.api.DataSet;
 import org.nd4j.linalg.dataset.api.MultiDataSet;
+import org.nd4j.linalg.factory.Nd4j;
 
 /**
  * Pipeline (model-parallel) training of a SameDiff graph: the ops are cut into S contiguous stages balanced by
  * estimated time and parameter memory ({@link SameDiffDag#partition}), each stage runs on its own scheduler
  * processor, and every step's global batch is split into M micro-batches that flow through the stages under a
- * GPipe or 1F1B (PipeDream-Flush) schedule. Activations and their gradients pass between stages in-process. After
- * each step the parameters equal {@code sd.fit} on the whole batch.
+ * GPipe or 1F1B (PipeDream-Flush) schedule. The stages live in one process, or on several ranks of a
+ * {@link Communicator} (stage s on rank s mod size by default), in which case activations and their gradients travel
+ * between ranks as tagged point-to-point messages. After each step the parameters equal {@code sd.fit} on the whole
+ * batch.
  *
  * <pre>{@code
  * try (SameDiffPipeline p = SameDiffPipeline.launch(new SameDiffPipeline.Context().sameDiff(sd)
@@ -32,6 +56,8 @@ import org.nd4j.linalg.dataset.api.MultiDataSet;
  *     double loss = p.step(Map.of("in", x, "label", y));
  *     SameDiffPipeline.StepStats st = p.lastStep();      // measured bubble, peak activation bytes
  * }
+ * // Across ranks (SPMD: every rank runs this with the same graph, context and batches):
+ * SameDiffPipeline.launch(new SameDiffPipeline.Context().sameDiff(sd).communicator(comm).sample(sampleBatch));
  * }</pre>
  *
  * <p><b>Implementation overview.</b> At launch the graph is imported and costed on the sample batch, partitioned, and
@@ -51,11 +77,27 @@ import org.nd4j.linalg.dataset.api.MultiDataSet;
  *       {@link ParameterUpdater} (as {@code sd.fit} would) to the stage's own parameter copies and copies them back
  *       into the caller's graph.</li>
  * </ul>
- * Activation memory is accounted as the bytes of stage outputs alive between the forward that produced them and the
- * last backward that consumed them; its peak and the measured bubble (idle share of the stage processors between the
- * step's first task start and last task end) are reported per step. Each parameter must belong to one stage (no
- * weight tying across stages). An instance is used by one thread at a time; the caller's graph is the source of
- * parameters at launch and receives them after every step.
+ * <p><b>Across ranks</b> (SPMD, as DESIGN §2): every rank imports the same graph and builds the same stage list; the
+ * ranks first check that they agree (graph fingerprint, S, M, schedule, placement) and take rank 0's cut points, since
+ * cost estimates are timed and may differ. A rank builds stage graphs, updater state and scheduler processors only for
+ * its own stages. Every activation handed from a stage on one rank to a stage on another is an <i>edge</i>; at the
+ * start of a step each rank posts, for each of its incoming edges and micro-batches, a non-blocking receive of the
+ * message header (dtype, shape, sender, step), and when a header arrives it is validated against what the receiving
+ * stage expects and a receive of the payload is posted straight into a freshly allocated array. These receives are
+ * async scheduler tasks that F (activations) or B (gradients) depend on, so a stage's processor is never held while
+ * data is in flight and 1F1B's forwards and backwards overlap with the transfers. F and B send their outputs with
+ * non-blocking sends; the step waits for the sends, then all-reduces the loss (which also ends the step on every rank
+ * together). Tags: {@code tagBase + ((((step mod 2)·2 + direction)·M + m)·E + edge)·2 + part}.
+ * <p>Failures never hang: a task that fails, a header that does not match, or a receive that fails (a peer lost)
+ * aborts the communicator with a reason, so every rank's pending receives fail and its step throws; the step then
+ * reports the original cause (a local error before a failure passed on by a peer). A pipeline whose step failed
+ * refuses further steps.
+ * <p>Activation memory is accounted as the bytes of stage outputs alive on this rank between the forward that
+ * produced (or received) them and the last local backward that consumed them; its peak and the measured bubble (idle
+ * share of this rank's stage processors between the step's first task start and last task end) are reported per
+ * step. Each parameter must belong to one stage (no weight tying across stages). An instance is used by one thread at
+ * a time; the caller's graph is the source of parameters at launch and receives its own stages' parameters after
+ * every step ({@link #gatherParameters()} brings every rank all of them).
  */
 public final class SameDiffPipeline implements AutoCloseable {
     /** The order in which a stage runs its micro-batches' forward and backward tasks. */
@@ -66,16 +108,23 @@ public final class SameDiffPipeline implements AutoCloseable {
         ONE_F_ONE_B
     }
 
-    /** Configuration; defaults from system properties {@code poniard.pipeline.stages} (2), {@code .microBatches} (4). */
+    /**
+     * Configuration; defaults from system properties {@code poniard.pipeline.stages} (2 in one process, the
+     * communicator's size across ranks), {@code .microBatches} (4), {@code .tagBase} (0x20000000).
+     */
     public static final class Context {
         private SameDiff sameDiff;
         private int stages = Integer.getInteger("poniard.pipeline.stages", 2);
+        private boolean stagesSet = System.getProperty("poniard.pipeline.stages") != null;
         private int microBatches = Integer.getInteger("poniard.pipeline.microBatches", 4);
         private Schedule schedule = Schedule.ONE_F_ONE_B;
         private Map<String, INDArray> sample;
         private boolean trace;
         private LossReduction lossReduction = LossReduction.MEAN;
         private Set<String> unsharded = Set.of();
+        private Communicator communicator;
+        private int[] placement;
+        private int tagBase = Integer.getInteger("poniard.pipeline.tagBase", 0x2000_0000);
 
         public SameDiff sameDiff() {
             return sameDiff;
@@ -91,9 +140,10 @@ public final class SameDiffPipeline implements AutoCloseable {
             return stages;
         }
 
-        /** Number of pipeline stages S, one scheduler processor each. */
+        /** Number of pipeline stages S, one scheduler processor each (default: 2, or one per rank with a communicator). */
         public Context stages(int value) {
             stages = value;
+            stagesSet = true;
             return this;
         }
 
@@ -155,6 +205,40 @@ public final class SameDiffPipeline implements AutoCloseable {
             return this;
         }
 
+        public Communicator communicator() {
+            return communicator;
+        }
+
+        /**
+         * Spreads the stages over the ranks of {@code value} (null: one process). Every rank must launch with the same
+         * graph and context and call {@link #step} with the same batches (at least the placeholders its stages read).
+         */
+        public Context communicator(Communicator value) {
+            communicator = value;
+            return this;
+        }
+
+        /** The rank of every stage, or null for the default: stage s on rank s mod size. */
+        public int[] placement() {
+            return placement == null ? null : placement.clone();
+        }
+
+        /** Puts stage s on rank {@code ranks[s]}; a rank may hold several stages, or none. */
+        public Context placement(int... ranks) {
+            placement = ranks == null ? null : ranks.clone();
+            return this;
+        }
+
+        public int tagBase() {
+            return tagBase;
+        }
+
+        /** The first point-to-point tag the pipeline uses on the communicator (keep other traffic below it). */
+        public Context tagBase(int value) {
+            tagBase = value;
+            return this;
+        }
+
         /** Validates the context, naming the bad value. */
         public Context conclude() {
             if (sameDiff == null) {
@@ -164,6 +248,9 @@ public final class SameDiffPipeline implements AutoCloseable {
             if (tc == null || tc.getUpdater() == null) {
                 throw new IllegalArgumentException("the graph has no training config with an updater: call "
                         + "sd.setTrainingConfig(TrainingConfig.builder().updater(...)...build()) before launch");
+            }
+            if (communicator != null && !stagesSet) {
+                stages = placement != null ? placement.length : communicator.size();
             }
             if (stages < 1) {
                 throw new IllegalArgumentException("stages must be >= 1, got " + stages);
@@ -177,14 +264,31 @@ public final class SameDiffPipeline implements AutoCloseable {
                 throw new IllegalArgumentException("sample must be set: a small batch of every placeholder, to learn shapes "
                         + "and estimate op costs for the partition");
             }
+            int size = communicator == null ? 1 : communicator.size();
+            if (placement != null) {
+                if (placement.length != stages) {
+                    throw new IllegalArgumentException("placement names " + placement.length + " ranks but there are "
+                            + stages + " stages: give one rank per stage, got " + Arrays.toString(placement));
+                }
+                for (int r : placement) {
+                    if (r < 0 || r >= size) {
+                        throw new IllegalArgumentException("placement names rank " + r + " but the ranks are 0.." + (size - 1)
+                                + (communicator == null ? " (no communicator: one process is rank 0)" : "") + ", got "
+                                + Arrays.toString(placement));
+                    }
+                }
+            }
+            if (tagBase < 0) {
+                throw new IllegalArgumentException("tagBase must be >= 0, got " + tagBase);
+            }
             return this;
         }
     }
 
     /**
-     * What one step measured.
+     * What one step measured (on this rank's stages).
      *
-     * @param bubbleFraction      idle share of the S stage processors between the first task start and the last task end
+     * @param bubbleFraction      idle share of the stage processors between the first task start and the last task end
      * @param theoreticalBubble   (S−1)/(M+S−1) for this step's S and M
      * @param peakActivationBytes the most bytes of stage outputs alive at once
      * @param makespanNs          first F start to last B end
@@ -194,32 +298,94 @@ public final class SameDiffPipeline implements AutoCloseable {
                             int microBatches) {
     }
 
+    /** An activation handed from stage {@code producer} to stage {@code consumer} on another rank. */
+    private record Edge(int id, String activation, int producer, int consumer) {
+    }
+
+    private static final int FORWARD = 0;
+    private static final int BACKWARD = 1;
+    /** "PNPP" */
+    private static final int MAGIC = 0x504E5050;
+    private static final int MAX_RANK = 8;
+    private static final int HEADER_BYTES = 32 + 8 * MAX_RANK;
+
     private final Context ctx;
     private final SameDiff master;
     private final List<String> losses;
     private final List<Stage> stages;
-    private final List<StageGraph> graphs = new ArrayList<>();
+    /** Stage graphs of this rank's stages; null for stages on other ranks. */
+    private final StageGraph[] graphs;
     private final ParameterUpdater[] updaters;
     private final Scheduler scheduler;
+    private final Communicator comm;
+    private final int rank;
+    private final int[] stageRank;
+    /** Stage → this rank's scheduler processor, or -1 for a stage on another rank. */
+    private final int[] processorOf;
+    private final int[] localStages;
+    /** Per stage: the activations it receives from earlier stages, and the parameters its ops read. */
+    private final List<List<String>> received = new ArrayList<>();
+    private final List<List<String>> readParams = new ArrayList<>();
     /** For every handed-over activation: the stage that produces it and the stages that receive it. */
     private final Map<String, Integer> producerStage = new HashMap<>();
     private final Map<String, List<Integer>> consumerStages = new HashMap<>();
+    /** Shapes seen in the sample (first dimension free), the reference for checking received arrays. */
+    private final Map<String, long[]> sampleShape = new HashMap<>();
+    private final List<Edge> edges = new ArrayList<>();
     private StepStats lastStep;
     private long steps;
+    private RuntimeException failure;
     private boolean closed;
 
     private SameDiffPipeline(Context ctx) {
         this.ctx = ctx;
         this.master = ctx.sameDiff();
+        this.comm = ctx.communicator();
+        this.rank = comm == null ? 0 : comm.rank();
+        int size = comm == null ? 1 : comm.size();
+        int nStages = ctx.stages();
+        this.stageRank = new int[nStages];
+        for (int s = 0; s < nStages; s++) {
+            stageRank[s] = ctx.placement() != null ? ctx.placement()[s] : s % size;
+        }
         SameDiffDag full = SameDiffDag.importGraph(master);
         full.requireDifferentiable();
         this.losses = List.copyOf(master.getLossVariables());
         SameDiffDag dag = full.estimateCosts(ctx.sample());
-        this.stages = dag.partition(ctx.stages());
+        if (comm != null) {
+            agree(dag);
+        }
+        List<Stage> cut = dag.partition(nStages);
+        if (comm != null) {
+            // Costs are timed, so ranks may cut differently: everyone takes rank 0's cut points.
+            int[] bounds = new int[nStages + 1];
+            for (int s = 0; s < nStages; s++) {
+                bounds[s] = cut.get(s).firstOp();
+            }
+            bounds[nStages] = dag.ops().size();
+            comm.broadcast(bounds, 0);
+            cut = dag.stagesAt(bounds);
+        }
+        this.stages = cut;
+
         Map<String, Integer> paramStage = new HashMap<>();
         for (Stage st : stages) {
-            StageGraph g = StageGraph.build(dag, st, losses);
-            for (String p : g.parameters) {
+            List<String> params = new ArrayList<>();
+            List<String> acts = new ArrayList<>();
+            Set<String> seen = new LinkedHashSet<>();
+            for (int i = st.firstOp(); i < st.endOp(); i++) {
+                for (String in : dag.ops().get(i).inputs()) {
+                    if (dag.variable(in).kind() == SameDiffDag.VarKind.PARAMETER && seen.add(in)) {
+                        params.add(in);
+                    }
+                }
+            }
+            for (String in : st.inputs()) {
+                if (dag.variable(in).kind() == SameDiffDag.VarKind.ACTIVATION) {
+                    acts.add(in);
+                }
+            }
+            for (String p : params) {
                 Integer other = paramStage.put(p, st.index());
                 if (other != null) {
                     throw new UnsupportedGraphException(null, "parameter '" + p + "' is read by ops in stage " + other
@@ -227,31 +393,119 @@ public final class SameDiffPipeline implements AutoCloseable {
                             + "tying across stages): use fewer stages or untie the weight");
                 }
             }
-            graphs.add(g);
-            for (String o : g.outputs) {
+            readParams.add(params);
+            received.add(acts);
+            for (String o : st.outputs()) {
                 producerStage.put(o, st.index());
             }
         }
-        for (StageGraph g : graphs) {
-            for (String x : g.receivedActivations) {
-                consumerStages.computeIfAbsent(x, k -> new ArrayList<>()).add(g.stage.index());
+        for (int c = 0; c < stages.size(); c++) {
+            for (String x : received.get(c)) {
+                consumerStages.computeIfAbsent(x, k -> new ArrayList<>()).add(c);
+                int p = producerStage.get(x);
+                if (stageRank[p] != stageRank[c]) {
+                    edges.add(new Edge(edges.size(), x, p, c));
+                }
+                long[] shape = dag.shape(x);
+                if (shape != null) {
+                    shape = shape.clone();
+                    shape[0] = -1;
+                    sampleShape.put(x, shape);
+                }
             }
         }
-        this.updaters = new ParameterUpdater[graphs.size()];
-        for (int s = 0; s < graphs.size(); s++) {
-            updaters[s] = new ParameterUpdater(graphs.get(s).sd, graphs.get(s).parameters);
+        long lastTag = ctx.tagBase() + 8L * ctx.microBatches() * Math.max(1, edges.size());
+        if (lastTag > Integer.MAX_VALUE) {
+            throw new IllegalArgumentException("tags " + ctx.tagBase() + ".." + lastTag + " do not fit in an int: lower "
+                    + "tagBase or microBatches (" + ctx.microBatches() + " micro-batches, " + edges.size() + " cross-rank "
+                    + "activations)");
         }
-        this.scheduler = Scheduler.launch(new Scheduler.Context().name("samediff-pipeline").workers(graphs.size())
-                .trace(ctx.trace()).workerStart(NativeThreads::oneThreadPerWorker));
+
+        this.graphs = new StageGraph[stages.size()];
+        this.updaters = new ParameterUpdater[stages.size()];
+        this.processorOf = new int[stages.size()];
+        List<Integer> local = new ArrayList<>();
+        for (Stage st : stages) {
+            int s = st.index();
+            if (stageRank[s] != rank) {
+                processorOf[s] = -1;
+                continue;
+            }
+            processorOf[s] = local.size();
+            local.add(s);
+            StageGraph g = StageGraph.build(dag, st, losses);
+            if (!new LinkedHashSet<>(g.receivedActivations).equals(new LinkedHashSet<>(received.get(s)))) {
+                throw new IllegalStateException("stage " + s + " receives " + g.receivedActivations + " but the DAG says "
+                        + received.get(s));
+            }
+            graphs[s] = g;
+            updaters[s] = new ParameterUpdater(g.sd, g.parameters);
+        }
+        this.localStages = local.stream().mapToInt(Integer::intValue).toArray();
+        this.scheduler = Scheduler.launch(new Scheduler.Context()
+                .name(comm == null ? "samediff-pipeline" : "samediff-pipeline-rank" + rank)
+                .workers(Math.max(1, localStages.length)).trace(ctx.trace())
+                .workerStart(NativeThreads::oneThreadPerWorker));
     }
 
-    /** Imports, costs and partitions the graph, builds the stage graphs and a scheduler with one worker per stage. */
+    /**
+     * Imports, costs and partitions the graph, builds this rank's stage graphs and a scheduler with one worker per
+     * local stage. With a communicator this is collective: every rank must launch.
+     */
     public static SameDiffPipeline launch(Context ctx) {
-        return new SameDiffPipeline(ctx.conclude());
+        ctx.conclude();
+        try {
+            return new SameDiffPipeline(ctx);
+        } catch (RuntimeException e) {
+            Communicator c = ctx.communicator();
+            if (c != null && c.failure() == null && !(e instanceof CommException)) {
+                // The other ranks may wait in a collective of the launch: let them fail with this reason.
+                c.abort("rank " + c.rank() + " could not launch the pipeline: " + e.getMessage());
+            }
+            throw e;
+        }
+    }
+
+    /** Checks that every rank runs the same graph with the same pipeline settings (collective). */
+    private void agree(SameDiffDag dag) {
+        long fp = 0xcbf29ce484222325L;
+        for (SameDiffDag.OpNode op : dag.ops()) {
+            for (byte b : (op.name() + '\u0000' + op.type() + '\u0001').getBytes(StandardCharsets.UTF_8)) {
+                fp = (fp ^ b) * 0x100000001b3L;
+            }
+        }
+        long[] mine = {fp >>> 1, dag.ops().size(), ctx.stages(), ctx.microBatches(), ctx.schedule().ordinal(),
+            Arrays.hashCode(stageRank), ctx.tagBase(), ctx.lossReduction().ordinal()};
+        String[] what = {"graph (op names and types)", "number of ops", "stages", "microBatches", "schedule", "placement",
+            "tagBase", "lossReduction"};
+        int k = mine.length;
+        long[] both = new long[2 * k];
+        for (int i = 0; i < k; i++) {
+            both[i] = mine[i];
+            both[k + i] = -mine[i];
+        }
+        comm.allReduce(both, ReduceOp.MAX);
+        for (int i = 0; i < k; i++) {
+            if (both[i] != mine[i] || -both[k + i] != mine[i]) {
+                throw new IllegalStateException("the ranks disagree on the pipeline's " + what[i] + " (rank " + rank
+                        + " has " + mine[i] + ", the ranks range from " + -both[k + i] + " to " + both[i] + "): every rank "
+                        + "must launch SameDiffPipeline with the same graph and Context");
+            }
+        }
     }
 
     public List<Stage> stages() {
         return stages;
+    }
+
+    /** The rank each stage lives on. */
+    public int[] placement() {
+        return stageRank.clone();
+    }
+
+    /** The stages this rank holds, ascending. */
+    public int[] localStages() {
+        return localStages.clone();
     }
 
     public Scheduler scheduler() {
@@ -306,6 +560,7 @@ public final class SameDiffPipeline implements AutoCloseable {
 
     /** Per-step state shared by the step's tasks (each stage's fields are only touched by that stage's processor). */
     private final class StepState {
+        final long step;
         final List<Map<String, INDArray>> micro = new ArrayList<>();
         final double[] weight;
         final Map<String, INDArray>[] gradSums;
@@ -315,21 +570,26 @@ public final class SameDiffPipeline implements AutoCloseable {
         final AtomicLong lastEnd = new AtomicLong(Long.MIN_VALUE);
         final AtomicLong liveBytes = new AtomicLong();
         final AtomicLong peakBytes = new AtomicLong();
+        /** Pending sends, and the arrays and headers they read (kept reachable until the sends complete). */
+        final Queue<CompletableFuture<Void>> sends = new ConcurrentLinkedQueue<>();
+        final Queue<Object> inFlight = new ConcurrentLinkedQueue<>();
+        final AtomicBoolean aborted = new AtomicBoolean();
 
         @SuppressWarnings({"unchecked", "rawtypes"})
-        StepState(Map<String, INDArray> batch, long[] bounds, long n) {
+        StepState(long step, Map<String, INDArray> batch, long[] bounds, long n) {
+            this.step = step;
             int m = bounds.length - 1;
             weight = new double[m];
             for (int i = 0; i < m; i++) {
                 micro.add(Batches.slice(batch, ctx.unsharded(), bounds[i], bounds[i + 1]));
                 weight[i] = ctx.lossReduction() == LossReduction.MEAN ? (bounds[i + 1] - bounds[i]) / (double) n : 1.0;
             }
-            gradSums = new Map[graphs.size()];
+            gradSums = new Map[stages.size()];
             for (int s = 0; s < gradSums.length; s++) {
                 gradSums[s] = new LinkedHashMap<>();
             }
-            lossSums = new double[graphs.size()];
-            busyNs = new long[graphs.size()];
+            lossSums = new double[stages.size()];
+            busyNs = new long[stages.size()];
         }
 
         void timed(int s, long start, long end) {
@@ -341,21 +601,65 @@ public final class SameDiffPipeline implements AutoCloseable {
         void allocate(long bytes) {
             peakBytes.accumulateAndGet(liveBytes.addAndGet(bytes), Math::max);
         }
+
+        /** Aborts the communicator once, so that no rank waits for data that will not come. */
+        void abort(String reason) {
+            if (comm != null && comm.failure() == null && aborted.compareAndSet(false, true)) {
+                comm.abort(reason);
+            }
+        }
     }
 
     /**
      * One synchronous step on a global batch (placeholders by name, split along the first dimension into
      * micro-batches). Returns the loss of the batch at the parameters before the step, as {@code sd.fit} reports it.
+     * Across ranks every rank calls it with the same batch (at least the placeholders its stages read) and gets the
+     * same loss.
+     *
+     * @throws CommException when a peer rank failed or aborted the step (the message names it)
      */
     public double step(Map<String, INDArray> batch) {
         if (closed) {
             throw new IllegalStateException("this SameDiffPipeline is closed");
         }
-        long n = Batches.rows(master, batch, ctx.unsharded());
+        if (failure != null) {
+            throw new IllegalStateException("a previous step of this SameDiffPipeline failed (" + failure.getMessage()
+                    + "); launch a new one", failure);
+        }
+        long n;
+        try {
+            n = Batches.rows(master, batch, ctx.unsharded());
+        } catch (RuntimeException e) {
+            if (comm != null && comm.failure() == null) {
+                // The other ranks are already waiting for this rank's activations or gradients.
+                comm.abort("rank " + rank + " refused the batch of step " + steps + ": " + e.getMessage());
+                failure = e;
+            }
+            throw e;
+        }
         long[] bounds = Batches.bounds(n, ctx.microBatches());
         int m = bounds.length - 1;
-        int S = graphs.size();
-        StepState st = new StepState(batch, bounds, n);
+        int S = stages.size();
+        StepState st = new StepState(steps, batch, bounds, n);
+        List<TaskHandle<?>> all = new ArrayList<>();
+
+        // Cross-rank receives, posted before any task runs; F and B depend on them as async tasks.
+        @SuppressWarnings({"unchecked", "rawtypes"})
+        TaskHandle<INDArray>[][] fwdIn = new TaskHandle[edges.size()][m];
+        @SuppressWarnings({"unchecked", "rawtypes"})
+        TaskHandle<INDArray>[][] bwdIn = new TaskHandle[edges.size()][m];
+        for (Edge e : edges) {
+            for (int mb = 0; mb < m; mb++) {
+                if (stageRank[e.consumer()] == rank) {
+                    fwdIn[e.id()][mb] = receiveTask(st, e, FORWARD, mb);
+                    all.add(fwdIn[e.id()][mb]);
+                }
+                if (stageRank[e.producer()] == rank) {
+                    bwdIn[e.id()][mb] = receiveTask(st, e, BACKWARD, mb);
+                    all.add(bwdIn[e.id()][mb]);
+                }
+            }
+        }
 
         @SuppressWarnings({"unchecked", "rawtypes"})
         TaskHandle<Map<String, INDArray>>[][] fwd = new TaskHandle[S][m];
@@ -365,23 +669,25 @@ public final class SameDiffPipeline implements AutoCloseable {
         for (int s = 0; s < S; s++) {
             orders.add(order(ctx.schedule(), s, S, m));
         }
-        // Spawn in an order that respects data dependencies: sweep the stages, spawning each stage's next task once
-        // the tasks it reads have been spawned. A valid schedule always makes progress.
+        // Spawn in an order that respects data dependencies: sweep this rank's stages, spawning each stage's next task
+        // once the local tasks it reads have been spawned (remote inputs are receive tasks, spawned above). A valid
+        // schedule always makes progress.
         int[] next = new int[S];
         TaskHandle<?>[] last = new TaskHandle<?>[S];
-        int remaining = 2 * S * m;
+        int remaining = 2 * localStages.length * m;
         while (remaining > 0) {
             boolean progress = false;
-            for (int s = 0; s < S; s++) {
+            for (int s : localStages) {
                 while (next[s] < orders.get(s).size()) {
                     int[] item = orders.get(s).get(next[s]);
                     TaskHandle<Map<String, INDArray>> h = item[0] == 1
-                            ? spawnForward(st, s, item[1], last[s], fwd)
-                            : spawnBackward(st, s, item[1], last[s], fwd, bwd);
+                            ? spawnForward(st, s, item[1], last[s], fwd, fwdIn)
+                            : spawnBackward(st, s, item[1], last[s], fwd, bwd, fwdIn, bwdIn);
                     if (h == null) {
                         break;
                     }
                     (item[0] == 1 ? fwd : bwd)[s][item[1]] = h;
+                    all.add(h);
                     last[s] = h;
                     next[s]++;
                     remaining--;
@@ -397,83 +703,353 @@ public final class SameDiffPipeline implements AutoCloseable {
         TrainingConfig tc = master.getTrainingConfig();
         int iteration = tc.getIterationCount();
         int epoch = tc.getEpochCount();
-        List<TaskHandle<Void>> updates = new ArrayList<>();
-        for (int s = 0; s < S; s++) {
+        for (int s : localStages) {
             int stage = s;
-            TaskOptions opt = TaskOptions.named("pp-update-s" + s).priority(2).scope(Scope.processors(s));
-            updates.add(scheduler.spawn(opt, (Object after) -> {
+            TaskOptions opt = TaskOptions.named("pp-update-s" + s).priority(2).scope(Scope.processors(processorOf[s]));
+            all.add(scheduler.spawn(opt, (Object after) -> guarded(st, "the update of stage " + stage, () -> {
                 update(st, stage, tc, iteration, epoch);
                 return null;
-            }, last[s]));
+            }), last[s]));
         }
-        for (TaskHandle<Void> u : updates) {
-            SameDiffDag.join(u);
+        // Wait for every task (a failure aborts the communicator, so none waits forever), then for the sends.
+        List<Throwable> failures = new ArrayList<>();
+        for (TaskHandle<?> h : all) {
+            try {
+                h.join();
+            } catch (RuntimeException e) {
+                failures.add(rootCause(e));
+            }
         }
-        tc.incrementIterationCount();
-        steps++;
+        for (CompletableFuture<Void> f : st.sends) {
+            try {
+                f.join();
+            } catch (RuntimeException e) {
+                failures.add(rootCause(e));
+            }
+        }
         double loss = 0;
         for (double l : st.lossSums) {
             loss += l;
         }
+        if (failures.isEmpty() && comm != null) {
+            // The loss lives on the last stage's rank; the all-reduce also ends the step on every rank together.
+            double[] l = {loss};
+            try {
+                comm.allReduce(l, ReduceOp.SUM);
+                loss = l[0];
+            } catch (CommException e) {
+                failures.add(e);
+            }
+        }
+        if (!failures.isEmpty()) {
+            failure = primary(failures);
+            st.abort("rank " + rank + " failed in step " + steps + ": " + failure.getMessage());
+            throw failure;
+        }
+        tc.incrementIterationCount();
+        steps++;
         long makespan = st.lastEnd.get() - st.firstStart.get();
         long busy = 0;
         for (long b : st.busyNs) {
             busy += b;
         }
-        double bubble = makespan <= 0 ? 0 : Math.max(0, 1 - busy / ((double) S * makespan));
-        lastStep = new StepStats(bubble, (S - 1) / (double) (m + S - 1), st.peakBytes.get(), makespan, m);
+        int busyStages = Math.max(1, localStages.length);
+        double bubble = makespan <= 0 ? 0 : Math.max(0, 1 - busy / ((double) busyStages * makespan));
+        lastStep = new StepStats(bubble, (S - 1) / (double) (m + S - 1), st.peakBytes.get(), Math.max(0, makespan), m);
         return loss;
     }
 
-    private TaskHandle<Map<String, INDArray>> spawnForward(StepState st, int s, int mb, TaskHandle<?> prev,
-                                                           TaskHandle<Map<String, INDArray>>[][] fwd) {
-        StageGraph g = graphs.get(s);
-        List<Integer> from = new ArrayList<>();
-        for (String x : g.receivedActivations) {
-            int p = producerStage.get(x);
-            if (fwd[p][mb] == null) {
-                return null;
+    private static Throwable rootCause(Throwable e) {
+        Throwable t = e;
+        while ((t instanceof TaskFailedException || t instanceof CompletionException || t instanceof ExecutionException)
+                && t.getCause() != null) {
+            t = t.getCause();
+        }
+        return t;
+    }
+
+    /**
+     * The failure to report: a local error before a communication failure, and a failure from a peer (lost, or its
+     * abort) before this rank's own abort, which only passes the first one on.
+     */
+    private RuntimeException primary(List<Throwable> failures) {
+        Throwable best = null;
+        int bestScore = Integer.MAX_VALUE;
+        for (Throwable t : failures) {
+            int score;
+            if (!(t instanceof CommException)) {
+                score = 0;
+            } else if (!(t instanceof CommAbortedException a) || a.originRank() != rank) {
+                score = 1;
+            } else {
+                score = 2;
             }
-            if (!from.contains(p)) {
+            if (score < bestScore) {
+                best = t;
+                bestScore = score;
+            }
+        }
+        if (best instanceof RuntimeException re) {
+            return re;
+        }
+        return new IllegalStateException("pipeline step failed: " + best, best);
+    }
+
+    /** Runs a task body; on failure aborts the communicator (with the reason) before rethrowing. */
+    private <T> T guarded(StepState st, String what, Supplier<T> body) {
+        try {
+            return body.get();
+        } catch (RuntimeException | Error e) {
+            if (!(e instanceof CommException)) {
+                st.abort("rank " + rank + ": " + what + " failed: " + e);
+            }
+            throw e;
+        }
+    }
+
+    // ------------------------------------------------------------------------------------------------
+    // Cross-rank transfers
+
+    private int tag(long step, int direction, int mb, int edge, int part) {
+        long t = ((((step & 1) * 2 + direction) * ctx.microBatches() + mb) * edges.size() + edge) * 2 + part;
+        return ctx.tagBase() + (int) t;
+    }
+
+    /**
+     * Header of one transferred array (little-endian), followed on the next tag by the array's bytes (C order):
+     * <pre>
+     *   0        4        8        12       16       20       24                32
+     *   +--------+--------+--------+--------+--------+--------+-----------------+------------------+
+     *   | magic  | dtype  | rank r | stage  | micro  | unused | step            | dims[0..r-1] ... |
+     *   | "PNPP" | ND4J   |        | sender | batch  |        | (long)          | (long each)      |
+     *   +--------+--------+--------+--------+--------+--------+-----------------+------------------+
+     * </pre>
+     */
+    private static ByteBuffer header(INDArray a, int stage, int mb, long step) {
+        long[] shape = a.shape();
+        if (shape.length > MAX_RANK) {
+            throw new IllegalArgumentException("stage " + stage + " hands on an array of rank " + shape.length
+                    + "; the pipeline sends arrays of rank <= " + MAX_RANK);
+        }
+        ByteBuffer h = ByteBuffer.allocateDirect(HEADER_BYTES).order(ByteOrder.LITTLE_ENDIAN);
+        h.putInt(MAGIC).putInt(a.dataType().ordinal()).putInt(shape.length).putInt(stage).putInt(mb).putInt(0).putLong(step);
+        for (long d : shape) {
+            h.putLong(d);
+        }
+        h.flip();
+        return h;
+    }
+
+    /** Sends {@code value} along edge {@code e} (an activation forward, its gradient backward), non-blocking. */
+    private void send(StepState st, INDArray value, Edge e, int direction, int mb) {
+        int from = direction == FORWARD ? e.producer() : e.consumer();
+        int dest = stageRank[direction == FORWARD ? e.consumer() : e.producer()];
+        if (value == null) {
+            throw new IllegalStateException("stage " + from + " has no " + (direction == FORWARD ? "value" : "gradient")
+                    + " of '" + e.activation() + "' to send to rank " + dest);
+        }
+        INDArray a = value.isView() || value.ordering() != 'c' ? value.dup('c') : value;
+        ByteBuffer h = header(a, from, mb, st.step);
+        st.inFlight.add(h);
+        st.inFlight.add(a);
+        st.sends.add(comm.isend(h, dest, tag(st.step, direction, mb, e.id(), 0)));
+        long bytes = a.length() * a.dataType().width();
+        if (bytes > 0) {
+            long address = a.data().address() + a.offset() * a.dataType().width();
+            st.sends.add(comm.isend(address, bytes, dest, tag(st.step, direction, mb, e.id(), 1)));
+        }
+    }
+
+    /** An async task that yields the array arriving along {@code e} for micro-batch {@code mb}; the receive is posted now. */
+    private TaskHandle<INDArray> receiveTask(StepState st, Edge e, int direction, int mb) {
+        int here = direction == FORWARD ? e.consumer() : e.producer();
+        int there = direction == FORWARD ? e.producer() : e.consumer();
+        int source = stageRank[there];
+        String what = (direction == FORWARD ? "activation '" : "gradient of '") + e.activation() + "'";
+        ByteBuffer h = ByteBuffer.allocateDirect(HEADER_BYTES).order(ByteOrder.LITTLE_ENDIAN);
+        CompletableFuture<INDArray> value = comm.irecv(h, source, tag(st.step, direction, mb, e.id(), 0)).thenCompose(len -> {
+            INDArray arr;
+            try {
+                arr = decode(h, len, st.step, here, there, source, mb, what, e.activation());
+            } catch (RuntimeException ex) {
+                st.abort("rank " + rank + ": " + ex.getMessage());
+                throw ex;
+            }
+            long bytes = arr.length() * arr.dataType().width();
+            if (bytes == 0) {
+                return CompletableFuture.completedFuture(arr);
+            }
+            return comm.irecv(arr.data().address(), bytes, source, tag(st.step, direction, mb, e.id(), 1)).thenApply(got -> {
+                if (got != bytes) {
+                    IllegalStateException ex = new IllegalStateException("stage " + here + " on rank " + rank + " received "
+                            + got + " bytes of the " + what + " from rank " + source + " but its header announced " + bytes);
+                    st.abort("rank " + rank + ": " + ex.getMessage());
+                    throw ex;
+                }
+                return arr;
+            });
+        });
+        value.whenComplete((v, ex) -> {
+            if (ex != null) {
+                st.abort("rank " + rank + ": stage " + here + " lost the " + what + " of micro-batch " + mb + " from rank "
+                        + source + ": " + rootCause(ex));
+            }
+        });
+        TaskOptions opt = TaskOptions.named((direction == FORWARD ? "recv s" : "recv-grad s") + here + " m" + mb + " "
+                + e.activation()).scope(Scope.processors(processorOf[here]));
+        return scheduler.spawnAsync(opt, a -> value);
+    }
+
+    /** Reads and checks a header against what stage {@code here} expects, and allocates the array it announces. */
+    private INDArray decode(ByteBuffer h, long len, long step, int here, int there, int source, int mb, String what,
+                            String activation) {
+        String from = " from stage " + there + " on rank " + source;
+        if (len < 32) {
+            throw new IllegalStateException("stage " + here + " on rank " + rank + " got a " + len + "-byte header for the "
+                    + what + from + "; expected at least 32 bytes: the ranks do not run the same pipeline");
+        }
+        int magic = h.getInt(0);
+        int dtypeCode = h.getInt(4);
+        int r = h.getInt(8);
+        int stage = h.getInt(12);
+        int gotMb = h.getInt(16);
+        long gotStep = h.getLong(24);
+        if (magic != MAGIC || r < 0 || r > MAX_RANK || len != 32 + 8L * r || dtypeCode < 0
+                || dtypeCode >= DataType.values().length) {
+            throw new IllegalStateException("stage " + here + " on rank " + rank + " got a malformed header for the " + what
+                    + from + " (magic " + Integer.toHexString(magic) + ", rank " + r + ", " + len + " bytes): the tag range "
+                    + ctx.tagBase() + "+ is used by other messages, or the ranks do not run the same pipeline");
+        }
+        if (stage != there || gotMb != mb || gotStep != step) {
+            throw new IllegalStateException("stage " + here + " on rank " + rank + " expected the " + what + from
+                    + " for micro-batch " + mb + " of step " + step + " but got stage " + stage + ", micro-batch " + gotMb
+                    + ", step " + gotStep + ": the ranks are out of step");
+        }
+        long[] shape = new long[r];
+        for (int i = 0; i < r; i++) {
+            shape[i] = h.getLong(32 + 8 * i);
+            if (shape[i] < 0) {
+                throw new IllegalStateException("stage " + here + " on rank " + rank + " got a negative dimension in the "
+                        + what + from + ": " + Arrays.toString(shape));
+            }
+        }
+        DataType dtype = DataType.values()[dtypeCode];
+        StageGraph g = graphs[here];
+        SDVariable v = g.sd.hasVariable(activation) ? g.sd.getVariable(activation) : null;
+        DataType wantType = v == null ? dtype : v.dataType();
+        long[] wantShape = sampleShape.get(activation);
+        boolean shapeOk = wantShape == null || wantShape.length == r;
+        for (int i = 1; shapeOk && i < r; i++) {
+            shapeOk = wantShape[i] < 0 || wantShape[i] == shape[i];
+        }
+        if (dtype != wantType || !shapeOk) {
+            throw new IllegalStateException("stage " + here + " on rank " + rank + " expected the " + what + from + " as "
+                    + wantType + " " + (wantShape == null ? "(any shape)" : Arrays.toString(wantShape))
+                    + " but micro-batch " + mb + " of step " + step + " arrived as " + dtype + " " + Arrays.toString(shape)
+                    + ": every rank must build the same graph (same shapes and data types)");
+        }
+        return Nd4j.createUninitialized(dtype, shape, 'c');
+    }
+
+    // ------------------------------------------------------------------------------------------------
+    // Tasks
+
+    /** The first stage on this rank that receives {@code x}, or -1 (where its bytes are counted and released). */
+    private int firstLocalReceiver(String x) {
+        for (int c : consumerStages.getOrDefault(x, List.of())) {
+            if (processorOf[c] >= 0) {
+                return c;
+            }
+        }
+        return -1;
+    }
+
+    private List<Integer> localProducers(int s) {
+        List<Integer> from = new ArrayList<>();
+        for (String x : received.get(s)) {
+            int p = producerStage.get(x);
+            if (processorOf[p] >= 0 && !from.contains(p)) {
                 from.add(p);
             }
         }
-        Object[] args = new Object[from.size() + 1];
-        args[0] = prev == null ? "" : prev;
-        for (int k = 0; k < from.size(); k++) {
-            args[k + 1] = fwd[from.get(k)][mb];
-        }
-        TaskOptions opt = TaskOptions.named("F s" + s + " m" + mb).scope(Scope.processors(s))
-                .costHint(java.time.Duration.ofNanos(Math.max(1, (long) g.stage.costNanos())));
-        return scheduler.spawnN(opt, a -> {
-            long t0 = System.nanoTime();
-            Map<String, INDArray> feeds = feeds(st, g, mb, a);
-            Map<String, INDArray> out = g.forward(feeds);
-            long bytes = 0;
-            for (INDArray o : out.values()) {
-                bytes += o.length() * o.dataType().width();
-            }
-            st.allocate(bytes);
-            st.timed(s, t0, System.nanoTime());
-            return out;
-        }, args);
+        return from;
     }
 
-    /** The stage's placeholders for micro-batch mb and its received activations from the producers' results. */
+    private List<Edge> edgesInto(int s) {
+        return edges.stream().filter(e -> e.consumer() == s).toList();
+    }
+
+    private List<Edge> edgesOutOf(int s) {
+        return edges.stream().filter(e -> e.producer() == s).toList();
+    }
+
+    private TaskHandle<Map<String, INDArray>> spawnForward(StepState st, int s, int mb, TaskHandle<?> prev,
+                                                           TaskHandle<Map<String, INDArray>>[][] fwd,
+                                                           TaskHandle<INDArray>[][] fwdIn) {
+        StageGraph g = graphs[s];
+        List<Integer> from = localProducers(s);
+        for (int p : from) {
+            if (fwd[p][mb] == null) {
+                return null;
+            }
+        }
+        List<Edge> in = edgesInto(s);
+        List<Edge> out = edgesOutOf(s);
+        // args: [previous task on the stage, local producers' forwards..., receives of remote activations...]
+        Object[] args = new Object[1 + from.size() + in.size()];
+        args[0] = prev == null ? "" : prev;
+        for (int k = 0; k < from.size(); k++) {
+            args[1 + k] = fwd[from.get(k)][mb];
+        }
+        for (int k = 0; k < in.size(); k++) {
+            args[1 + from.size() + k] = fwdIn[in.get(k).id()][mb];
+        }
+        int nFrom = from.size();
+        TaskOptions opt = TaskOptions.named("F s" + s + " m" + mb).scope(Scope.processors(processorOf[s]))
+                .costHint(java.time.Duration.ofNanos(Math.max(1, (long) g.stage.costNanos())));
+        return scheduler.spawnN(opt, a -> guarded(st, "forward of stage " + s + " micro-batch " + mb, () -> {
+            long t0 = System.nanoTime();
+            Map<String, INDArray> feeds = feeds(st, g, mb, a, nFrom, in);
+            long bytes = 0;
+            for (Edge e : in) {
+                if (firstLocalReceiver(e.activation()) == s) {
+                    INDArray v = feeds.get(e.activation());
+                    bytes += v.length() * v.dataType().width();
+                }
+            }
+            Map<String, INDArray> result = g.forward(feeds);
+            for (Map.Entry<String, INDArray> o : result.entrySet()) {
+                if (firstLocalReceiver(o.getKey()) >= 0) {
+                    bytes += o.getValue().length() * o.getValue().dataType().width();
+                }
+            }
+            st.allocate(bytes);
+            for (Edge e : out) {
+                send(st, result.get(e.activation()), e, FORWARD, mb);
+            }
+            st.timed(s, t0, System.nanoTime());
+            return result;
+        }), args);
+    }
+
+    /**
+     * The stage's placeholders for micro-batch mb and its received activations: {@code args[1..nFrom]} are local
+     * producers' forward results, the next {@code in.size()} the arrays received along {@code in}.
+     */
     @SuppressWarnings("unchecked")
-    private Map<String, INDArray> feeds(StepState st, StageGraph g, int mb, Object[] producerResults) {
+    private Map<String, INDArray> feeds(StepState st, StageGraph g, int mb, Object[] args, int nFrom, List<Edge> in) {
         Map<String, INDArray> feeds = new HashMap<>();
         Map<String, INDArray> micro = st.micro.get(mb);
         for (String p : g.placeholders) {
             INDArray v = micro.get(p);
             if (v == null) {
                 throw new IllegalArgumentException("the batch has no value for placeholder '" + p + "', read by stage "
-                        + g.stage.index());
+                        + g.stage.index() + (comm == null ? "" : " on rank " + rank));
             }
             feeds.put(p, v);
         }
-        for (int k = 1; k < producerResults.length; k++) {
-            Map<String, INDArray> r = (Map<String, INDArray>) producerResults[k];
+        for (int k = 1; k <= nFrom; k++) {
+            Map<String, INDArray> r = (Map<String, INDArray>) args[k];
             for (String x : g.receivedActivations) {
                 INDArray v = r.get(x);
                 if (v != null) {
@@ -481,23 +1057,27 @@ public final class SameDiffPipeline implements AutoCloseable {
                 }
             }
         }
+        for (int k = 0; k < in.size(); k++) {
+            feeds.put(in.get(k).activation(), (INDArray) args[1 + nFrom + k]);
+        }
         return feeds;
     }
 
     private TaskHandle<Map<String, INDArray>> spawnBackward(StepState st, int s, int mb, TaskHandle<?> prev,
                                                             TaskHandle<Map<String, INDArray>>[][] fwd,
-                                                            TaskHandle<Map<String, INDArray>>[][] bwd) {
-        StageGraph g = graphs.get(s);
-        List<Integer> from = new ArrayList<>();
-        for (String x : g.receivedActivations) {
-            int p = producerStage.get(x);
-            if (!from.contains(p)) {
-                from.add(p);
-            }
-        }
+                                                            TaskHandle<Map<String, INDArray>>[][] bwd,
+                                                            TaskHandle<INDArray>[][] fwdIn,
+                                                            TaskHandle<INDArray>[][] bwdIn) {
+        StageGraph g = graphs[s];
+        List<Integer> from = localProducers(s);
+        List<Edge> in = edgesInto(s);
+        List<Edge> out = edgesOutOf(s);
         List<Integer> gradFrom = new ArrayList<>();
         for (String o : g.outputs) {
             for (int c : consumerStages.getOrDefault(o, List.of())) {
+                if (processorOf[c] < 0) {
+                    continue;
+                }
                 if (bwd[c][mb] == null) {
                     return null;
                 }
@@ -506,25 +1086,36 @@ public final class SameDiffPipeline implements AutoCloseable {
                 }
             }
         }
-        // args: [previous task on the stage, producers' forwards..., consumers' backwards...]
-        Object[] args = new Object[1 + from.size() + gradFrom.size()];
+        // args: [previous task on the stage, local producers' forwards..., receives of remote activations...,
+        //        own forward, local consumers' backwards..., receives of remote gradients...]
+        int nFrom = from.size();
+        int nIn = in.size();
+        Object[] args = new Object[1 + nFrom + nIn + 1 + gradFrom.size() + out.size()];
         args[0] = prev == null ? "" : prev;
-        for (int k = 0; k < from.size(); k++) {
+        for (int k = 0; k < nFrom; k++) {
             args[1 + k] = fwd[from.get(k)][mb];
         }
-        for (int k = 0; k < gradFrom.size(); k++) {
-            args[1 + from.size() + k] = bwd[gradFrom.get(k)][mb];
+        for (int k = 0; k < nIn; k++) {
+            args[1 + nFrom + k] = fwdIn[in.get(k).id()][mb];
         }
-        int nFrom = from.size();
-        TaskOptions opt = TaskOptions.named("B s" + s + " m" + mb).scope(Scope.processors(s))
+        int ownAt = 1 + nFrom + nIn;
+        args[ownAt] = fwd[s][mb];
+        for (int k = 0; k < gradFrom.size(); k++) {
+            args[ownAt + 1 + k] = bwd[gradFrom.get(k)][mb];
+        }
+        int remoteAt = ownAt + 1 + gradFrom.size();
+        for (int k = 0; k < out.size(); k++) {
+            args[remoteAt + k] = bwdIn[out.get(k).id()][mb];
+        }
+        TaskOptions opt = TaskOptions.named("B s" + s + " m" + mb).scope(Scope.processors(processorOf[s]))
                 .costHint(java.time.Duration.ofNanos(Math.max(1, (long) (3 * g.stage.costNanos()))));
-        return scheduler.spawnN(opt, a -> {
+        return scheduler.spawnN(opt, a -> guarded(st, "backward of stage " + s + " micro-batch " + mb, () -> {
             long t0 = System.nanoTime();
-            Object[] producers = new Object[1 + nFrom];
-            System.arraycopy(a, 0, producers, 0, 1 + nFrom);
-            Map<String, INDArray> feeds = feeds(st, g, mb, producers);
+            Map<String, INDArray> feeds = feeds(st, g, mb, a, nFrom, in);
+            @SuppressWarnings("unchecked")
+            Map<String, INDArray> own = (Map<String, INDArray>) a[ownAt];
             Map<String, INDArray> outGrads = new HashMap<>();
-            for (int k = 1 + nFrom; k < a.length; k++) {
+            for (int k = ownAt + 1; k < remoteAt; k++) {
                 @SuppressWarnings("unchecked")
                 Map<String, INDArray> r = (Map<String, INDArray>) a[k];
                 for (Map.Entry<String, INDArray> e : r.entrySet()) {
@@ -532,6 +1123,18 @@ public final class SameDiffPipeline implements AutoCloseable {
                         outGrads.merge(e.getKey(), e.getValue(), INDArray::add);
                     }
                 }
+            }
+            for (int k = 0; k < out.size(); k++) {
+                Edge e = out.get(k);
+                INDArray grad = (INDArray) a[remoteAt + k];
+                INDArray value = own.get(e.activation());
+                if (!Arrays.equals(grad.shape(), value.shape()) || grad.dataType() != value.dataType()) {
+                    throw new IllegalStateException("stage " + s + " on rank " + rank + " sent '" + e.activation() + "' as "
+                            + value.dataType() + " " + Arrays.toString(value.shape()) + " for micro-batch " + mb + " but its "
+                            + "gradient came back from stage " + e.consumer() + " on rank " + stageRank[e.consumer()] + " as "
+                            + grad.dataType() + " " + Arrays.toString(grad.shape()) + ": every rank must build the same graph");
+                }
+                outGrads.merge(e.activation(), grad, INDArray::add);
             }
             OutAndGrad og = g.backward(feeds, outGrads);
             double w = st.weight[mb];
@@ -551,26 +1154,25 @@ public final class SameDiffPipeline implements AutoCloseable {
             for (String x : g.receivedActivations) {
                 inGrads.put(x, og.getGradients().get(x));
             }
-            // The activations this stage received for mb are no longer needed once every receiver has run backward.
-            release(st, g, mb, producers);
+            for (Edge e : in) {
+                send(st, inGrads.get(e.activation()), e, BACKWARD, mb);
+            }
+            // The activations this stage received for mb are no longer needed once every local receiver ran backward.
+            release(st, g, feeds);
             st.timed(s, t0, System.nanoTime());
             return inGrads;
-        }, args);
+        }), args);
     }
 
-    private void release(StepState st, StageGraph g, int mb, Object[] producers) {
+    private void release(StepState st, StageGraph g, Map<String, INDArray> feeds) {
         long bytes = 0;
         for (String x : g.receivedActivations) {
-            List<Integer> receivers = consumerStages.get(x);
-            // Count the bytes once, at the last receiver in stage order (the last to run backward for mb is the first
-            // stage, as backward runs from the last stage to the first).
-            if (receivers.get(0) == g.stage.index()) {
-                for (int k = 1; k < producers.length; k++) {
-                    @SuppressWarnings("unchecked")
-                    INDArray v = ((Map<String, INDArray>) producers[k]).get(x);
-                    if (v != null) {
-                        bytes += v.length() * v.dataType().width();
-                    }
+            // Count the bytes once, at the first local receiver (the last to run backward for mb, as backward runs from
+            // the last stage to the first).
+            if (firstLocalReceiver(x) == g.stage.index()) {
+                INDArray v = feeds.get(x);
+                if (v != null) {
+                    bytes += v.length() * v.dataType().width();
                 }
             }
         }
@@ -578,12 +1180,60 @@ public final class SameDiffPipeline implements AutoCloseable {
     }
 
     private void update(StepState st, int s, TrainingConfig tc, int iteration, int epoch) {
-        StageGraph g = graphs.get(s);
+        StageGraph g = graphs[s];
         for (String p : g.parameters) {
             INDArray param = g.sd.getArrForVarName(p);
             INDArray grad = st.gradSums[s].get(p);
             updaters[s].apply(p, param, grad, tc, iteration, epoch);
             master.getArrForVarName(p).assign(param);
+        }
+    }
+
+    // ------------------------------------------------------------------------------------------------
+
+    /**
+     * Brings every stage's current parameters into the caller's graph on every rank: each stage's owner broadcasts
+     * them (collective: every rank must call it). In one process the graph already holds them and nothing is sent.
+     * Call it before evaluating or saving the whole model on one rank.
+     */
+    public void gatherParameters() {
+        if (closed) {
+            throw new IllegalStateException("this SameDiffPipeline is closed");
+        }
+        if (comm == null) {
+            return;
+        }
+        // Every rank must agree on the bytes of each stage's parameters before any broadcast starts.
+        long[] lengths = new long[2 * stages.size()];
+        for (int s = 0; s < stages.size(); s++) {
+            for (String p : readParams.get(s)) {
+                INDArray arr = master.getArrForVarName(p);
+                lengths[s] += arr.length() * arr.dataType().width();
+            }
+            lengths[stages.size() + s] = -lengths[s];
+        }
+        long[] mine = lengths.clone();
+        comm.allReduce(lengths, ReduceOp.MAX);
+        for (int s = 0; s < stages.size(); s++) {
+            if (lengths[s] != mine[s] || -lengths[stages.size() + s] != mine[s]) {
+                throw new IllegalStateException("the ranks' graphs disagree on the parameter bytes of stage " + s + " (rank "
+                        + rank + " has " + mine[s] + "): every rank must build the same graph");
+            }
+        }
+        for (int s = 0; s < stages.size(); s++) {
+            int owner = stageRank[s];
+            for (String p : readParams.get(s)) {
+                INDArray target = master.getArrForVarName(p);
+                INDArray buf = rank == owner ? graphs[s].sd.getArrForVarName(p).dup('c')
+                        : Nd4j.createUninitialized(target.dataType(), target.shape(), 'c');
+                long bytes = buf.length() * buf.dataType().width();
+                if (bytes > 0) {
+                    comm.broadcast(buf.data().address(), bytes, owner, Algorithm.AUTO);
+                }
+                if (rank != owner) {
+                    target.assign(buf);
+                }
+            }
         }
     }
 
@@ -597,7 +1247,8 @@ public final class SameDiffPipeline implements AutoCloseable {
 
     @Override
     public String toString() {
-        return "SameDiffPipeline[stages=" + graphs.size() + ", microBatches=" + ctx.microBatches() + ", schedule="
-                + ctx.schedule() + ", steps=" + steps + "]";
+        return "SameDiffPipeline[stages=" + stages.size() + ", microBatches=" + ctx.microBatches() + ", schedule="
+                + ctx.schedule() + (comm == null ? "" : ", rank " + rank + " of " + comm.size() + " holds stages "
+                + Arrays.toString(localStages)) + ", steps=" + steps + "]";
     }
 }

@@ -40,6 +40,11 @@ public enum TrainingSample {
     MNIST_MLP("mnist-mlp", 5, 32),
     /** The MLP of mnist-mlp written as a SameDiff graph, trained through the bridge. */
     MNIST_SAMEDIFF("mnist-samediff", 5, 32),
+    /**
+     * A deeper SameDiff MLP (784 → 256 → 128 → 10) on the shipped MNIST subset, trained with pipeline parallelism: its
+     * ops cut into stages on in-process workers or on ranks ({@code SameDiffPipeline}); the batch is per step.
+     */
+    MNIST_PIPELINE("mnist-pipeline", 3, 64),
     /** A small CNN on Fashion-MNIST from Debian's dataset-fashion-mnist package. */
     FASHION_CNN("fashion-cnn", 2, 32),
     /**
@@ -104,6 +109,7 @@ public enum TrainingSample {
             case FASHION_MOE -> List.of(new Model("moe", tokenModel(seed, EXPERTS, TOP_K, EXPERT_HIDDEN), null),
                     new Model("dense", tokenModel(seed, 1, 1, TOP_K * EXPERT_HIDDEN), null));
             case MNIST_SAMEDIFF -> List.of(new Model(cliName, null, sameDiffMlp(seed)));
+            case MNIST_PIPELINE -> List.of(new Model(cliName, null, sameDiffDeepMlp(seed)));
             default -> List.of(new Model(cliName, model(seed), null));
         };
     }
@@ -120,6 +126,28 @@ public enum TrainingSample {
         SDVariable w1 = sd.var("w1", Nd4j.randn(DataType.FLOAT, 256, 10).muli(Math.sqrt(2.0 / (256 + 10))));
         SDVariable b1 = sd.var("b1", Nd4j.zeros(DataType.FLOAT, 10));
         SDVariable logits = sd.nn.relu(in.mmul(w0).add(b0), 0).mmul(w1).add(b1);
+        sd.nn.softmax(SAMEDIFF_OUTPUT, logits);
+        sd.loss.softmaxCrossEntropy("loss", label, logits, null);
+        sd.setLossVariables("loss");
+        sd.setTrainingConfig(TrainingConfig.builder().updater(new Adam(1e-3)).dataSetFeatureMapping("in")
+                .dataSetLabelMapping("label").build());
+        return sd;
+    }
+
+    /** 784 → 256 (ReLU) → 128 (ReLU) → 10 softmax with cross-entropy and Adam: enough layers to cut into stages. */
+    private static SameDiff sameDiffDeepMlp(long seed) {
+        SameDiff sd = SameDiff.create();
+        Nd4j.getRandom().setSeed(seed);
+        SDVariable in = sd.placeHolder("in", DataType.FLOAT, -1, 784);
+        SDVariable label = sd.placeHolder("label", DataType.FLOAT, -1, 10);
+        SDVariable w0 = sd.var("w0", Nd4j.randn(DataType.FLOAT, 784, 256).muli(Math.sqrt(2.0 / 784)));
+        SDVariable b0 = sd.var("b0", Nd4j.zeros(DataType.FLOAT, 256));
+        SDVariable w1 = sd.var("w1", Nd4j.randn(DataType.FLOAT, 256, 128).muli(Math.sqrt(2.0 / 256)));
+        SDVariable b1 = sd.var("b1", Nd4j.zeros(DataType.FLOAT, 128));
+        SDVariable w2 = sd.var("w2", Nd4j.randn(DataType.FLOAT, 128, 10).muli(Math.sqrt(2.0 / (128 + 10))));
+        SDVariable b2 = sd.var("b2", Nd4j.zeros(DataType.FLOAT, 10));
+        SDVariable h0 = sd.nn.relu(in.mmul(w0).add(b0), 0);
+        SDVariable logits = sd.nn.relu(h0.mmul(w1).add(b1), 0).mmul(w2).add(b2);
         sd.nn.softmax(SAMEDIFF_OUTPUT, logits);
         sd.loss.softmaxCrossEntropy("loss", label, logits, null);
         sd.setLossVariables("loss");
@@ -180,7 +208,7 @@ public enum TrainingSample {
                     .layer(new OutputLayer.Builder(LossFunctions.LossFunction.MCXENT).nOut(10)
                             .activation(Activation.SOFTMAX).weightInit(WeightInit.XAVIER).build())
                     .setInputType(InputType.convolutionalFlat(28, 28, 1)).build();
-            case FASHION_MOE, MNIST_SAMEDIFF -> throw new IllegalStateException(cliName + " is not a single DL4J network:"
+            case FASHION_MOE, MNIST_SAMEDIFF, MNIST_PIPELINE -> throw new IllegalStateException(cliName + " is not a single DL4J network:"
                     + " use models(seed)");
         };
         MultiLayerNetwork net = new MultiLayerNetwork(conf);
@@ -196,7 +224,7 @@ public enum TrainingSample {
     /** As {@link #load(int, int)}, reading Fashion-MNIST's IDX files from {@code fashionDir}. */
     public Data load(int trainLimit, int testLimit, Path fashionDir) throws IOException {
         return switch (this) {
-            case MNIST_MLP, MNIST_SAMEDIFF -> {
+            case MNIST_MLP, MNIST_SAMEDIFF, MNIST_PIPELINE -> {
                 DataSet all;
                 try (InputStream im = resource("data/mnist-10k-images-idx3-ubyte.gz");
                      InputStream lb = resource("data/mnist-10k-labels-idx1-ubyte.gz")) {

@@ -130,6 +130,6 @@ class TrainCommandTest {
     void shouldRejectAnUnknownSample() {
         CliRun r = run("train", "--sample", "imagenet");
         assertEquals(2, r.code());
-        assertTrue(r.err().contains("unknown sample 'imagenet'; available: mnist-mlp, mnist-samediff, fashion-cnn, fashion-moe"), r.err());
+        assertTrue(r.err().contains("unknown sample 'imagenet'; available: mnist-mlp, mnist-samediff, mnist-pipeline, fashion-cnn, fashion-moe"), r.err());
     }
 }
