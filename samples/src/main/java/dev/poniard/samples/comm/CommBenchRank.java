@@ -70,37 +70,43 @@ public final class CommBenchRank {
     }
 
     /**
-     * Half round trip in microseconds between ranks 0 and 1, after a warm-up of at least {@code iters} round trips
-     * and half a second (a quarter in quick mode) so that the JIT has compiled the path before timing (as JMH's
-     * warm-up iterations; rank 0 decides when warm-up ends and tells rank 1 with the tag).
+     * Runs {@code op} untimed at least {@code minIters} times and for at least 0.25 s (0.5 s in a full run), so that
+     * the JIT has compiled the path before timing starts (as JMH's warm-up iterations). Every rank runs {@code op}
+     * the same number of times: rank 0 decides when to stop and broadcasts it.
      */
+    private void warmUp(Runnable op, int minIters) {
+        final long until = System.nanoTime() + (quick ? 250_000_000L : 500_000_000L);
+        final ByteBuffer more = ByteBuffer.allocateDirect(1);
+        final int batch = Math.max(1, minIters / 4);
+        int done = 0;
+        do {
+            for (int i = 0; i < batch; i++) {
+                op.run();
+            }
+            done += batch;
+            if (c.rank() == 0) {
+                more.put(0, (byte) (done < minIters || System.nanoTime() < until ? 1 : 0));
+            }
+            c.broadcast(more.clear(), 0);
+        } while (more.get(0) == 1);
+        c.barrier();
+    }
+
+    /** Half round trip in microseconds between ranks 0 and 1, after a warm-up. */
     private double pingPong(int bytes, int iters) {
         final ByteBuffer b = direct(bytes);
-        final long warmNs = quick ? 250_000_000L : 500_000_000L;
-        c.barrier();
-        final long warmStart = System.nanoTime();
-        boolean warming = true;
-        for (int i = 0; warming; i++) {
-            warming = i < iters || System.nanoTime() - warmStart < warmNs;
-            roundTrip(b, warming ? 1 : 3);
-            if (c.rank() == 1) {
-                warming = b.getInt(0) != 3;
-            }
-        }
-        c.barrier();
+        warmUp(() -> roundTrip(b), iters);
         final long t0 = System.nanoTime();
         for (int i = 0; i < iters; i++) {
-            roundTrip(b, 1);
+            roundTrip(b);
         }
         final double us = (System.nanoTime() - t0) / 1e3 / iters / 2;
         c.barrier();
         return us;
     }
 
-    /** One ping-pong; rank 0's first four bytes carry {@code mark} to rank 1. */
-    private void roundTrip(ByteBuffer b, int mark) {
+    private void roundTrip(ByteBuffer b) {
         if (c.rank() == 0) {
-            b.putInt(0, mark);
             c.send(b.clear(), 1, 1);
             c.recv(b.clear(), 1, 2);
         } else if (c.rank() == 1) {
@@ -112,8 +118,7 @@ public final class CommBenchRank {
     /** Seconds per all-reduce of {@code bytes} float32. */
     private double allReduce(long bytes, int iters) {
         final ByteBuffer b = direct(bytes);
-        c.allReduce(b.clear(), DataType.FLOAT32, ReduceOp.SUM);
-        c.barrier();
+        warmUp(() -> c.allReduce(b.clear(), DataType.FLOAT32, ReduceOp.SUM), iters);
         final long t0 = System.nanoTime();
         for (int i = 0; i < iters; i++) {
             c.allReduce(b.clear(), DataType.FLOAT32, ReduceOp.SUM);
@@ -126,8 +131,7 @@ public final class CommBenchRank {
     private double allToAll(long bytes, int iters) {
         final ByteBuffer s = direct(bytes);
         final ByteBuffer r = direct(bytes);
-        c.allToAll(s.clear(), r.clear());
-        c.barrier();
+        warmUp(() -> c.allToAll(s.clear(), r.clear()), iters);
         final long t0 = System.nanoTime();
         for (int i = 0; i < iters; i++) {
             c.allToAll(s.clear(), r.clear());
@@ -139,8 +143,7 @@ public final class CommBenchRank {
 
     private double broadcast(long bytes, int iters) {
         final ByteBuffer b = direct(bytes);
-        c.broadcast(b.clear(), 0);
-        c.barrier();
+        warmUp(() -> c.broadcast(b.clear(), 0), iters);
         final long t0 = System.nanoTime();
         for (int i = 0; i < iters; i++) {
             c.broadcast(b.clear(), 0);
@@ -181,17 +184,16 @@ public final class CommBenchRank {
     private double rmaPut(int bytes, int iters) {
         try (Window w = Window.allocate(c, bytes)) {
             final ByteBuffer src = direct(bytes);
-            w.fence();
-            final int warm = Math.max(5, iters / 10);
-            long t0 = 0;
-            for (int i = 0; i < warm + iters; i++) {
-                if (i == warm) {
-                    t0 = System.nanoTime();
-                }
+            final Runnable putAndFence = () -> {
                 if (c.rank() == 0) {
                     w.put(src.clear(), 1, 0);
                 }
                 w.fence();
+            };
+            warmUp(putAndFence, iters);
+            final long t0 = System.nanoTime();
+            for (int i = 0; i < iters; i++) {
+                putAndFence.run();
             }
             return (System.nanoTime() - t0) / 1e3 / iters;
         }

@@ -309,6 +309,22 @@ public final class Communicator implements AutoCloseable {
         if (!Double.isNaN(ctx.alpha()) && !Double.isNaN(ctx.beta()) && !Double.isNaN(ctx.gamma())) {
             return new CostModel(ctx.alpha(), ctx.beta(), ctx.gamma());
         }
+        return measure(ctx.costWarmUps());
+    }
+
+    /**
+     * Collective: measures α, β and γ now, on ranks 0 and 1, and installs the figures on every rank (values the
+     * context fixes are kept). Call it after a warm-up of the operations that matter (a first training step, a few
+     * all-reduces): a JVM that has not yet compiled the communication path measures round trips several times
+     * slower than it will run them.
+     */
+    public CostModel measureCostModel() {
+        final CostModel m = measure(50);
+        costModel = m;
+        return m;
+    }
+
+    private CostModel measure(int warmUps) {
         final ByteBuffer params = ByteBuffer.allocateDirect(24).order(ByteOrder.nativeOrder());
         final long seq = nextSequence();
         if (size > 1) {
@@ -316,39 +332,42 @@ public final class Communicator implements AutoCloseable {
             final int big = 1 << 20;
             final ByteBuffer buf = acquire(big);
             final long a = BufferUtil.address(buf);
-            final int reps = 20;
+            final int reps = 31;
             double alpha = 0;
             double beta = 0;
             if (rank <= 1) {
-                // Medians of individually timed round trips: robust to a noisy, shared machine.
+                // Warm-ups first (the JIT compiles the path), then medians of individually timed round trips,
+                // robust to a noisy, shared machine.
                 final int peer = 1 - rank;
                 int step = 0;
                 final long[] small8 = new long[reps];
-                for (int i = 0; i < reps + 5; i++) {
+                for (int i = 0; i < warmUps + reps; i++) {
                     final long t0 = System.nanoTime();
                     pingPong(seq, step, peer, a, small);
-                    if (i >= 5) {
-                        small8[i - 5] = System.nanoTime() - t0;
+                    if (i >= warmUps) {
+                        small8[i - warmUps] = System.nanoTime() - t0;
                     }
                     step += 2;
                 }
                 Arrays.sort(small8);
                 alpha = small8[reps / 2] / 2e9;
-                final long[] large = new long[3];
-                for (int i = 0; i < 3; i++) {
+                final long[] large = new long[5];
+                for (int i = 0; i < 2 + large.length; i++) {
                     final long t0 = System.nanoTime();
                     pingPong(seq, step, peer, a, big);
-                    large[i] = System.nanoTime() - t0;
+                    if (i >= 2) {
+                        large[i - 2] = System.nanoTime() - t0;
+                    }
                     step += 2;
                 }
                 Arrays.sort(large);
-                beta = Math.max(1e-12, large[0] / 2e9 - alpha) / big;
+                beta = Math.max(1e-12, large[large.length / 2] / 2e9 - alpha) / big;
             }
             release(buf);
             if (rank == 0) {
                 params.putDouble(0, alpha).putDouble(8, beta).putDouble(16, measureGamma());
             }
-            broadcastBinomial(seq, 1000, BufferUtil.address(params), 24, 0);
+            broadcastBinomial(seq, 1 << 20, BufferUtil.address(params), 24, 0);
         } else {
             params.putDouble(0, CostModel.DEFAULT.alpha()).putDouble(8, CostModel.DEFAULT.beta())
                 .putDouble(16, CostModel.DEFAULT.gamma());
@@ -1494,6 +1513,7 @@ public final class Communicator implements AutoCloseable {
         private long idleParkNs = Long.getLong("poniard.comm.idleParkNs", 50_000);
         private int idleSpins = Integer.getInteger("poniard.comm.idleSpins", 0);
         private int idleYields = Integer.getInteger("poniard.comm.idleYields", 2000);
+        private int costWarmUps = Integer.getInteger("poniard.comm.costWarmUps", 100);
         private double alpha = doubleProperty("poniard.comm.alpha");
         private double beta = doubleProperty("poniard.comm.beta");
         private double gamma = doubleProperty("poniard.comm.gamma");
@@ -1573,6 +1593,9 @@ public final class Communicator implements AutoCloseable {
             if (failureTimeoutMs < 2 * heartbeatIntervalMs) {
                 throw new IllegalArgumentException("failureTimeoutMs must be at least twice heartbeatIntervalMs ("
                     + heartbeatIntervalMs + "): " + failureTimeoutMs);
+            }
+            if (costWarmUps < 0 || costWarmUps > 100_000) {
+                throw new IllegalArgumentException("costWarmUps must be in [0, 100000]: " + costWarmUps);
             }
             if (unexpectedBudget < 0) {
                 throw new IllegalArgumentException("unexpectedBudget must be >= 0: " + unexpectedBudget);
@@ -1822,6 +1845,19 @@ public final class Communicator implements AutoCloseable {
          */
         public Context waitSpins(long spins) {
             this.waitSpins = spins;
+            return this;
+        }
+
+        public int costWarmUps() {
+            return costWarmUps;
+        }
+
+        /**
+         * Untimed small round trips before connect measures α and β (default 100): the first ones run before the JIT
+         * has compiled the path and take several times longer.
+         */
+        public Context costWarmUps(int warmUps) {
+            this.costWarmUps = warmUps;
             return this;
         }
 

@@ -7,6 +7,7 @@ import java.nio.charset.StandardCharsets;
 import java.util.concurrent.CompletableFuture;
 
 import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 @Timeout(60)
@@ -45,6 +46,14 @@ class RendezvousTest {
                     + cluster.comm(r).costModel());
             }
             assertTrue(m0.alpha() > 0 && m0.beta() > 0, m0.toString());
+            // Measured again on demand (after a warm-up), collectively: every rank installs the same new figures.
+            final java.util.List<CostModel> again = cluster.run(Communicator::measureCostModel);
+            for (int r = 0; r < 3; r++) {
+                assertEquals(again.get(0), again.get(r), "rank " + r);
+                assertEquals(again.get(0), cluster.comm(r).costModel(), "rank " + r + " installed it");
+            }
+            assertTrue(again.get(0).alpha() > 0 && again.get(0).beta() > 0 && again.get(0).gamma() > 0,
+                again.get(0).toString());
         }
         CompletableFuture.completedFuture(null).join();
     }
