@@ -309,12 +309,14 @@ public final class Communicator implements AutoCloseable {
         if (!Double.isNaN(ctx.alpha()) && !Double.isNaN(ctx.beta()) && !Double.isNaN(ctx.gamma())) {
             return new CostModel(ctx.alpha(), ctx.beta(), ctx.gamma());
         }
-        return measure(ctx.costWarmUps());
+        final CostModel m = measure(ctx.costWarmUps());
+        return new CostModel(Double.isNaN(ctx.alpha()) ? m.alpha() : ctx.alpha(),
+            Double.isNaN(ctx.beta()) ? m.beta() : ctx.beta(), Double.isNaN(ctx.gamma()) ? m.gamma() : ctx.gamma());
     }
 
     /**
-     * Collective: measures α, β and γ now, on ranks 0 and 1, and installs the figures on every rank (values the
-     * context fixes are kept). Call it after a warm-up of the operations that matter (a first training step, a few
+     * Collective: measures α, β and γ now, on ranks 0 and 1, and installs the figures on every rank (also where the
+     * context fixed them at connect). Call it after a warm-up of the operations that matter (a first training step, a few
      * all-reduces): a JVM that has not yet compiled the communication path measures round trips several times
      * slower than it will run them.
      */
@@ -351,17 +353,22 @@ public final class Communicator implements AutoCloseable {
                 }
                 Arrays.sort(small8);
                 alpha = small8[reps / 2] / 2e9;
+                // β from a simultaneous exchange (both ranks send and receive 1 MiB), as every step of a ring,
+                // recursive-doubling or Rabenseifner collective does: one engine thread per rank copies both
+                // directions, so a step costs about twice a one-way transfer of the same bytes.
+                final ByteBuffer in = acquire(big);
                 final long[] large = new long[5];
                 for (int i = 0; i < 2 + large.length; i++) {
                     final long t0 = System.nanoTime();
-                    pingPong(seq, step, peer, a, big);
+                    awaitAll(irecv(seq, step, peer, BufferUtil.address(in), big), isend(seq, step, peer, a, big));
                     if (i >= 2) {
                         large[i - 2] = System.nanoTime() - t0;
                     }
                     step += 2;
                 }
+                release(in);
                 Arrays.sort(large);
-                beta = Math.max(1e-12, large[large.length / 2] / 2e9 - alpha) / big;
+                beta = Math.max(1e-12, large[large.length / 2] / 1e9 - alpha) / big;
             }
             release(buf);
             if (rank == 0) {
@@ -372,10 +379,7 @@ public final class Communicator implements AutoCloseable {
             params.putDouble(0, CostModel.DEFAULT.alpha()).putDouble(8, CostModel.DEFAULT.beta())
                 .putDouble(16, CostModel.DEFAULT.gamma());
         }
-        final double alpha = Double.isNaN(ctx.alpha()) ? params.getDouble(0) : ctx.alpha();
-        final double beta = Double.isNaN(ctx.beta()) ? params.getDouble(8) : ctx.beta();
-        final double gamma = Double.isNaN(ctx.gamma()) ? params.getDouble(16) : ctx.gamma();
-        return new CostModel(alpha, beta, gamma);
+        return new CostModel(params.getDouble(0), params.getDouble(8), params.getDouble(16));
     }
 
     private void pingPong(long seq, int step, int peer, long address, long bytes) {
