@@ -90,6 +90,11 @@ final class CpuProcessor implements Processor {
         }
     }
 
+    /** Own-queue work taken and not yet published; meaningful to the active thread only. */
+    long unpublishedNs() {
+        return unpublishedNs;
+    }
+
     /** Publishes own-queue work taken so far (before idling, so an idle processor shows no backlog). */
     void publish() {
         if (unpublishedTasks > 0) {

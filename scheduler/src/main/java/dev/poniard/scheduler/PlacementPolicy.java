@@ -52,6 +52,15 @@ public interface PlacementPolicy {
          * inputs there.
          */
         long estimatedFinishNs(ReadyTask task, int index);
+
+        /**
+         * Whether {@code task} would start at once on processor {@code index} and no processor could finish it
+         * sooner, so that EFT may take {@code index} without reading every other processor's backlog (shared
+         * cache lines that other cores write: the main cost of a dispatch). False when unsure.
+         */
+        default boolean nothingAhead(ReadyTask task, int index) {
+            return false;
+        }
     }
 
     /** A policy's placement rule, without its stealing and ordering flags. */
@@ -82,6 +91,9 @@ public interface PlacementPolicy {
         return of("eft", true, true, (task, view, current) -> {
             Scope scope = task.scope();
             boolean any = scope.isAny();
+            if (current >= 0 && (any || scope.allows(view.processor(current))) && view.nothingAhead(task, current)) {
+                return current; // the full scan would pick it too: nothing finishes sooner, ties go to current
+            }
             int best = -1;
             long bestT = Long.MAX_VALUE;
             for (int i = 0, n = view.processorCount(); i < n; i++) {

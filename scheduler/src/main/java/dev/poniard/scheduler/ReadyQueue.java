@@ -12,7 +12,7 @@ import java.util.concurrent.ConcurrentLinkedQueue;
  *
  * <p><b>Implementation overview.</b> Tasks are ordered by (user priority desc, critical-path rank desc,
  * spawn order asc). Most tasks are <em>plain</em> — priority 0, no rank, any processor — and go to a
- * lock-free multi-producer multi-consumer FIFO (JCTools' xadd queue), so the thread that pushes and the
+ * lock-free multi-producer multi-consumer FIFO (the JDK's Michael–Scott {@code ConcurrentLinkedQueue}), so the thread that pushes and the
  * threads that poll or steal never wait for each other. Prioritised, ranked or scoped tasks go to a
  * binary heap under this object's monitor. Plain tasks all share the key (0, 0) and leave the FIFO in
  * spawn order, so comparing the heap's top with the FIFO's head gives the global order (exact when

@@ -433,7 +433,27 @@ public final class Scheduler implements AutoCloseable, PlacementPolicy.Schedulin
     public long estimatedFinishNs(PlacementPolicy.ReadyTask task, int index) {
         // All CPU processors share one memory domain and one cost-model kind: the backlog decides.
         CpuProcessor p = processors[index];
-        return p.queue.queuedWorkNs() + p.runningEstimateNs + task.estimateNs();
+        return backlogNs(p) + task.estimateNs();
+    }
+
+    /** Same-kind processors in one memory domain: a processor with nothing queued or running finishes first. */
+    @Override
+    public boolean nothingAhead(PlacementPolicy.ReadyTask task, int index) {
+        CpuProcessor p = processors[index];
+        return p.active == Thread.currentThread() && backlogNs(p) <= 0;
+    }
+
+    /**
+     * Work queued and running on {@code p}. Its own worker counts the pulls it has not yet published (it batches
+     * them), so a worker that readies a successor of its task sees its true, empty backlog and keeps the
+     * successor instead of handing it to an idle core.
+     */
+    private static long backlogNs(CpuProcessor p) {
+        long queued = p.queue.queuedWorkNs();
+        if (p.active == Thread.currentThread()) {
+            queued -= p.unpublishedNs();
+        }
+        return queued + p.runningEstimateNs;
     }
 
     // ------------------------------------------------------------------------------------------------

@@ -309,6 +309,32 @@ class SchedulerTest {
 
     @Test
     @Timeout(30)
+    void shouldKeepAChainOnTheWorkerThatReadiesEachLink() throws Exception {
+        // EFT: the worker finishing a link has nothing queued, so the next link stays there; handing it to the
+        // idle worker (as when the worker's own lazily published pulls counted as backlog) bounces every link
+        // between cores.
+        try (Scheduler s = Scheduler.launch(new Scheduler.Context().workers(2))) {
+            CountDownLatch go = new CountDownLatch(1);
+            java.util.Set<String> threads = java.util.concurrent.ConcurrentHashMap.newKeySet();
+            TaskHandle<Integer> h = s.spawn(() -> {
+                go.await();
+                threads.add(Thread.currentThread().getName());
+                return 0;
+            });
+            for (int i = 0; i < 200; i++) {
+                h = s.spawn((Integer x) -> {
+                    threads.add(Thread.currentThread().getName());
+                    return x + 1;
+                }, h);
+            }
+            go.countDown();
+            assertEquals(200, h.join());
+            assertEquals(1, threads.size(), "the chain ran on " + threads);
+        }
+    }
+
+    @Test
+    @Timeout(30)
     void shouldAcceptATypedArrayOfHandlesAsTheInputsOfSpawnN() {
         try (Scheduler s = Scheduler.launch(new Scheduler.Context().workers(2))) {
             @SuppressWarnings("unchecked")
