@@ -148,7 +148,7 @@ public abstract class StreamContractTest {
     /** Stream B waits for a long kernel on stream A through an event, not through the host. */
     @Test
     void shouldOrderKernelsOnDifferentStreamsWithEvents() {
-        int n = 256;
+        int n = 32;
         float[] x0 = new float[n];
         for (int i = 0; i < n; i++) {
             x0[i] = i;
