@@ -64,7 +64,8 @@ cat > "$bundle/run.sh" <<'RUN'
 #   ./run.sh detect   which CUDA devices the driver reports (exit 3: none)
 #   ./run.sh tests    the gpu-tagged tests only      ./run.sh all-tests   every stream test (CPU emulation too)
 #   ./run.sh bench    the benchmark only (gpu_ cases; BENCH_ARGS="--quick" for a short run, "" for cpu_ too)
-# Results go to results/: JUnit XML in results/junit, the benchmark's JSON in results/streams-gpu.json.
+# Results go to results/: JUnit XML in results/junit, the benchmark's JSON in results/streams-gpu.json; where
+# $OUT names a directory (the device runner's output folder), results/ is copied there at the end.
 set -u
 here="$(cd "$(dirname "$0")" && pwd)"
 java="$here/runtime/bin/java"
@@ -79,28 +80,30 @@ detect() {
   "$java" $flags -cp "$cp" dev.poniard.scheduler.stream.cuda.CudaDevices
 }
 tests() { # $1: extra launcher options
-  limit 420 "$java" $flags -cp "$cp:$here/junit/junit-platform-console-standalone.jar" \
+  limit 240 "$java" $flags -cp "$cp:$here/junit/junit-platform-console-standalone.jar" \
     org.junit.platform.console.ConsoleLauncher execute --disable-banner --disable-ansi-colors --details=tree \
     --select-package dev.poniard.scheduler.stream $1 --reports-dir "$here/results/junit"
 }
 bench() {
-  limit 420 "$java" $flags -cp "$cp" dev.poniard.samples.streams.StreamsBenchMain ${BENCH_ARGS---gpu-only} \
+  limit 240 "$java" $flags -cp "$cp" dev.poniard.samples.streams.StreamsBenchMain ${BENCH_ARGS---gpu-only} \
     --json "$here/results/streams-gpu.json"
 }
 
 case "${1:-all}" in
-  detect) detect ;;
-  tests) tests "--include-tag gpu" ;;
-  all-tests) tests "" ;;
-  bench) bench ;;
+  detect) detect; rc=$? ;;
+  tests) tests "--include-tag gpu"; rc=$? ;;
+  all-tests) tests ""; rc=$? ;;
+  bench) bench; rc=$? ;;
   all)
     detect; echo
     tests "--include-tag gpu"; t=$?
     echo; bench; b=$?
     echo "run.sh: tests exit $t, bench exit $b"
-    [ "$t" -eq 0 ] && [ "$b" -eq 0 ] ;;
+    rc=0; [ "$t" -eq 0 ] && [ "$b" -eq 0 ] || rc=1 ;;
   *) echo "usage: $0 [all|detect|tests|all-tests|bench]" >&2; exit 2 ;;
 esac
+if [ -n "${OUT:-}" ] && [ -d "$OUT" ] && [ -w "$OUT" ]; then cp -r "$here/results" "$OUT/"; fi
+exit "$rc"
 RUN
 chmod +x "$bundle/run.sh"
 
