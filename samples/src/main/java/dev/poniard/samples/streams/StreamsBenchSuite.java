@@ -5,27 +5,54 @@ import dev.poniard.samples.bench.BenchResult;
 import dev.poniard.samples.bench.BenchSuite;
 import dev.poniard.scheduler.stream.Buffer;
 import dev.poniard.scheduler.stream.Device;
+import dev.poniard.scheduler.stream.KernelLaunch;
+import dev.poniard.scheduler.stream.Kernels;
+import dev.poniard.scheduler.stream.Stream;
 import dev.poniard.scheduler.stream.StreamScheduler;
 import dev.poniard.scheduler.stream.StreamScheduler.Access;
 import dev.poniard.scheduler.stream.cpu.CpuDevice;
+import dev.poniard.scheduler.stream.cuda.CudaDevice;
+import dev.poniard.scheduler.stream.cuda.CudaDevices;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
+import java.util.Locale;
 import java.util.Random;
 import java.util.function.Consumer;
 
 /**
  * {@code ./poniard bench streams}: multi-stream scheduling against one stream, on the same device in the
  * same run (issue #4). Each row's value is the overlap efficiency E = (T_serial − T) / (T_serial − T_bound),
- * where T_bound is the busiest engine's total time, and its ratio the speedup over one stream. The CPU
- * emulation runs everywhere ({@code cpu_} cases): copy engines at an emulated 2 GB/s, kernels of fixed
- * duration, two kernels at once (two cores).
+ * where T_serial is the one-stream run measured side by side and T_bound the busiest engine's total time,
+ * and its ratio the speedup over one stream.
+ *
+ * <p>The CPU emulation runs everywhere ({@code cpu_} cases): copy engines at an emulated 2 GB/s, kernels of
+ * fixed duration, two kernels at once (two cores). On a CUDA GPU ({@code gpu_} cases) the same four
+ * patterns run with 8 MiB pinned copies and the {@code spin_fma} kernel on a small grid (so kernels of
+ * different streams can share the GPU); engine times are calibrated first, each operation alone on one
+ * stream, and the kernel's iteration count is set so that one kernel takes about as long as one copy in.
+ * Without a GPU the {@code gpu_} cases are skipped with the reason.
  */
 public final class StreamsBenchSuite implements BenchSuite {
     private static final double COPY_BYTES_PER_S = 2e9;
     private static final int CHUNK_BYTES = 2 << 20;          // 1 ms per copy at 2 GB/s
     private static final long KERNEL_NS = 1_000_000;
     private static final int CAPACITY = 2;
+    private static final List<String> PATTERNS =
+            List.of("independent_kernels", "copy_compute_pipeline", "bidirectional_copies", "mixed_dag");
+
+    private final boolean cpu;
+    private final boolean gpu;
+
+    /** Both the CPU emulation and, where present, the GPU. */
+    public StreamsBenchSuite() {
+        this(true, true);
+    }
+
+    public StreamsBenchSuite(boolean cpu, boolean gpu) {
+        this.cpu = cpu;
+        this.gpu = gpu;
+    }
 
     @Override
     public String name() {
@@ -37,25 +64,40 @@ public final class StreamsBenchSuite implements BenchSuite {
         return "copy/compute overlap of the multi-stream scheduler vs one stream (CPU emulation; GPU where present)";
     }
 
+    /** The device under test: buffer size, calibrated engine times, and how to enqueue a compute task. */
+    private interface Workload {
+        int chunkBytes();
+
+        double copyInNs();
+
+        double copyOutNs();
+
+        /** One unit of compute. */
+        double kernelNs();
+
+        /** Kernels that run at once on the streams non-critical work uses. */
+        int capacity();
+
+        /** Enqueues {@code units} units of compute that write {@code out} (and read {@code in} unless null). */
+        void kernel(StreamScheduler s, int units, Buffer out, Buffer in);
+    }
+
     /** One workload: enqueues its operations on a scheduler; knows its engines' total busy times. */
     private interface Pattern {
-        void enqueue(StreamScheduler s, Pool pool);
+        void enqueue(StreamScheduler s, Pool pool, Workload w);
 
         /** Nominal busy time of the busiest engine, in nanoseconds. */
-        double boundNs();
-
-        /** Nominal time of all operations one after another, in nanoseconds. */
-        double serialNs();
+        double boundNs(Workload w);
     }
 
     /** Device buffers and pinned buffers acquired once per case (no allocation while timing). */
     private static final class Pool {
         final List<Buffer> host = new ArrayList<>(), dev = new ArrayList<>();
 
-        Pool(Device d, int n) {
+        Pool(Device d, int n, int bytes) {
             for (int i = 0; i < n; i++) {
-                host.add(d.staging().acquire(CHUNK_BYTES));
-                dev.add(d.memory().acquire(CHUNK_BYTES));
+                host.add(d.staging().acquire(bytes));
+                dev.add(d.memory().acquire(bytes));
             }
         }
 
@@ -70,31 +112,55 @@ public final class StreamsBenchSuite implements BenchSuite {
         int n = options.quick() ? 12 : 16;
         int reps = options.quick() ? 3 : 5;
         List<BenchResult> results = new ArrayList<>();
-        CpuDevice.Context ctx = new CpuDevice.Context().name("bench").computeStreams(3).computeCapacity(CAPACITY)
-                .copyBytesPerSecond(COPY_BYTES_PER_S).memoryBytes(256L << 20).stagingBytes(256L << 20);
-        try (CpuDevice device = CpuDevice.launch(ctx)) {
-            for (String name : List.of("independent_kernels", "copy_compute_pipeline", "bidirectional_copies", "mixed_dag")) {
-                Pattern p = pattern(name, n);
-                Pool pool = new Pool(device, 2 * n);
-                try {
-                    double multi = median(reps, () -> time(new StreamScheduler(device), p, pool));
-                    double single = median(reps, () -> time(new StreamScheduler(device, true), p, pool));
-                    double e = (single - multi) / (single - p.boundNs());
-                    BenchResult r = new BenchResult("cpu_" + name, "overlap_efficiency", "E", e, "1 stream",
-                            single / 1e6, single / multi);
-                    results.add(r);
-                    progress.accept(r);
-                } finally {
-                    pool.close();
+        if (cpu) {
+            CpuDevice.Context ctx = new CpuDevice.Context().name("bench").computeStreams(3).computeCapacity(CAPACITY)
+                    .copyBytesPerSecond(COPY_BYTES_PER_S).memoryBytes(256L << 20).stagingBytes(256L << 20);
+            try (CpuDevice device = CpuDevice.launch(ctx)) {
+                runCases("cpu_", device, cpuWorkload(), n, reps, results, progress);
+            }
+        }
+        if (gpu) {
+            CudaDevices.Detection found = CudaDevices.detect();
+            if (!found.available()) {
+                System.out.println("gpu_ cases skipped: " + found);
+                System.out.flush();
+            } else {
+                int bytes = GpuWorkload.CHUNK_BYTES;
+                CudaDevice.Context ctx = new CudaDevice.Context().name("bench-gpu").computeStreams(4)
+                        .memoryBytes(4L * n * bytes).stagingBytes(4L * n * bytes);
+                try (CudaDevice device = CudaDevice.launch(ctx)) {
+                    GpuWorkload w = new GpuWorkload(device, n);
+                    System.out.println("gpu: " + device + "; " + w);
+                    System.out.flush();
+                    runCases("gpu_", device, w, n, reps, results, progress);
                 }
             }
         }
         return results;
     }
 
-    private static double time(StreamScheduler s, Pattern p, Pool pool) {
+    private static void runCases(String prefix, Device device, Workload w, int n, int reps, List<BenchResult> results,
+                                 Consumer<BenchResult> progress) {
+        for (String name : PATTERNS) {
+            Pattern p = pattern(name, n);
+            Pool pool = new Pool(device, 2 * n, w.chunkBytes());
+            try {
+                double multi = median(reps, () -> time(new StreamScheduler(device), p, pool, w));
+                double single = median(reps, () -> time(new StreamScheduler(device, true), p, pool, w));
+                double e = (single - multi) / (single - p.boundNs(w));
+                BenchResult r = new BenchResult(prefix + name, "overlap_efficiency", "E", e, "1 stream",
+                        single / 1e6, single / multi);
+                results.add(r);
+                progress.accept(r);
+            } finally {
+                pool.close();
+            }
+        }
+    }
+
+    private static double time(StreamScheduler s, Pattern p, Pool pool, Workload w) {
         long t0 = System.nanoTime();
-        p.enqueue(s, pool);
+        p.enqueue(s, pool, w);
         s.synchronize();
         return System.nanoTime() - t0;
     }
@@ -109,69 +175,196 @@ public final class StreamsBenchSuite implements BenchSuite {
         return v[reps / 2];
     }
 
-    private static void kernel(long ns) {
+    private static void spin(long ns) {
         long end = System.nanoTime() + ns;
         while (System.nanoTime() < end) {
             Thread.onSpinWait();
         }
     }
 
-    private static double copyNs() {
-        return CHUNK_BYTES * 1e9 / COPY_BYTES_PER_S;
+    /** The CPU emulation: nominal engine times, kernels that spin for a fixed time. */
+    private static Workload cpuWorkload() {
+        double copyNs = CHUNK_BYTES * 1e9 / COPY_BYTES_PER_S;
+        return new Workload() {
+            public int chunkBytes() {
+                return CHUNK_BYTES;
+            }
+
+            public double copyInNs() {
+                return copyNs;
+            }
+
+            public double copyOutNs() {
+                return copyNs;
+            }
+
+            public double kernelNs() {
+                return KERNEL_NS;
+            }
+
+            public int capacity() {
+                return CAPACITY;
+            }
+
+            public void kernel(StreamScheduler s, int units, Buffer out, Buffer in) {
+                long ns = units * KERNEL_NS;
+                if (in == null) {
+                    s.launch(() -> spin(ns), ns, false, Access.out(out));
+                } else {
+                    s.launch(() -> spin(ns), ns, false, Access.in(in), Access.out(out));
+                }
+            }
+        };
+    }
+
+    /**
+     * A CUDA GPU: engine times measured, each kind of operation alone on one stream, batches of 8 between
+     * synchronisations; the spin kernel's iterations chosen so that one kernel takes about one copy in.
+     */
+    private static final class GpuWorkload implements Workload {
+        static final int CHUNK_BYTES = 8 << 20;
+        /** Threads of one kernel: 32 blocks of 256, a small part of any data-centre GPU. */
+        static final int KERNEL_ELEMENTS = 32 * KernelLaunch.DEFAULT_BLOCK;
+        private static final int BATCH = 8;
+        final double copyInNs;
+        final double copyOutNs;
+        final int iters;
+        final double kernelNs;
+        final int capacity;
+
+        GpuWorkload(CudaDevice d, int n) {
+            d.loadKernels(Kernels.ALL);
+            capacity = Math.max(1, d.computeStreams().size() - 1);
+            Pool pool = new Pool(d, BATCH, CHUNK_BYTES);
+            try {
+                Stream s = d.computeStreams().get(1);
+                for (Buffer b : pool.dev) {
+                    s.launch(KernelLaunch.of(Kernels.FILL_F32, b, 0.5f, CHUNK_BYTES / 4), 0);
+                }
+                s.record().synchronize();
+                copyInNs = measure(() -> {
+                    for (int i = 0; i < BATCH; i++) {
+                        d.hostToDevice().copy(pool.host.get(i), 0, pool.dev.get(i), 0, CHUNK_BYTES);
+                    }
+                    d.hostToDevice().record().synchronize();
+                });
+                copyOutNs = measure(() -> {
+                    for (int i = 0; i < BATCH; i++) {
+                        d.deviceToHost().copy(pool.dev.get(i), 0, pool.host.get(i), 0, CHUNK_BYTES);
+                    }
+                    d.deviceToHost().record().synchronize();
+                });
+                int probe = 20_000;
+                double probeNs = kernelTime(d, pool, probe);
+                iters = (int) Math.max(1_000, Math.min(200_000_000, probe * copyInNs / probeNs));
+                kernelNs = kernelTime(d, pool, iters);
+            } finally {
+                pool.close();
+            }
+        }
+
+        private static double kernelTime(CudaDevice d, Pool pool, int iters) {
+            Stream s = d.computeStreams().get(1);
+            return measure(() -> {
+                for (int i = 0; i < BATCH; i++) {
+                    s.launch(spin(pool.dev.get(i), iters), 0);
+                }
+                s.record().synchronize();
+            });
+        }
+
+        static KernelLaunch spin(Buffer b, int iters) {
+            // x -> 0.999 x + 0.001 stays near 1: no overflow, no denormals, whatever the iteration count
+            return KernelLaunch.of(Kernels.SPIN_FMA_F32, b, 0.999f, 0.001f, KERNEL_ELEMENTS, iters);
+        }
+
+        /** Median time of one operation of a batch, in nanoseconds. */
+        private static double measure(Runnable batch) {
+            return median(5, () -> {
+                long t0 = System.nanoTime();
+                batch.run();
+                return (System.nanoTime() - t0) / (double) BATCH;
+            });
+        }
+
+        public int chunkBytes() {
+            return CHUNK_BYTES;
+        }
+
+        public double copyInNs() {
+            return copyInNs;
+        }
+
+        public double copyOutNs() {
+            return copyOutNs;
+        }
+
+        public double kernelNs() {
+            return kernelNs;
+        }
+
+        public int capacity() {
+            return capacity;
+        }
+
+        public void kernel(StreamScheduler s, int units, Buffer out, Buffer in) {
+            KernelLaunch k = spin(out, iters * units);
+            if (in == null) {
+                s.launch(k, (long) (units * kernelNs), false);
+            } else {
+                s.launch(k, (long) (units * kernelNs), false, Access.in(in));
+            }
+        }
+
+        @Override
+        public String toString() {
+            return String.format(Locale.ROOT, "calibrated: %d MiB copy in %.1f us (%.1f GB/s), out %.1f us (%.1f GB/s);"
+                            + " spin kernel %d elements x %d iterations %.1f us; %d kernels at once",
+                    CHUNK_BYTES >> 20, copyInNs / 1e3, CHUNK_BYTES / copyInNs, copyOutNs / 1e3, CHUNK_BYTES / copyOutNs,
+                    KERNEL_ELEMENTS, iters, kernelNs / 1e3, capacity);
+        }
     }
 
     private static Pattern pattern(String name, int n) {
         switch (name) {
             case "independent_kernels":
                 return new Pattern() {
-                    public void enqueue(StreamScheduler s, Pool pool) {
+                    public void enqueue(StreamScheduler s, Pool pool, Workload w) {
                         for (int i = 0; i < n; i++) {
-                            s.launch(() -> kernel(2 * KERNEL_NS), 2 * KERNEL_NS, false, Access.out(pool.dev.get(i)));
+                            w.kernel(s, 2, pool.dev.get(i), null);
                         }
                     }
 
-                    public double boundNs() {
-                        return n * 2.0 * KERNEL_NS / CAPACITY;
-                    }
-
-                    public double serialNs() {
-                        return n * 2.0 * KERNEL_NS;
+                    public double boundNs(Workload w) {
+                        return n * 2.0 * w.kernelNs() / w.capacity();
                     }
                 };
             case "copy_compute_pipeline":
                 return new Pattern() {
-                    public void enqueue(StreamScheduler s, Pool pool) {
+                    public void enqueue(StreamScheduler s, Pool pool, Workload w) {
                         for (int i = 0; i < n; i++) {
                             Buffer h = pool.host.get(i), d = pool.dev.get(i);
-                            s.copyIn(h, d, CHUNK_BYTES);
-                            s.launch(() -> kernel(KERNEL_NS), KERNEL_NS, false, Access.out(d));
-                            s.copyOut(d, h, CHUNK_BYTES);
+                            s.copyIn(h, d, w.chunkBytes());
+                            w.kernel(s, 1, d, null);
+                            s.copyOut(d, h, w.chunkBytes());
                         }
                     }
 
-                    public double boundNs() {
-                        return Math.max(n * copyNs(), n * (double) KERNEL_NS / CAPACITY);
-                    }
-
-                    public double serialNs() {
-                        return n * (2 * copyNs() + KERNEL_NS);
+                    public double boundNs(Workload w) {
+                        return Math.max(Math.max(n * w.copyInNs(), n * w.copyOutNs()), n * w.kernelNs() / w.capacity());
                     }
                 };
             case "bidirectional_copies":
                 return new Pattern() {
-                    public void enqueue(StreamScheduler s, Pool pool) {
+                    public void enqueue(StreamScheduler s, Pool pool, Workload w) {
                         for (int i = 0; i < n; i++) {
-                            s.copyIn(pool.host.get(i), pool.dev.get(i), CHUNK_BYTES);
-                            s.copyOut(pool.dev.get(n + i), pool.host.get(n + i), CHUNK_BYTES);
+                            s.copyIn(pool.host.get(i), pool.dev.get(i), w.chunkBytes());
+                            s.copyOut(pool.dev.get(n + i), pool.host.get(n + i), w.chunkBytes());
                         }
                     }
 
-                    public double boundNs() {
-                        return n * copyNs();
-                    }
-
-                    public double serialNs() {
-                        return 2 * n * copyNs();
+                    public double boundNs(Workload w) {
+                        return Math.max(n * w.copyInNs(), n * w.copyOutNs());
                     }
                 };
             default:
@@ -184,42 +377,30 @@ public final class StreamsBenchSuite implements BenchSuite {
         Random rnd = new Random(42);
         int ops = 3 * n;
         int[] kind = new int[ops], buf = new int[ops], other = new int[ops];
-        double in = 0, out = 0, compute = 0;
+        int[] count = new int[3];
         for (int i = 0; i < ops; i++) {
             kind[i] = rnd.nextInt(3);
             buf[i] = rnd.nextInt(n);
             other[i] = rnd.nextInt(n);
-            if (kind[i] == 0) {
-                in += copyNs();
-            } else if (kind[i] == 1) {
-                out += copyNs();
-            } else {
-                compute += KERNEL_NS;
-            }
+            count[kind[i]]++;
         }
-        double bound = Math.max(Math.max(in, out), compute / CAPACITY);
-        double serial = in + out + compute;
         return new Pattern() {
-            public void enqueue(StreamScheduler s, Pool pool) {
+            public void enqueue(StreamScheduler s, Pool pool, Workload w) {
                 for (int i = 0; i < ops; i++) {
                     Buffer d = pool.dev.get(buf[i]);
                     if (kind[i] == 0) {
-                        s.copyIn(pool.host.get(buf[i]), d, CHUNK_BYTES);
+                        s.copyIn(pool.host.get(buf[i]), d, w.chunkBytes());
                     } else if (kind[i] == 1) {
-                        s.copyOut(d, pool.host.get(n + buf[i]), CHUNK_BYTES);
+                        s.copyOut(d, pool.host.get(n + buf[i]), w.chunkBytes());
                     } else {
-                        s.launch(() -> kernel(KERNEL_NS), KERNEL_NS, false, Access.in(pool.dev.get(other[i])),
-                                Access.out(d));
+                        w.kernel(s, 1, d, other[i] == buf[i] ? null : pool.dev.get(other[i]));
                     }
                 }
             }
 
-            public double boundNs() {
-                return bound;
-            }
-
-            public double serialNs() {
-                return serial;
+            public double boundNs(Workload w) {
+                return Math.max(Math.max(count[0] * w.copyInNs(), count[1] * w.copyOutNs()),
+                        count[2] * w.kernelNs() / w.capacity());
             }
         };
     }

@@ -12,8 +12,14 @@ public interface Buffer extends AutoCloseable {
     /** Whether this is (pinned) host memory rather than device memory. */
     boolean host();
 
-    /** The memory as a direct buffer, where the device's memory is visible to the JVM (CPU emulation). */
+    /**
+     * The memory as a direct buffer, where the device's memory is visible to the JVM (the CPU emulation, and
+     * pinned host memory of a GPU); GPU device memory throws {@link IllegalStateException}.
+     */
     ByteBuffer bytes();
+
+    /** The allocation behind this buffer, for the device that owns it (a CUDA device pointer, say). */
+    BufferPool.Memory memory();
 
     /** Returns the buffer to its pool. */
     @Override

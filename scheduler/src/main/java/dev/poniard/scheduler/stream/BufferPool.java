@@ -3,29 +3,73 @@ package dev.poniard.scheduler.stream;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
 import java.util.ArrayDeque;
+import java.util.ArrayList;
+import java.util.List;
 import java.util.TreeMap;
 
 /**
  * Keeps allocation off the hot path: buffers are allocated once, in power-of-two size classes, and reused.
  * A pool is bounded by {@code limitBytes}; asking for more than is free fails with a message that says how
  * much is in use, rather than allocating behind the user's back.
+ *
+ * <p>Memory comes from an {@link Allocator}: direct memory by default (the CPU emulation), device memory
+ * or pinned host memory for a CUDA device. {@link #close()} frees every allocation, so close a pool only
+ * once no device work uses its buffers.
  */
 public final class BufferPool implements AutoCloseable {
+    /** One allocation: a block of device or host memory the pool hands out again and again. */
+    public interface Memory {
+        /** The memory as a direct buffer, or null where the JVM cannot see it (device memory of a GPU). */
+        ByteBuffer bytes();
+
+        /** Gives the memory back to the system; called once, when the pool closes. */
+        void free();
+    }
+
+    /** Where a pool's memory comes from; called off the hot path, once per buffer the pool ever holds. */
+    @FunctionalInterface
+    public interface Allocator {
+        Memory allocate(long bytes);
+    }
+
+    /** Direct (JVM-visible) memory, freed by the garbage collector. */
+    public static final Allocator DIRECT = bytes -> {
+        ByteBuffer b = ByteBuffer.allocateDirect((int) bytes).order(ByteOrder.nativeOrder());
+        return new Memory() {
+            @Override
+            public ByteBuffer bytes() {
+                return b;
+            }
+
+            @Override
+            public void free() {
+            }
+        };
+    };
+
     private final String name;
     private final boolean host;
     private final long limitBytes;
+    private final Allocator allocator;
     private final TreeMap<Long, ArrayDeque<PooledBuffer>> free = new TreeMap<>();
+    private final List<PooledBuffer> all = new ArrayList<>();
     private long allocatedBytes;
     private long inUseBytes;
     private boolean closed;
 
+    /** A pool of direct memory. */
     public BufferPool(String name, boolean host, long limitBytes) {
+        this(name, host, limitBytes, DIRECT);
+    }
+
+    public BufferPool(String name, boolean host, long limitBytes, Allocator allocator) {
         if (limitBytes <= 0) {
             throw new IllegalArgumentException("pool " + name + " needs a positive limit, got " + limitBytes);
         }
         this.name = name;
         this.host = host;
         this.limitBytes = limitBytes;
+        this.allocator = allocator;
     }
 
     /** A buffer of at least {@code bytes} bytes (its capacity is the next power of two). */
@@ -45,8 +89,9 @@ public final class BufferPool implements AutoCloseable {
                 throw new IllegalStateException("buffer pool " + name + " cannot provide " + bytes + " bytes: "
                         + inUseBytes + " of its " + limitBytes + " bytes are in use; release buffers or raise the limit");
             }
+            b = new PooledBuffer(allocator.allocate(size), size);
             allocatedBytes += size;
-            b = new PooledBuffer(ByteBuffer.allocateDirect((int) size).order(ByteOrder.nativeOrder()));
+            all.add(b);
         }
         inUseBytes += size;
         b.inUse = true;
@@ -58,8 +103,10 @@ public final class BufferPool implements AutoCloseable {
             throw new IllegalStateException("buffer released twice to pool " + name);
         }
         b.inUse = false;
-        inUseBytes -= b.data.capacity();
-        free.computeIfAbsent((long) b.data.capacity(), k -> new ArrayDeque<>()).add(b);
+        inUseBytes -= b.size;
+        if (!closed) {
+            free.computeIfAbsent(b.size, k -> new ArrayDeque<>()).add(b);
+        }
     }
 
     public synchronized long inUseBytes() {
@@ -71,23 +118,47 @@ public final class BufferPool implements AutoCloseable {
         return allocatedBytes;
     }
 
+    public String name() {
+        return name;
+    }
+
+    /** Frees every allocation, including buffers still acquired (they must not be used afterwards). */
     @Override
     public synchronized void close() {
+        if (closed) {
+            return;
+        }
         closed = true;
         free.clear();
+        RuntimeException first = null;
+        for (PooledBuffer b : all) {
+            try {
+                b.memory.free();
+            } catch (RuntimeException e) {
+                if (first == null) {
+                    first = e;
+                }
+            }
+        }
+        all.clear();
+        if (first != null) {
+            throw first;
+        }
     }
 
     private final class PooledBuffer implements Buffer {
-        final ByteBuffer data;
+        final Memory memory;
+        final long size;
         boolean inUse;
 
-        PooledBuffer(ByteBuffer data) {
-            this.data = data;
+        PooledBuffer(Memory memory, long size) {
+            this.memory = memory;
+            this.size = size;
         }
 
         @Override
         public long capacity() {
-            return data.capacity();
+            return size;
         }
 
         @Override
@@ -97,7 +168,17 @@ public final class BufferPool implements AutoCloseable {
 
         @Override
         public ByteBuffer bytes() {
-            return data;
+            ByteBuffer b = memory.bytes();
+            if (b == null) {
+                throw new IllegalStateException("buffer of pool " + name + " is device memory the JVM cannot see:"
+                        + " copy it to a staging buffer (Device.deviceToHost()) and read that");
+            }
+            return b;
+        }
+
+        @Override
+        public Memory memory() {
+            return memory;
         }
 
         @Override

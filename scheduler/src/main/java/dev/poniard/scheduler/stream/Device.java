@@ -5,7 +5,8 @@ import java.util.List;
 /**
  * A device with K compute streams (the first one high-priority), a host-to-device and a device-to-host copy
  * stream, a pool of device memory and a pool of pinned host buffers for staging. Implementations: the CPU
- * emulation ({@code CpuDevice}), which runs everywhere, and CUDA devices where a GPU is present.
+ * emulation ({@code CpuDevice}), which runs everywhere, and {@code CudaDevice} where a GPU is present
+ * ({@code CudaDevices.detect()} says whether one is, without failing where none is).
  */
 public interface Device extends AutoCloseable {
     String name();

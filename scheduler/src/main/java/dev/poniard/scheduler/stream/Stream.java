@@ -21,11 +21,22 @@ public interface Stream {
     boolean highPriority();
 
     /**
-     * Enqueues a kernel: {@code work} runs on the device's compute resources in stream order.
+     * Enqueues a kernel written in Java: {@code work} runs on the device's compute resources in stream order.
+     * Only the CPU emulation can run Java code as device work; a GPU stream throws
+     * {@link UnsupportedOperationException} and takes {@link #launch(KernelLaunch, long)} instead.
      *
      * @param estimateNs expected run time, for load balancing across streams (0 if unknown)
      */
     void launch(Runnable work, long estimateNs);
+
+    /**
+     * Enqueues one of the shipped kernels ({@link Kernels}) on device buffers of this stream's device: the PTX
+     * on a GPU, its Java implementation on the CPU emulation. The launch was validated when it was built;
+     * a buffer of another device is refused with {@link IllegalArgumentException}.
+     *
+     * @param estimateNs expected run time, for load balancing across streams (0 if unknown)
+     */
+    void launch(KernelLaunch kernel, long estimateNs);
 
     /**
      * Enqueues an asynchronous copy of {@code bytes} bytes: the copy runs on this stream's engine at the

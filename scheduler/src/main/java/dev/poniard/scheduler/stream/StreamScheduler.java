@@ -79,6 +79,19 @@ public final class StreamScheduler {
         return submit(s, () -> s.launch(kernel, estimateNs), accesses);
     }
 
+    /**
+     * Launches a shipped kernel; the buffers it reads and writes come from its parameter modes, and
+     * {@code extra} adds accesses the kernel's arguments do not show.
+     *
+     * @param critical on the critical path: runs on the high-priority stream
+     */
+    public Event launch(KernelLaunch kernel, long estimateNs, boolean critical, Access... extra) {
+        List<Access> acc = new ArrayList<>(kernel.accesses());
+        acc.addAll(List.of(extra));
+        Stream s = computeStream(critical);
+        return submit(s, () -> s.launch(kernel, estimateNs), acc.toArray(new Access[0]));
+    }
+
     private Stream computeStream(boolean critical) {
         List<Stream> cs = device.computeStreams();
         if (singleStream || critical || cs.size() == 1) {

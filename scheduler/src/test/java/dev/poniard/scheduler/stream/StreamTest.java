@@ -21,8 +21,9 @@ import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.MethodSource;
 
 /**
- * The stream contract, run against every implementation available here (the CPU emulation everywhere;
- * CUDA devices join this list in the {@code gpu}-tagged suite).
+ * The CPU emulation with kernels written in Java ({@code Runnable}s, which only the emulation can run): stream
+ * order, failure propagation through events, stream choice. The device-neutral contract, with the shipped
+ * kernels, runs on every implementation in {@link StreamContractTest}.
  */
 @Timeout(value = 30, unit = TimeUnit.SECONDS)
 class StreamTest {

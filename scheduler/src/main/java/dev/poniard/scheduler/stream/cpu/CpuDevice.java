@@ -4,6 +4,7 @@ import dev.poniard.scheduler.stream.Buffer;
 import dev.poniard.scheduler.stream.BufferPool;
 import dev.poniard.scheduler.stream.Device;
 import dev.poniard.scheduler.stream.Event;
+import dev.poniard.scheduler.stream.KernelLaunch;
 import dev.poniard.scheduler.stream.Stream;
 import java.nio.ByteBuffer;
 import java.util.ArrayList;
@@ -307,6 +308,17 @@ public final class CpuDevice implements Device {
                     pending.addAndGet(-estimateNs);
                 }
             });
+        }
+
+        @Override
+        public void launch(KernelLaunch kernel, long estimateNs) {
+            for (int i = 0; i < kernel.argCount(); i++) {
+                if (kernel.arg(i) instanceof Buffer && ((Buffer) kernel.arg(i)).memory().bytes() == null) {
+                    throw new IllegalArgumentException("kernel " + kernel.kernel().name() + ", argument " + i
+                            + ": memory of a GPU cannot be used by the CPU emulation " + ctx.name());
+                }
+            }
+            launch(() -> kernel.kernel().runOnCpu(kernel), estimateNs);
         }
 
         @Override
