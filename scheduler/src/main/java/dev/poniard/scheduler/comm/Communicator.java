@@ -184,6 +184,15 @@ public final class Communicator implements AutoCloseable {
                 ctx.secret(), self, ctx.rendezvousTimeoutMs(), ctx.protocolVersion());
         }
         LOG.debug("rank {}: endpoints {}", rank, Rendezvous.describe(table));
+        if (ctx.waitSpins() < 0) {
+            // Spinning waiters answer in microseconds while every rank of this host has a core; with more ranks
+            // than cores they would take the cores from the ranks that have work, so they yield at once instead.
+            int local = 0;
+            for (Rendezvous.Endpoint e : table.endpoints()) {
+                local += e.hostKey().equals(hostKey) ? 1 : 0;
+            }
+            ctx.waitSpins(local <= Runtime.getRuntime().availableProcessors() ? 2000 : 0);
+        }
 
         final Subscription ipcSub = aeron.addSubscription("aeron:ipc", table.streamBase() + rank);
         resources.add(ipcSub);
@@ -1512,7 +1521,7 @@ public final class Communicator implements AutoCloseable {
         private long rendezvousTimeoutMs = Long.getLong("poniard.comm.rendezvousTimeoutMs", 60_000);
         private long unexpectedBudget = Long.getLong("poniard.comm.unexpectedBudget", 64L << 20);
         private long maxMessageLength = Long.getLong("poniard.comm.maxMessageLength", (long) Integer.MAX_VALUE - 64);
-        private long waitSpins = Long.getLong("poniard.comm.waitSpins", 2000);
+        private long waitSpins = Long.getLong("poniard.comm.waitSpins", -1);
         private long waitYields = Long.getLong("poniard.comm.waitYields", 2000);
         private long idleParkNs = Long.getLong("poniard.comm.idleParkNs", 50_000);
         private int idleSpins = Integer.getInteger("poniard.comm.idleSpins", 0);
@@ -1843,9 +1852,9 @@ public final class Communicator implements AutoCloseable {
         }
 
         /**
-         * Idle progress cycles a waiting caller spins through before it yields (default 2000, a few hundred
-         * microseconds; the count restarts whenever a cycle moves data). Lower it where cores are scarce and
-         * latency matters less than compute.
+         * Idle progress cycles a waiting caller spins through before it yields (the count restarts whenever a cycle
+         * moves data). Default -1, resolved at connect: 2000 (a few hundred microseconds) when this host runs no
+         * more ranks than it has cores, else 0. Lower it where latency matters less than compute.
          */
         public Context waitSpins(long spins) {
             this.waitSpins = spins;
