@@ -5,8 +5,9 @@ import dev.poniard.linalg.tile.Tile;
 /**
  * Result of {@link TileAlgebra#qr}: the factored matrix (R in its upper triangle, reflectors below and in
  * the tiles under the diagonal), the block-reflector factors T of every GEQRT (i = k) and TPQRT (i > k)
- * step, and a copy of each diagonal tile's reflectors. T and V of tile column k live on the rank that owns
- * that column. Holds native memory for T and V: close it.
+ * step, and a copy of each diagonal tile's reflectors. T and V of tile column k live on the rank that factored
+ * that column: its owner in {@link #factors()}, or, where that distribution splits tile columns over ranks, in
+ * the 1D cyclic by columns copy that {@link TileAlgebra#qr} factored. Holds native memory for T and V: close it.
  */
 public final class QrFactorization implements AutoCloseable {
     private final DistributedMatrix factors;
@@ -25,12 +26,17 @@ public final class QrFactorization implements AutoCloseable {
         return factors;
     }
 
-    /** T factors of step k for tile row i (i >= k); null on a rank that does not own tile column k. */
+    /** The same T and V (this object's, now owned by the result) for factors copied into {@code a}. */
+    QrFactorization withFactors(DistributedMatrix a) {
+        return new QrFactorization(a, t, v, innerBlock);
+    }
+
+    /** T factors of step k for tile row i (i >= k); null on a rank that did not factor tile column k. */
     public Tile t(int i, int k) {
         return t.orNull(i, k);
     }
 
-    /** Reflectors of diagonal tile k, as GEQRT left them; null on a rank that does not own tile column k. */
+    /** Reflectors of diagonal tile k, as GEQRT left them; null on a rank that did not factor tile column k. */
     public Tile v(int k) {
         return v.orNull(k, 0);
     }
@@ -39,12 +45,12 @@ public final class QrFactorization implements AutoCloseable {
         return innerBlock;
     }
 
-    /** T as kernels name it: entry (i, k), owned with tile column k. */
+    /** T as kernels name it: entry (i, k), owned by the rank that factored tile column k. */
     TileTasks.Tiles tFactors() {
         return t;
     }
 
-    /** The reflector copies as kernels name them: entry (k, 0), owned with tile column k. */
+    /** The reflector copies as kernels name them: entry (k, 0), owned by the rank that factored tile column k. */
     TileTasks.Tiles reflectors() {
         return v;
     }

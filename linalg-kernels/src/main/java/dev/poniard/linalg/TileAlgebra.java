@@ -57,9 +57,9 @@ import java.util.function.IntBinaryOperator;
  * with {@link Strategy#COLLECTIVE}, by broadcasts to each group of consumers. A failure on one rank (say a
  * matrix that is not positive definite) aborts the communicator and fails the operation on every rank
  * with the same exception. The solves ({@link #triangularSolve}, {@link #solve}, {@link #solveSpd},
- * {@link #leastSquares}, {@link #applyQ}) run the same way on any distribution of their operands; {@link #lu}
- * and {@link #qr} factor in place only distributions that keep each tile column on one rank, and
- * {@link #redistribute} copies a matrix to one.
+ * {@link #leastSquares}, {@link #applyQ}) run the same way on any distribution of their operands, and so do
+ * {@link #lu} and {@link #qr}, which factor each panel on one rank: on distributions that split a tile column
+ * over ranks they factor a copy by columns and copy the result back ({@link #redistribute}).
  *
  * <p>OpenBLAS is held to one thread on each worker through the scheduler's {@code workerStart} hook.
  * With a scheduler passed in by the caller, the caller owns that setting.
@@ -425,11 +425,26 @@ public final class TileAlgebra implements AutoCloseable {
      * LU factorization with partial pivoting in place, P A = L U as LAPACK's getrf: U in the upper
      * triangle, the unit lower L below it, and the row interchanges in the result's pivots.
      *
+     * <p>Across ranks any distribution works, and every rank gets all the pivots. Each panel is one getrf
+     * task on one rank (exact partial pivoting over the whole column), so when {@code a}'s distribution splits
+     * a tile column over ranks (P x Q grids with P > 1, 1D or block-cyclic by rows) the factorization runs on
+     * a copy by columns ({@link #redistribute}) and the factored tiles are copied back: two redistributions,
+     * O(mn) data moved against O(mn min(m, n)) flops, and a second copy of A's tiles in memory meanwhile.
+     * A failure while factoring (a singular matrix) then leaves {@code a} as it was.
+     *
      * @throws SingularMatrixException naming the first column with an exactly zero pivot
      */
     public LuFactorization lu(DistributedMatrix a) {
         if (!a.isWhole()) {
-            return luAcrossRanks(a);
+            if (splitColumn(a.distribution(), a) == null) {
+                return luAcrossRanks(a);
+            }
+            checkRanks("lu", a); // before the copy, so that misuse is named as lu's
+            try (DistributedMatrix c = byColumns(a)) {
+                int[] piv = luAcrossRanks(c).pivots();
+                copyTiles("lu", c, a);
+                return new LuFactorization(a, piv);
+            }
         }
         int nb = a.tileSize();
         int steps = Math.min(a.mt(), a.nt());
@@ -485,7 +500,6 @@ public final class TileAlgebra implements AutoCloseable {
      */
     private LuFactorization luAcrossRanks(DistributedMatrix a) {
         Distribution d = a.distribution();
-        wholeColumns("lu", d, a);
         int nb = a.tileSize();
         int steps = Math.min(a.mt(), a.nt());
         int minDim = Math.min(a.rows(), a.cols());
@@ -566,21 +580,6 @@ public final class TileAlgebra implements AutoCloseable {
                 }
             }
             return new LuFactorization(a, piv);
-        }
-    }
-
-    /** Operations that factor a panel on one rank need every tile column of {@code a} on one rank. */
-    private static void wholeColumns(String op, Distribution d, DistributedMatrix a) {
-        int[] split = splitColumn(d, a);
-        if (split != null) {
-            int i = split[0];
-            int j = split[1];
-            throw new IllegalArgumentException(op + " across ranks factors each panel on one rank and needs every "
-                    + "tile column on one rank (a 1 x Q grid or a 1D distribution by columns), but " + d
-                    + " puts tile (0, " + j + ") on rank " + d.owner(0, j).rank() + " and tile (" + i + ", " + j
-                    + ") on rank " + d.owner(i, j).rank() + "; copy it to one with TileAlgebra.redistribute(a, "
-                    + "Distribution.cyclic1d(Axis.COLUMNS, " + d.ranks() + ", " + d.devicesPerRank() + ")) first, "
-                    + "or call solve / leastSquares, which do that on their copy");
         }
     }
 
@@ -766,14 +765,37 @@ public final class TileAlgebra implements AutoCloseable {
      * Tile QR factorization A = Q R in place (flat-tree TS kernels): R in the upper triangle of the first
      * min(m, n) rows, Q as Householder reflectors in the rest of {@code a} and the returned factors.
      *
-     * <p>Across ranks the distribution must keep every tile column on one rank: the kernels of tile column
-     * k (GEQRT, TPQRT) and the T factors and reflector copies they make live with column k, and the updates
-     * of column j (GEMQRT, TPMQRT) run on j's owner with the reflectors fetched. Each tile sees the same
-     * kernels in the same order as in one process, so the factors are the same.
+     * <p>Across ranks the kernels of tile column k (GEQRT, TPQRT) and the T factors and reflector copies
+     * they make live with column k, and the updates of column j (GEMQRT, TPMQRT) run on j's owner with the
+     * reflectors fetched. Each tile sees the same kernels in the same order as in one process, so the factors
+     * are the same bits. Each TPQRT updates the diagonal tile and one tile below it together, so a panel's
+     * kernels need its whole tile column on one rank: when {@code a}'s distribution splits a tile column over
+     * ranks (P x Q grids with P > 1, 1D or block-cyclic by rows) the factorization runs on a copy by columns
+     * ({@link #redistribute}) and R and the reflectors are copied back into {@code a}: two redistributions,
+     * O(mn) data moved against O(mn min(m, n)) flops. T and the reflector copies then stay on the copy's
+     * layout (1D cyclic by columns), which {@link #applyQ} reads wherever they are. A failure while factoring
+     * leaves {@code a} as it was.
      */
     public QrFactorization qr(DistributedMatrix a) {
+        if (splitColumn(a.distribution(), a) == null) {
+            return qrByColumns(a);
+        }
+        checkRanks("qr", a);
+        try (DistributedMatrix c = byColumns(a)) {
+            QrFactorization onCopy = qrByColumns(c);
+            try {
+                copyTiles("qr", c, a);
+            } catch (RuntimeException e) {
+                onCopy.close();
+                throw e;
+            }
+            return onCopy.withFactors(a);
+        }
+    }
+
+    /** QR in place of a matrix whose every tile column is on one rank. */
+    private QrFactorization qrByColumns(DistributedMatrix a) {
         Distribution d = a.distribution();
-        wholeColumns("qr", d, a);
         int ib = ctx.innerBlock();
         int steps = Math.min(a.mt(), a.nt());
         int me = a.localRank();
@@ -959,8 +981,8 @@ public final class TileAlgebra implements AutoCloseable {
 
     /**
      * A copy of {@code a} on distribution {@code d} over the same ranks. Collective across ranks (every rank
-     * calls it); tiles move as the {@link Context#strategy} says. The way to give {@link #lu} and
-     * {@link #qr} a matrix whose tile columns span ranks.
+     * calls it); tiles move as the {@link Context#strategy} says. {@link #lu} and {@link #qr} use it
+     * to factor a matrix whose tile columns span ranks.
      */
     public DistributedMatrix redistribute(DistributedMatrix a, Distribution d) {
         if (d.ranks() != a.distribution().ranks()) {
@@ -1038,13 +1060,7 @@ public final class TileAlgebra implements AutoCloseable {
             run(region -> body.accept(new TileTasks.Local(region)));
             return;
         }
-        if (spmd == null) {
-            throw new IllegalArgumentException(op + ": " + operands[0] + " is spread over "
-                    + operands[0].distribution().ranks() + " ranks; launch TileAlgebra with Context.communicator(...)");
-        }
-        for (DistributedMatrix m : operands) {
-            SpmdTasks.check(op, spmd.comm, m);
-        }
+        checkRanks(op, operands);
         SpmdTasks tasks = null;
         try {
             try (DataDeps region = scheduler.dataDeps()) {
@@ -1061,6 +1077,17 @@ public final class TileAlgebra implements AutoCloseable {
             if (tasks != null) {
                 tasks.close();
             }
+        }
+    }
+
+    /** Operands spread over ranks need this component's communicator, with their ranks. */
+    private void checkRanks(String op, DistributedMatrix... operands) {
+        if (spmd == null) {
+            throw new IllegalArgumentException(op + ": " + operands[0] + " is spread over "
+                    + operands[0].distribution().ranks() + " ranks; launch TileAlgebra with Context.communicator(...)");
+        }
+        for (DistributedMatrix m : operands) {
+            SpmdTasks.check(op, spmd.comm, m);
         }
     }
 

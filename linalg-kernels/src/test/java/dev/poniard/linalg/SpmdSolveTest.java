@@ -30,8 +30,8 @@ import org.junit.jupiter.params.provider.MethodSource;
  * Triangular solves, {@code solve}, {@code solveSpd}, {@code leastSquares} and {@code applyQ} SPMD over
  * the ranks of a {@link LocalCluster} (one JVM, Aeron IPC, one worker per rank), checked on rank 0 against
  * the same operation in one process. Sizes are not multiples of the tile size, and A and B often have
- * different distributions (including ones whose tile columns span ranks, which LU and QR cannot factor
- * in place).
+ * different distributions (including ones whose tile columns span ranks, where the solves factor a copy
+ * by columns).
  */
 @Timeout(value = 120, unit = TimeUnit.SECONDS)
 class SpmdSolveTest {

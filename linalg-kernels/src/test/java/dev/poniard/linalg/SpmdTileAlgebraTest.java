@@ -5,6 +5,7 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertInstanceOf;
 import static org.junit.jupiter.api.Assertions.assertNotNull;
 import static org.junit.jupiter.api.Assertions.assertNull;
+import static org.junit.jupiter.api.Assertions.assertSame;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
@@ -242,16 +243,151 @@ class SpmdTileAlgebraTest {
         }
     }
 
-    @Test
-    void shouldRefuseLuWhenATileColumnSpansRanks() {
-        Distribution d = Distribution.blockCyclic2d(2, 1, 1, 1, 1);
-        List<String> messages = onEveryRank(TileAlgebra.Strategy.POINT_TO_POINT, (comm, la) -> {
-            try (DistributedMatrix a = DistributedMatrix.random(DType.F64, 200, 200, 64, 1, d, comm.rank())) {
-                return assertThrows(IllegalArgumentException.class, () -> la.lu(a)).getMessage();
+    private static final Distribution GRID_1X2 = Distribution.blockCyclic2d(1, 2, 1, 1, 1);
+    private static final Distribution GRID_2X1 = Distribution.blockCyclic2d(2, 1, 1, 1, 1);
+    private static final Distribution CYCLIC_ROWS = Distribution.cyclic1d(Distribution.Axis.ROWS, 2, 1);
+    private static final Distribution BLOCK_CYCLIC_ROWS = Distribution.blockCyclic1d(Distribution.Axis.ROWS, 2, 2, 1);
+
+    /**
+     * Distributions whose tile columns span both ranks (LU and QR factor a copy by columns and copy it
+     * back) and a 1x2 grid (in place), square, tall and wide, 32-tiles with a partial last one.
+     */
+    static Stream<Arguments> everyDistributionCases() {
+        return Stream.of(Arguments.of(GRID_2X1, TileAlgebra.Strategy.POINT_TO_POINT, 150, 150),
+                Arguments.of(GRID_2X1, TileAlgebra.Strategy.COLLECTIVE, 170, 100),
+                Arguments.of(CYCLIC_ROWS, TileAlgebra.Strategy.COLLECTIVE, 150, 150),
+                Arguments.of(CYCLIC_ROWS, TileAlgebra.Strategy.POINT_TO_POINT, 100, 170),
+                Arguments.of(BLOCK_CYCLIC_ROWS, TileAlgebra.Strategy.RMA, 170, 100),
+                Arguments.of(GRID_1X2, TileAlgebra.Strategy.COLLECTIVE, 150, 150));
+    }
+
+    /** Max-norm difference relative to the reference's max norm. */
+    private static void assertClose(double[] expected, double[] got, double tol, String what) {
+        assertEquals(expected.length, got.length, what);
+        double diff = 0;
+        double scale = 0;
+        for (int i = 0; i < expected.length; i++) {
+            diff = Math.max(diff, Math.abs(expected[i] - got[i]));
+            scale = Math.max(scale, Math.abs(expected[i]));
+        }
+        assertTrue(diff <= tol * scale, what + ": max |got - expected| = " + diff + " for max |expected| = " + scale);
+    }
+
+    @ParameterizedTest(name = "{0} {1} {2}x{3}")
+    @MethodSource("everyDistributionCases")
+    void shouldFactorLuInPlaceOnEveryDistributionAsOneProcessAndLapackDo(Distribution d, TileAlgebra.Strategy strategy,
+                                                                         int m, int n) {
+        int nb = 32;
+        int nrhs = 7;
+        long seed = seed("spmd lu in place");
+        List<Object[]> got = onEveryRank(strategy, (comm, la) -> {
+            try (DistributedMatrix a = DistributedMatrix.random(DType.F64, m, n, nb, seed, d, comm.rank());
+                 DistributedMatrix b = m == n ? DistributedMatrix.random(DType.F64, n, nrhs, nb, seed + 1, d, comm.rank()) : null) {
+                LuFactorization lu = la.lu(a);
+                assertSame(a, lu.factors());
+                double[] x = null;
+                if (b != null) {
+                    try (DistributedMatrix xs = la.luSolve(lu, b); DistributedMatrix gx = xs.gather(comm, 0)) {
+                        x = gx == null ? null : gx.toColumnMajor();
+                    }
+                }
+                try (DistributedMatrix whole = a.gather(comm, 0)) {
+                    return new Object[] {whole == null ? null : whole.toColumnMajor(), lu.pivots(), x};
+                }
             }
         });
-        assertTrue(messages.get(0).contains("every tile column on one rank"), messages.get(0));
-        assertTrue(messages.get(0).contains("TileAlgebra.redistribute"), messages.get(0));
+        assertArrayEquals((int[]) got.get(0)[1], (int[]) got.get(1)[1], "every rank has every pivot");
+        double[] fd = (double[]) got.get(0)[0];
+        try (TileAlgebra one = TileAlgebra.launch(new TileAlgebra.Context().workers(1));
+             DistributedMatrix ref = DistributedMatrix.random(DType.F64, m, n, nb, seed);
+             DistributedMatrix lapack = DistributedMatrix.random(DType.F64, m, n, Math.max(m, n), seed)) {
+            double[] ad = ref.toColumnMajor();
+            LuFactorization single = one.lu(ref);
+            assertArrayEquals(single.pivots(), (int[]) got.get(0)[1]);
+            assertClose(ref.toColumnMajor(), fd, 1e-12, "L\\U against one process");
+            // One tile: the whole factorization is a single OpenBLAS getrf, the reference.
+            LuFactorization whole = one.lu(lapack);
+            assertArrayEquals(whole.pivots(), (int[]) got.get(0)[1], "pivots against OpenBLAS getrf");
+            assertClose(lapack.toColumnMajor(), fd, 1e-10, "L\\U against OpenBLAS getrf");
+            int k = Math.min(m, n);
+            double[] lu2 = Dense.mul(Dense.lower(fd, m, n, true), m, k, false, Dense.upper(fd, m, n), k, n, false);
+            int[] perm = single.permutation();
+            double[] pa = new double[m * n];
+            for (int j = 0; j < n; j++) {
+                for (int i = 0; i < m; i++) {
+                    pa[j * m + i] = ad[j * m + perm[i]];
+                }
+            }
+            double res = Dense.frobDiff(pa, lu2) / (Dense.frob(ad) * Math.max(m, n) * DType.F64.epsilon());
+            assertTrue(res < 10, "scaled residual ||PA - LU||/(||A|| n eps) = " + res);
+            if (m == n) {
+                try (DistributedMatrix b = DistributedMatrix.random(DType.F64, n, nrhs, nb, seed + 1);
+                     DistributedMatrix x = one.luSolve(single, b)) {
+                    double[] gx = (double[]) got.get(0)[2];
+                    assertClose(x.toColumnMajor(), gx, 1e-12, "luSolve against one process");
+                    double[] ax = Dense.mul(ad, n, n, false, gx, n, nrhs, false);
+                    double sr = Dense.frobDiff(ax, b.toColumnMajor()) / (Dense.frob(ad) * Dense.frob(gx) * n * DType.F64.epsilon());
+                    assertTrue(sr < 10, "luSolve scaled residual " + sr);
+                }
+            }
+        }
+    }
+
+    @ParameterizedTest(name = "{0} {1} {2}x{3}")
+    @MethodSource("everyDistributionCases")
+    void shouldFactorQrInPlaceOnEveryDistributionExactlyAsOneProcessAndApplyQ(Distribution d,
+                                                                             TileAlgebra.Strategy strategy, int m, int n) {
+        int nb = 32;
+        long seed = seed("spmd qr in place");
+        List<Object[]> got = cluster.run(comm -> {
+            try (TileAlgebra la = TileAlgebra.launch(new TileAlgebra.Context().workers(1).communicator(comm)
+                    .strategy(strategy).innerBlock(16));
+                 DistributedMatrix a = DistributedMatrix.random(DType.F64, m, n, nb, seed, d, comm.rank());
+                 QrFactorization qr = la.qr(a);
+                 DistributedMatrix r = DistributedMatrix.zeros(DType.F64, m, n, nb, d, comm.rank());
+                 DistributedMatrix b = DistributedMatrix.random(DType.F64, m, 5, nb, seed + 1, d, comm.rank())) {
+                assertSame(a, qr.factors());
+                // Q [R; 0] = A: applyQ reads reflectors from a (on d) and T / V from the copy's layout. R and a
+                // share d, so each rank fills its tiles of R from its own tiles of a.
+                r.fill((i, j) -> i <= j ? a.tile(i / nb, j / nb).get(i % nb, j % nb) : 0.0);
+                la.applyQ(qr, Trans.N, r);
+                la.applyQ(qr, Trans.T, b);
+                try (DistributedMatrix whole = a.gather(comm, 0); DistributedMatrix qrr = r.gather(comm, 0);
+                     DistributedMatrix qtb = b.gather(comm, 0)) {
+                    return new Object[] {qr.v(0) != null, whole == null ? null : whole.toColumnMajor(),
+                            qrr == null ? null : qrr.toColumnMajor(), qtb == null ? null : qtb.toColumnMajor()};
+                }
+            }
+        });
+        assertTrue((Boolean) got.get(0)[0] ^ (Boolean) got.get(1)[0], "one rank holds the reflectors of panel 0");
+        try (TileAlgebra one = TileAlgebra.launch(new TileAlgebra.Context().workers(1).innerBlock(16));
+             DistributedMatrix ref = DistributedMatrix.random(DType.F64, m, n, nb, seed);
+             QrFactorization qr = one.qr(ref);
+             DistributedMatrix b = DistributedMatrix.random(DType.F64, m, 5, nb, seed + 1)) {
+            // Every tile sees the same kernels in the same order as in one process: the same bits.
+            assertArrayEquals(ref.toColumnMajor(), (double[]) got.get(0)[1]);
+            one.applyQ(qr, Trans.T, b);
+            assertClose(b.toColumnMajor(), (double[]) got.get(0)[3], 1e-12, "Q^T B against one process");
+            double[] ad = DistributedMatrix.random(DType.F64, m, n, nb, seed).toColumnMajor();
+            double res = Dense.frobDiff(ad, (double[]) got.get(0)[2]) / (Dense.frob(ad) * Math.max(m, n) * DType.F64.epsilon());
+            assertTrue(res < 10, "scaled residual ||A - Q [R; 0]||/(||A|| n eps) = " + res);
+        }
+    }
+
+    @Test
+    void shouldRefuseLuAndQrOfAMatrixSpreadOverOtherRanksNamingTheOperation() {
+        // Three ranks' 3x1 grid on a communicator of two: the check comes before any copy by columns.
+        Distribution d = Distribution.blockCyclic2d(3, 1, 1, 1, 1);
+        List<String[]> messages = onEveryRank(TileAlgebra.Strategy.POINT_TO_POINT, (comm, la) -> {
+            try (DistributedMatrix a = DistributedMatrix.random(DType.F64, 100, 100, 32, 1, d, comm.rank())) {
+                return new String[] {assertThrows(IllegalArgumentException.class, () -> la.lu(a)).getMessage(),
+                        assertThrows(IllegalArgumentException.class, () -> la.qr(a)).getMessage()};
+            }
+        });
+        for (String[] m : messages) {
+            assertTrue(m[0].startsWith("lu: ") && m[0].contains("of 3 ranks") && m[0].contains("communicator of 2"), m[0]);
+            assertTrue(m[1].startsWith("qr: ") && m[1].contains("of 3 ranks"), m[1]);
+        }
     }
 
     @Test

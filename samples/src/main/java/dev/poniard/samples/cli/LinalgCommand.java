@@ -28,8 +28,9 @@ import picocli.CommandLine.Parameters;
  * GEMM, or {@code solve}: A x = b by LU) as a scheduler DAG in this process and prints GFLOP/s, the scaled
  * residual and the run summary.
  * With {@code --ranks N} (or under {@code ./poniard launch -n N -- linalg ...}) the operation runs SPMD
- * over N rank processes, one worker each by default, on a 2D block-cyclic grid (1 x N for LU and QR, which
- * factor each panel on one rank; solve takes any grid and redistributes its copy of A by columns when needed);
+ * over N rank processes, one worker each by default, on a 2D block-cyclic grid (by default 1 x N for LU and QR,
+ * which factor each panel on one rank: on a grid that splits tile columns they factor a copy redistributed by
+ * columns and copy it back, as solve does with its copy of A);
  * rank 0 prints the result
  * and every rank its summary and, with {@code --trace FILE}, its own timeline {@code FILE-rankK.json}.
  */
@@ -58,7 +59,7 @@ public final class LinalgCommand implements Callable<Integer> {
     int ranks;
 
     @Option(names = "--grid", paramLabel = "PxQ",
-            description = "Process grid of the 2D block-cyclic distribution across ranks, P x Q = ranks (default: the most square, 1xN for lu and qr).")
+            description = "Process grid of the 2D block-cyclic distribution across ranks, P x Q = ranks (default: the most square, 1xN for lu and qr, which redistribute by columns on any other).")
     String grid;
 
     @Option(names = "--strategy", description = "How tiles move between ranks: ${COMPLETION-CANDIDATES} (default: POINT_TO_POINT).")

@@ -31,8 +31,8 @@ public final class LinalgRank {
     }
 
     /**
-     * The distribution {@code op} runs on: LU and QR factor each panel on one rank and need whole tile
-     * columns per rank (a 1 x ranks grid); GEMM and solve (which redistributes its copy of A by columns
+     * The distribution {@code op} runs on: LU and QR factor each panel on one rank, so they get a 1 x ranks
+     * grid (any other costs them two redistributions by columns); GEMM and solve (which redistributes its copy of A by columns
      * when the grid splits them) get {@link #grid}, Cholesky its transpose (P >= Q).
      */
     public static Distribution distribution(Op op, int ranks) {

@@ -48,6 +48,20 @@ class MultiRankLinalgTest {
     }
 
     @Test
+    void shouldFactorLuAndQrOverTwoRankProcessesOnAGridThatSplitsTileColumns() {
+        // A 2x1 grid puts the tiles of every tile column on both ranks: lu and qr factor a copy by columns
+        // and copy the factors back, and the residual is checked on what comes back.
+        for (String op : new String[] {"lu", "qr"}) {
+            CliRun run = CliRun.of("linalg", op, "--n", "200", "--tile", "64", "--ranks", "2", "--grid", "2x1");
+            assertEquals(0, run.code(), run.out() + run.err());
+            Matcher m = Pattern.compile("\\[rank 0\\] " + op + " n=200 tile=64 ranks=2 \\(blockCyclic2d\\(2x1.* scaled residual (\\S+)")
+                    .matcher(run.out());
+            assertTrue(m.find(), run.out());
+            assertTrue(Double.parseDouble(m.group(1)) < 10, m.group());
+        }
+    }
+
+    @Test
     void shouldSolveOverTwoRankProcessesOnAGridThatSplitsTileColumns() {
         // A 2x1 grid puts the tiles of every tile column on both ranks: solve factors a copy redistributed by columns.
         CliRun run = CliRun.of("linalg", "solve", "--n", "200", "--tile", "64", "--ranks", "2", "--grid", "2x1",
