@@ -101,10 +101,10 @@ final class Request {
                 Thread.yield();
             }
         }
-        if (transport != null) {
-            transport.handOff();
-        }
         if (state == PENDING) {
+            if (transport != null) {
+                transport.handOff(); // about to park: the progress thread must carry the operation on
+            }
             waiter = Thread.currentThread();
             while (state == PENDING) {
                 LockSupport.parkNanos(this, 1_000_000L);
