@@ -70,12 +70,12 @@ public final class CommBenchRank {
     }
 
     /**
-     * Runs {@code op} untimed at least {@code minIters} times and for at least 0.25 s (0.5 s in a full run), so that
+     * Runs {@code op} untimed at least {@code minIters} times and for at least 1 s (2 s in a full run), so that
      * the JIT has compiled the path before timing starts (as JMH's warm-up iterations). Every rank runs {@code op}
      * the same number of times: rank 0 decides when to stop and broadcasts it.
      */
     private void warmUp(Runnable op, int minIters) {
-        final long until = System.nanoTime() + (quick ? 250_000_000L : 500_000_000L);
+        final long until = System.nanoTime() + (quick ? 1_000_000_000L : 2_000_000_000L);
         final ByteBuffer more = ByteBuffer.allocateDirect(1);
         final int batch = Math.max(1, minIters / 4);
         int done = 0;

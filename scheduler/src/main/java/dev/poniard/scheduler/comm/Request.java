@@ -86,8 +86,8 @@ final class Request {
     }
 
     /**
-     * Waits: up to {@code spinIterations} busy spins, then {@code yields} yields, each after a progress cycle of
-     * the transport (counting restarts whenever a cycle did work), then parks until signalled.
+     * Waits: up to {@code spinIterations} busy spins (yielding every 1024th, and while flow-controlled), then {@code yields} yields, each after a
+     * progress cycle of the transport (counting restarts whenever a cycle did work), then parks until signalled.
      */
     void await(long spinIterations, long yields) {
         final Transport transport = engine;
@@ -95,9 +95,13 @@ final class Request {
         while (state == PENDING && idle < spinIterations + yields) {
             if (transport != null && transport.tryProgress() > 0) {
                 idle = 0;
-            } else if (idle++ < spinIterations) {
+            } else if (idle++ < spinIterations && (idle & 1023) != 0
+                && (transport == null || !transport.flowControlled())) {
                 Thread.onSpinWait();
             } else {
+                // Yield also every 1024 spins, so that a peer sharing this core runs without waiting for the whole
+                // spin budget, and while sends wait for flow control, so that the media driver's conductor gets
+                // the core to advance the publisher limit (a no-op system call when nothing else is runnable).
                 Thread.yield();
             }
         }

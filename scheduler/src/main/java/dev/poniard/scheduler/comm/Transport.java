@@ -97,6 +97,8 @@ final class Transport implements AutoCloseable {
     private final java.util.concurrent.atomic.AtomicBoolean engine = new java.util.concurrent.atomic.AtomicBoolean();
     private volatile boolean running = true;
     private volatile boolean sleeping;
+    /** The last cycle found a publication full: sends wait for the media driver to advance its limit. */
+    private volatile boolean flowControlled;
     private volatile CommException failure;
     private long unexpectedBytes;
     private long lastHeartbeatNs;
@@ -304,6 +306,14 @@ final class Transport implements AutoCloseable {
             housekeeping(now);
         }
         return work;
+    }
+
+    /**
+     * Whether sends are waiting for Aeron flow control: the media driver's conductor must run to advance the
+     * publisher limit, so a waiter should yield its core rather than spin.
+     */
+    boolean flowControlled() {
+        return flowControlled;
     }
 
     /** A waiter stops driving progress (it is done or about to park): make sure the progress thread carries on. */
@@ -733,6 +743,7 @@ final class Transport implements AutoCloseable {
 
     private int progressSends() {
         int work = 0;
+        boolean blocked = false;
         for (int p = 0; p < size; p++) {
             final ArrayDeque<SendOp> q = sendQueues[p];
             if (q.isEmpty()) {
@@ -747,6 +758,7 @@ final class Transport implements AutoCloseable {
                 final int payload = (int) Math.min(chunk, s.length - off);
                 final long r = pub.tryClaim(FrameHeader.LENGTH + payload, claim);
                 if (r <= 0) {
+                    blocked = true;
                     if (r == Publication.CLOSED || r == Publication.MAX_POSITION_EXCEEDED) {
                         raise(new CommException("publication to rank " + p + " failed (" + r + ")"), -1,
                             "publication failed");
@@ -769,6 +781,7 @@ final class Transport implements AutoCloseable {
             }
             work += frames;
         }
+        flowControlled = blocked;
         // Sends to self: deliver when a receive matches, else buffer within budget, else wait.
         for (Iterator<SendOp> it = selfSends.iterator(); it.hasNext(); ) {
             final SendOp s = it.next();
