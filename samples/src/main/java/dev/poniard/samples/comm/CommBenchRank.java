@@ -70,39 +70,47 @@ public final class CommBenchRank {
     }
 
     /**
-     * Runs {@code op} untimed at least {@code minIters} times and for at least 1 s (2 s in a full run), so that
-     * the JIT has compiled the path before timing starts (as JMH's warm-up iterations). Every rank runs {@code op}
-     * the same number of times: rank 0 decides when to stop and broadcasts it.
+     * Seconds per run of {@code op}. First a warm-up of at least {@code minIters} runs and 1 s (2 s in a full run), so
+     * that the JIT has compiled the path (as JMH's warm-up iterations); then a timed loop of at least
+     * {@code minIters} runs lasting about 0.25 s (1 s full) at the warm-up's pace, so that a single preemption of a
+     * microsecond-scale operation does not decide the figure. Rank 0 decides both counts and broadcasts them, so
+     * every rank runs {@code op} the same number of times.
      */
-    private void warmUp(Runnable op, int minIters) {
-        final long until = System.nanoTime() + (quick ? 1_000_000_000L : 2_000_000_000L);
-        final ByteBuffer more = ByteBuffer.allocateDirect(1);
+    private double secondsPerOp(Runnable op, int minIters) {
+        final long warmUntil = System.nanoTime() + (quick ? 1_000_000_000L : 2_000_000_000L);
+        final double timedNs = quick ? 0.25e9 : 1e9;
+        final ByteBuffer plan = ByteBuffer.allocateDirect(8).order(ByteOrder.nativeOrder());
         final int batch = Math.max(1, minIters / 4);
         int done = 0;
+        long timed;
         do {
+            final long t0 = System.nanoTime();
             for (int i = 0; i < batch; i++) {
                 op.run();
             }
+            final double perOpNs = Math.max(1.0, (double) (System.nanoTime() - t0) / batch);
             done += batch;
             if (c.rank() == 0) {
-                more.put(0, (byte) (done < minIters || System.nanoTime() < until ? 1 : 0));
+                final boolean warm = done >= minIters && System.nanoTime() >= warmUntil;
+                plan.putLong(0, warm ? Math.max(minIters, (long) Math.min(1_000_000, timedNs / perOpNs)) : 0);
             }
-            c.broadcast(more.clear(), 0);
-        } while (more.get(0) == 1);
+            c.broadcast(plan.clear(), 0);
+            timed = plan.getLong(0);
+        } while (timed == 0);
         c.barrier();
+        final long t0 = System.nanoTime();
+        for (long i = 0; i < timed; i++) {
+            op.run();
+        }
+        final double seconds = (System.nanoTime() - t0) / 1e9 / timed;
+        c.barrier();
+        return seconds;
     }
 
-    /** Half round trip in microseconds between ranks 0 and 1, after a warm-up. */
+    /** Half round trip in microseconds between ranks 0 and 1. */
     private double pingPong(int bytes, int iters) {
         final ByteBuffer b = direct(bytes);
-        warmUp(() -> roundTrip(b), iters);
-        final long t0 = System.nanoTime();
-        for (int i = 0; i < iters; i++) {
-            roundTrip(b);
-        }
-        final double us = (System.nanoTime() - t0) / 1e3 / iters / 2;
-        c.barrier();
-        return us;
+        return secondsPerOp(() -> roundTrip(b), iters) * 1e6 / 2;
     }
 
     private void roundTrip(ByteBuffer b) {
@@ -118,39 +126,18 @@ public final class CommBenchRank {
     /** Seconds per all-reduce of {@code bytes} float32. */
     private double allReduce(long bytes, int iters) {
         final ByteBuffer b = direct(bytes);
-        warmUp(() -> c.allReduce(b.clear(), DataType.FLOAT32, ReduceOp.SUM), iters);
-        final long t0 = System.nanoTime();
-        for (int i = 0; i < iters; i++) {
-            c.allReduce(b.clear(), DataType.FLOAT32, ReduceOp.SUM);
-        }
-        final double s = (System.nanoTime() - t0) / 1e9 / iters;
-        c.barrier();
-        return s;
+        return secondsPerOp(() -> c.allReduce(b.clear(), DataType.FLOAT32, ReduceOp.SUM), iters);
     }
 
     private double allToAll(long bytes, int iters) {
         final ByteBuffer s = direct(bytes);
         final ByteBuffer r = direct(bytes);
-        warmUp(() -> c.allToAll(s.clear(), r.clear()), iters);
-        final long t0 = System.nanoTime();
-        for (int i = 0; i < iters; i++) {
-            c.allToAll(s.clear(), r.clear());
-        }
-        final double sec = (System.nanoTime() - t0) / 1e9 / iters;
-        c.barrier();
-        return sec;
+        return secondsPerOp(() -> c.allToAll(s.clear(), r.clear()), iters);
     }
 
     private double broadcast(long bytes, int iters) {
         final ByteBuffer b = direct(bytes);
-        warmUp(() -> c.broadcast(b.clear(), 0), iters);
-        final long t0 = System.nanoTime();
-        for (int i = 0; i < iters; i++) {
-            c.broadcast(b.clear(), 0);
-        }
-        final double sec = (System.nanoTime() - t0) / 1e9 / iters;
-        c.barrier();
-        return sec;
+        return secondsPerOp(() -> c.broadcast(b.clear(), 0), iters);
     }
 
     /** memcpy bandwidth in GB/s for {@code bytes}, measured on this rank while the others wait. */
@@ -190,12 +177,7 @@ public final class CommBenchRank {
                 }
                 w.fence();
             };
-            warmUp(putAndFence, iters);
-            final long t0 = System.nanoTime();
-            for (int i = 0; i < iters; i++) {
-                putAndFence.run();
-            }
-            return (System.nanoTime() - t0) / 1e3 / iters;
+            return secondsPerOp(putAndFence, iters) * 1e6;
         }
     }
 }
