@@ -325,8 +325,8 @@ public final class Communicator implements AutoCloseable {
 
     /**
      * Collective: measures α, β and γ now, on ranks 0 and 1, and installs the figures on every rank (also where the
-     * context fixed them at connect). Call it after a warm-up of the operations that matter (a first training step, a few
-     * all-reduces): a JVM that has not yet compiled the communication path measures round trips several times
+     * context fixed them at connect). Call it after a warm-up of the operations that matter (a first training step,
+     * a few all-reduces): a JVM that has not yet compiled the communication path measures round trips several times
      * slower than it will run them.
      */
     public CostModel measureCostModel() {

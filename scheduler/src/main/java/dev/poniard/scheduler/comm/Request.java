@@ -86,8 +86,9 @@ final class Request {
     }
 
     /**
-     * Waits: up to {@code spinIterations} busy spins (yielding every 1024th, and while flow-controlled), then {@code yields} yields, each after a
-     * progress cycle of the transport (counting restarts whenever a cycle did work), then parks until signalled.
+     * Waits: up to {@code spinIterations} busy spins (yielding every 1024th, and while flow-controlled), then
+     * {@code yields} yields, each after a progress cycle of the transport (counting restarts whenever a cycle did
+     * work), then parks until signalled.
      */
     void await(long spinIterations, long yields) {
         final Transport transport = engine;

@@ -24,6 +24,7 @@ import java.util.ArrayDeque;
 import java.util.ArrayList;
 import java.util.Iterator;
 import java.util.List;
+import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicLong;
 import java.util.concurrent.locks.LockSupport;
 
@@ -38,7 +39,7 @@ import java.util.concurrent.locks.LockSupport;
  * drives it while it spins (MPI-style: the waiter sends its own message and takes its own reply from the log, no
  * thread hand-off on the latency path), and the progress thread runs it otherwise, so non-blocking operations,
  * heartbeats and incoming RMA proceed with nobody waiting. The progress thread idles by spinning, yielding, then
- * parking for a bounded time; a submitter, or a waiter that stops driving, unparks it.
+ * parking for a bounded time; a submitter, or a waiter about to park, unparks it.
  * <p>
  * <b>Messages.</b> A message is a key ({@code type, communicator id, sequence, step}), a source and a
  * destination, and a byte range. It travels as consecutive frames (see {@link FrameHeader}), each written
@@ -94,7 +95,7 @@ final class Transport implements AutoCloseable {
     private final List<Runnable> closeActions = new ArrayList<>();
 
     /** Held by the one thread running a progress cycle (see {@link #tryProgress}). */
-    private final java.util.concurrent.atomic.AtomicBoolean engine = new java.util.concurrent.atomic.AtomicBoolean();
+    private final AtomicBoolean engine = new AtomicBoolean();
     private volatile boolean running = true;
     private volatile boolean sleeping;
     /** The last cycle found a publication full: sends wait for the media driver to advance its limit. */
@@ -316,7 +317,7 @@ final class Transport implements AutoCloseable {
         return flowControlled;
     }
 
-    /** A waiter stops driving progress (it is done or about to park): make sure the progress thread carries on. */
+    /** A waiter is about to park with its request pending: make sure the progress thread carries it on. */
     void handOff() {
         if (sleeping) {
             LockSupport.unpark(progressThread);
