@@ -17,9 +17,6 @@ import org.nd4j.autodiff.samediff.VariableType;
 import org.nd4j.autodiff.samediff.api.OutAndGrad;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
-import org.nd4j.linalg.dataset.api.DataSet;
-import org.nd4j.linalg.dataset.api.MultiDataSet;
-import org.nd4j.linalg.dataset.api.iterator.DataSetIterator;
 import org.nd4j.linalg.factory.Nd4j;
 import org.nd4j.linalg.indexing.NDArrayIndex;
 
@@ -58,7 +55,7 @@ import org.nd4j.linalg.indexing.NDArrayIndex;
  * The updater state lives here, not in the graph: calling {@code sd.fit} afterwards starts from a fresh updater state.
  * An instance is used by one thread at a time.
  */
-public final class SameDiffDataParallel implements AutoCloseable {
+public final class SameDiffDataParallel implements SameDiffTraining, AutoCloseable {
     /**
      * Configuration. Defaults come from system properties: {@code poniard.bridge.workers} (default 2),
      * {@code poniard.bridge.seed} (default 0).
@@ -273,37 +270,20 @@ public final class SameDiffDataParallel implements AutoCloseable {
         return steps;
     }
 
+    @Override
+    public SameDiff sameDiff() {
+        return master;
+    }
+
     // ------------------------------------------------------------------------------------------------
     // Training
-
-    /** One step on a {@code DataSet}, mapped to placeholders by the training config; returns the loss before it. */
-    public double fit(DataSet batch) {
-        return fit(batch.toMultiDataSet());
-    }
-
-    /** One step on a {@code MultiDataSet}, mapped to placeholders by the training config; returns the loss before it. */
-    public double fit(MultiDataSet batch) {
-        return step(Batches.placeholders(master, batch));
-    }
-
-    /** {@code epochs} passes over {@code data}, counting epochs in the training config as {@code sd.fit} does. */
-    public void fit(DataSetIterator data, int epochs) {
-        for (int e = 0; e < epochs; e++) {
-            if (e > 0 || !data.hasNext()) {
-                data.reset();
-            }
-            while (data.hasNext()) {
-                fit(data.next());
-            }
-            master.getTrainingConfig().incrementEpochCount();
-        }
-    }
 
     /**
      * One synchronous step on a global batch: placeholders by name; every placeholder not declared
      * {@link Context#unsharded unsharded} is split along its first dimension. Returns the loss of the batch (summed over
      * the loss variables) at the parameters before the step, as {@code sd.fit} reports it.
      */
+    @Override
     public double step(Map<String, INDArray> batch) {
         TaskHandle<double[]> combined = spawnGradients(batch);
         TrainingConfig tc = master.getTrainingConfig();

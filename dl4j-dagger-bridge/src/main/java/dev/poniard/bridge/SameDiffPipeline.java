@@ -37,8 +37,6 @@ import org.nd4j.autodiff.samediff.TrainingConfig;
 import org.nd4j.autodiff.samediff.api.OutAndGrad;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
-import org.nd4j.linalg.dataset.api.DataSet;
-import org.nd4j.linalg.dataset.api.MultiDataSet;
 import org.nd4j.linalg.factory.Nd4j;
 
 /**
@@ -99,7 +97,7 @@ import org.nd4j.linalg.factory.Nd4j;
  * a time; the caller's graph is the source of parameters at launch and receives its own stages' parameters after
  * every step ({@link #gatherParameters()} brings every rank all of them).
  */
-public final class SameDiffPipeline implements AutoCloseable {
+public final class SameDiffPipeline implements SameDiffTraining, AutoCloseable {
     /** The order in which a stage runs its micro-batches' forward and backward tasks. */
     public enum Schedule {
         /** All forwards, then all backwards (Huang et al., 2019). */
@@ -521,13 +519,9 @@ public final class SameDiffPipeline implements AutoCloseable {
         return steps;
     }
 
-    /** One step on a {@code DataSet} mapped by the training config; returns the loss before the step. */
-    public double fit(DataSet batch) {
-        return fit(batch.toMultiDataSet());
-    }
-
-    public double fit(MultiDataSet batch) {
-        return step(Batches.placeholders(master, batch));
+    @Override
+    public SameDiff sameDiff() {
+        return master;
     }
 
     /** The order of (forward?, micro-batch) pairs stage {@code s} of {@code S} runs for {@code m} micro-batches. */
@@ -618,6 +612,7 @@ public final class SameDiffPipeline implements AutoCloseable {
      *
      * @throws CommException when a peer rank failed or aborted the step (the message names it)
      */
+    @Override
     public double step(Map<String, INDArray> batch) {
         if (closed) {
             throw new IllegalStateException("this SameDiffPipeline is closed");

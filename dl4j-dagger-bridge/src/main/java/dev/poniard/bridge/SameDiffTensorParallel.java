@@ -15,8 +15,6 @@ import org.nd4j.autodiff.samediff.SameDiff;
 import org.nd4j.autodiff.samediff.TrainingConfig;
 import org.nd4j.autodiff.samediff.api.OutAndGrad;
 import org.nd4j.linalg.api.ndarray.INDArray;
-import org.nd4j.linalg.dataset.api.DataSet;
-import org.nd4j.linalg.dataset.api.MultiDataSet;
 
 /**
  * Tensor-parallel (Megatron-style) training of a SameDiff graph on W in-process workers, run as tasks on the Poniard
@@ -62,7 +60,7 @@ import org.nd4j.linalg.dataset.api.MultiDataSet;
  * Replicated ops run on every worker. Each forward is recomputed in its backward (as in the pipeline); only segment
  * boundary values are kept. An instance is used by one thread at a time.
  */
-public final class SameDiffTensorParallel implements AutoCloseable {
+public final class SameDiffTensorParallel implements SameDiffTraining, AutoCloseable {
     /**
      * Configuration; defaults from system properties {@code poniard.tp.workers} (2) and {@code poniard.tp.minElements}
      * (65536, the smallest weight worth splitting).
@@ -286,19 +284,16 @@ public final class SameDiffTensorParallel implements AutoCloseable {
         return steps;
     }
 
-    /** One step on a {@code DataSet} mapped by the training config; returns the loss before the step. */
-    public double fit(DataSet batch) {
-        return fit(batch.toMultiDataSet());
-    }
-
-    public double fit(MultiDataSet batch) {
-        return step(Batches.placeholders(master, batch));
+    @Override
+    public SameDiff sameDiff() {
+        return master;
     }
 
     /**
      * One synchronous step on a batch (placeholders by name, every worker sees all of it). Returns the loss at the
      * parameters before the step, as {@code sd.fit} reports it.
      */
+    @Override
     public double step(Map<String, INDArray> batch) {
         if (closed) {
             throw new IllegalStateException("this SameDiffTensorParallel is closed");

@@ -160,8 +160,7 @@ public final class CommBenchRank {
                     best = Math.min(best, System.nanoTime() - t0);
                 }
             }
-            final long t0 = System.nanoTime() - best;
-            gbps = (double) bytes * reps / (System.nanoTime() - t0);
+            gbps = (double) bytes * reps / best;
         }
         c.barrier();
         return gbps;

@@ -82,6 +82,8 @@ public final class Communicator implements AutoCloseable {
     private final ExecutorService async;
     private final ConcurrentLinkedDeque<ByteBuffer> scratch;
     private volatile CostModel costModel = CostModel.DEFAULT;
+    /** Idle spins of a waiting caller: {@link Context#waitSpins}, resolved at connect when it is -1 (auto). */
+    private long spins;
     /** Per world rank: shares this rank's host and media driver (IPC, shared memory windows). */
     private boolean[] sameHost;
     /** The IPC stream this rank subscribes to (tests inject hostile frames into it). */
@@ -184,14 +186,15 @@ public final class Communicator implements AutoCloseable {
                 ctx.secret(), self, ctx.rendezvousTimeoutMs(), ctx.protocolVersion());
         }
         LOG.debug("rank {}: endpoints {}", rank, Rendezvous.describe(table));
-        if (ctx.waitSpins() < 0) {
+        long spins = ctx.waitSpins();
+        if (spins < 0) {
             // Spinning waiters answer in microseconds while every rank of this host has a core; with more ranks
             // than cores they would take the cores from the ranks that have work, so they yield at once instead.
             int local = 0;
             for (Rendezvous.Endpoint e : table.endpoints()) {
                 local += e.hostKey().equals(hostKey) ? 1 : 0;
             }
-            ctx.waitSpins(local <= Runtime.getRuntime().availableProcessors() ? 2000 : 0);
+            spins = local <= Runtime.getRuntime().availableProcessors() ? 2000 : 0;
         }
 
         final Subscription ipcSub = aeron.addSubscription("aeron:ipc", table.streamBase() + rank);
@@ -240,6 +243,7 @@ public final class Communicator implements AutoCloseable {
         final Communicator comm = new Communicator(transport, null, WORLD_ID, group, rank, ctx, async,
             new ConcurrentLinkedDeque<>());
         comm.ipcStreamId = table.streamBase() + rank;
+        comm.spins = spins;
         comm.sameHost = new boolean[size];
         for (int p = 0; p < size; p++) {
             comm.sameHost[p] = table.endpoints().get(p).hostKey().equals(hostKey);
@@ -878,6 +882,7 @@ public final class Communicator implements AutoCloseable {
         }
         final Communicator sub = new Communicator(transport, world, id, newGroup, newRank, ctx, async, scratch);
         sub.costModel = costModel;
+        sub.spins = spins;
         sub.sameHost = sameHost;
         return sub;
     }
@@ -1331,7 +1336,7 @@ public final class Communicator implements AutoCloseable {
     }
 
     private long spin() {
-        return ctx.waitSpins();
+        return spins;
     }
 
     private long yields() {
