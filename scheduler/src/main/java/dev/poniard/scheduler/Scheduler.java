@@ -382,7 +382,7 @@ public final class Scheduler implements AutoCloseable, PlacementPolicy.Schedulin
         // thief (a futex call on the critical path) pays only when more work than this task is waiting. A
         // non-worker thread (current == -1) queueing on the shared queue (also -1) is not such a worker.
         boolean forItself = current >= 0 && i == current;
-        if (idle.get() > 0 && (!forItself || q.queuedWorkNs() > t.estimateNs)) {
+        if (idle.get() > 0 && (!forItself || backlogNs(processors[i]) > t.estimateNs)) {
             wakeFor(i, t);
         }
     }
