@@ -116,7 +116,12 @@ public final class ExpertExecutor implements AutoCloseable {
             ExpertJob job = plan.jobs.get(ch.job);
             handles.add(run(options("fwd", job, ch, 1, null), () -> {
                 long t0 = System.nanoTime();
-                plan.caches[ci] = ExpertKernels.forward(job, ch.start, ch.end, training);
+                ExpertKernels.Cache cache = ExpertKernels.forward(job, ch.start, ch.end, training);
+                if (training) {
+                    plan.caches[ci] = cache;
+                } else {
+                    cache.close();
+                }
                 plan.forwardNs[ci] = System.nanoTime() - t0;
                 return null;
             }));
@@ -135,7 +140,8 @@ public final class ExpertExecutor implements AutoCloseable {
             Chunk ch = plan.chunks.get(c);
             ExpertJob job = plan.jobs.get(ch.job);
             if (plan.caches[ci] == null) {
-                throw new IllegalStateException("backward before forward for chunk " + ci + " of " + job.name);
+                throw new IllegalStateException("chunk " + ci + " of " + job.name + " has no forward cache: backward needs "
+                        + "a training forward of the same plan first, and consumes it");
             }
             perJob.get(ch.job).add(run(options("bwd", job, ch, 2, null), () -> backwardChunk(plan, ci)));
         }
@@ -175,6 +181,7 @@ public final class ExpertExecutor implements AutoCloseable {
         Chunk ch = plan.chunks.get(ci);
         long t0 = System.nanoTime();
         plan.partials[ci] = ExpertKernels.backward(plan.jobs.get(ch.job), ch.start, ch.end, plan.caches[ci]);
+        plan.caches[ci] = null;
         plan.backwardNs[ci] = System.nanoTime() - t0;
         return null;
     }
@@ -196,6 +203,7 @@ public final class ExpertExecutor implements AutoCloseable {
                 for (int c = 0; c < plan.chunks.size(); c++) {
                     if (plan.chunks.get(c).job == jj) {
                         parts.add(plan.partials[c]);
+                        plan.partials[c] = null;
                     }
                 }
                 ExpertKernels.reduce(job, parts.toArray(new ExpertKernels.Partial[0]));
@@ -313,10 +321,18 @@ public final class ExpertExecutor implements AutoCloseable {
             return all;
         }
 
-        /** Drops the per-chunk caches and partials (they hold the step's activations). */
+        /** Frees the per-chunk caches and partials still held (a forward without backward, a failed step). */
         public void release() {
-            java.util.Arrays.fill(caches, null);
-            java.util.Arrays.fill(partials, null);
+            for (int c = 0; c < caches.length; c++) {
+                if (caches[c] != null) {
+                    caches[c].close();
+                    caches[c] = null;
+                }
+                if (partials[c] != null) {
+                    partials[c].close();
+                    partials[c] = null;
+                }
+            }
         }
     }
 }

@@ -45,7 +45,7 @@ public final class MoeBenchSuite implements BenchSuite {
 
     @Override
     public List<BenchResult> run(BenchOptions options, Consumer<BenchResult> progress) throws Exception {
-        int rounds = options.quick() ? 2 : 5;
+        int rounds = options.quick() ? 4 : 8;
         List<BenchResult> results = new ArrayList<>();
         try (ExpertExecutor exec = ExpertExecutor.launch(WORKERS, "moe-bench")) {
             Measured uniform = measure(exec, 0, rounds, false);
