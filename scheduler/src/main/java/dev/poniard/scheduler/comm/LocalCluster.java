@@ -3,7 +3,6 @@ package dev.poniard.scheduler.comm;
 import io.aeron.driver.MediaDriver;
 import io.aeron.driver.ThreadingMode;
 import org.agrona.IoUtil;
-import org.agrona.concurrent.BackoffIdleStrategy;
 
 import java.io.File;
 import java.io.IOException;
@@ -73,7 +72,7 @@ public final class LocalCluster implements AutoCloseable {
             .dirDeleteOnStart(true)
             .dirDeleteOnShutdown(true)
             .threadingMode(ThreadingMode.SHARED)
-            .sharedIdleStrategy(new BackoffIdleStrategy(100, 10, 1_000, 100_000))
+            .sharedIdleStrategy(new Communicator.DriverIdleStrategy(true))
             .termBufferSparseFile(true)
             .clientLivenessTimeoutNs(TimeUnit.SECONDS.toNanos(5)));
         final byte[] secret = new byte[32];
