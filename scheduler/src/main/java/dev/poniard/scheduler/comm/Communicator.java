@@ -1574,9 +1574,9 @@ public final class Communicator implements AutoCloseable {
         private long maxMessageLength = Long.getLong("poniard.comm.maxMessageLength", (long) Integer.MAX_VALUE - 64);
         private long waitSpins = Long.getLong("poniard.comm.waitSpins", -1);
         private long waitYields = Long.getLong("poniard.comm.waitYields", 2000);
-        private long idleParkNs = Long.getLong("poniard.comm.idleParkNs", 50_000);
+        private long idleParkNs = Long.getLong("poniard.comm.idleParkNs", 1_000_000);
         private int idleSpins = Integer.getInteger("poniard.comm.idleSpins", 0);
-        private int idleYields = Integer.getInteger("poniard.comm.idleYields", 2000);
+        private int idleYields = Integer.getInteger("poniard.comm.idleYields", 100);
         private int costWarmUps = Integer.getInteger("poniard.comm.costWarmUps", 100);
         private double alpha = doubleProperty("poniard.comm.alpha");
         private double beta = doubleProperty("poniard.comm.beta");
@@ -1938,6 +1938,12 @@ public final class Communicator implements AutoCloseable {
         public long idleParkNs() {
             return idleParkNs;
         }
+
+        /**
+         * The longest park of the idle progress thread (its parks double from 50 us up to this). Submitters wake it
+         * at once and waiting callers drive their own progress, so this bounds only how late an operation nobody
+         * waits for is noticed after a quiet spell, and housekeeping.
+         */
 
         public Context idleParkNs(long ns) {
             this.idleParkNs = ns;

@@ -237,24 +237,33 @@ final class Transport implements AutoCloseable {
 
     // ------------------------------------------------------------------ progress thread
 
+    /** The progress thread's first idle park; later ones double up to {@code parkNs}. */
+    private static final long FIRST_PARK_NS = 50_000;
+
     private void run() {
         long idleCount = 0;
+        final long firstPark = Math.min(FIRST_PARK_NS, settings.parkNs());
+        long park = firstPark;
         while (running) {
             final int work = tryProgress();
             if (work > 0) {
                 idleCount = 0;
+                park = firstPark;
             } else if (work == 0 && ++idleCount < settings.idleSpins()) {
                 Thread.onSpinWait();
             } else if (work == 0 && idleCount < (long) settings.idleSpins() + settings.idleYields()) {
                 Thread.yield();
             } else {
                 // Idle, or a waiting caller is driving progress: park until a submitter or a departing caller
-                // wakes us, or the park bound passes (housekeeping must still run).
+                // wakes us, or the park bound passes (housekeeping, and operations nobody waits for, such as a
+                // receive whose future completes a task). The bound doubles while idle, up to parkNs, so a quiet
+                // rank stops waking ~20,000 times a second and taking a worker's core.
                 sleeping = true;
                 if (commands.isEmpty()) {
-                    LockSupport.parkNanos(settings.parkNs());
+                    LockSupport.parkNanos(park);
                 }
                 sleeping = false;
+                park = Math.min(park * 2, settings.parkNs());
             }
         }
         // Take the engine for good: nothing runs a cycle after this, so closing Aeron below is safe.
