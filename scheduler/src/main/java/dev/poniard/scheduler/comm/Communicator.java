@@ -385,6 +385,23 @@ public final class Communicator implements AutoCloseable {
         return m;
     }
 
+    private static final int EXCHANGE_REPS = 5;
+
+    /** Median time of simultaneous {@code bytes} exchanges with {@code peer} (two untimed first); uses 2 * (2 + reps) steps. */
+    private double medianExchangeNs(long seq, int step, int peer, long out, long in, int bytes) {
+        final long[] t = new long[EXCHANGE_REPS];
+        for (int i = 0; i < 2 + EXCHANGE_REPS; i++) {
+            final long t0 = System.nanoTime();
+            awaitAll(irecv(seq, step, peer, in, bytes), isend(seq, step, peer, out, bytes));
+            if (i >= 2) {
+                t[i - 2] = System.nanoTime() - t0;
+            }
+            step += 2;
+        }
+        Arrays.sort(t);
+        return t[EXCHANGE_REPS / 2];
+    }
+
     private CostModel measure(int warmUps) {
         final ByteBuffer params = ByteBuffer.allocateDirect(24).order(ByteOrder.nativeOrder());
         final long seq = nextSequence();
@@ -412,22 +429,21 @@ public final class Communicator implements AutoCloseable {
                 }
                 Arrays.sort(small8);
                 alpha = small8[reps / 2] / 2e9;
-                // β from a simultaneous exchange (both ranks send and receive 1 MiB), as every step of a ring,
+                // β from simultaneous exchanges (both ranks send and receive), as every step of a ring,
                 // recursive-doubling or Rabenseifner collective does: one engine thread per rank copies both
-                // directions, so a step costs about twice a one-way transfer of the same bytes.
-                final ByteBuffer in = acquire(big);
-                final long[] large = new long[5];
-                for (int i = 0; i < 2 + large.length; i++) {
-                    final long t0 = System.nanoTime();
-                    awaitAll(irecv(seq, step, peer, BufferUtil.address(in), big), isend(seq, step, peer, a, big));
-                    if (i >= 2) {
-                        large[i - 2] = System.nanoTime() - t0;
-                    }
-                    step += 2;
-                }
+                // directions, so a step costs about twice a one-way transfer of the same bytes. The slope between
+                // 1 MiB and 4 MiB exchanges, not the 1 MiB time over its bytes: a large message's fixed costs (the
+                // rendezvous handshake, the first chunk's latency) are paid once per message, and charging them
+                // per byte over-predicted a 4 MiB all-reduce by 1.5-2x.
+                final ByteBuffer in = acquire(big * 4);
+                final ByteBuffer out = acquire(big * 4);
+                final double t1 = medianExchangeNs(seq, step, peer, BufferUtil.address(out), BufferUtil.address(in), big);
+                step += 2 * (2 + EXCHANGE_REPS);
+                final double t4 = medianExchangeNs(seq, step, peer, BufferUtil.address(out), BufferUtil.address(in), 4 * big);
                 release(in);
-                Arrays.sort(large);
-                beta = Math.max(1e-12, large[large.length / 2] / 1e9 - alpha) / big;
+                release(out);
+                // a noisy pair of medians could make the slope tiny or negative: never below half the 4 MiB average
+                beta = Math.max((t4 - t1) / 1e9 / (3.0 * big), 0.5 * t4 / 1e9 / (4.0 * big));
             }
             release(buf);
             if (rank == 0) {
