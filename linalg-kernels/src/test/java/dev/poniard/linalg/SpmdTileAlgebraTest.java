@@ -374,6 +374,81 @@ class SpmdTileAlgebraTest {
         }
     }
 
+    /** The whole matrix on rank 0 as column-major doubles, null elsewhere. */
+    private static double[] gathered(DistributedMatrix m, Communicator comm) {
+        try (DistributedMatrix whole = m.gather(comm, 0)) {
+            return whole == null ? null : whole.toColumnMajor();
+        }
+    }
+
+    /**
+     * Three-rank grids: 1x3 keeps each tile column on one rank (tile columns 0..4 on ranks 0, 1, 2, 0, 1), so
+     * lu and qr factor in place; 3x1 splits every tile column over the ranks, so they factor a copy cyclic by
+     * columns and copy it back.
+     */
+    static Stream<Distribution> threeRankGrids() {
+        return Stream.of(Distribution.blockCyclic2d(1, 3, 1, 1, 1), Distribution.blockCyclic2d(3, 1, 1, 1, 1));
+    }
+
+    @ParameterizedTest(name = "{0}")
+    @MethodSource("threeRankGrids")
+    void shouldFactorLuAndQrAcrossThreeRanksAsOneProcessDoes(Distribution d) {
+        int nb = 32;
+        int m = 170; // 6 tile rows, the last 10: uneven shares of tile rows on 3 ranks
+        int n = 150; // LU of a tall 170x150: 5 tile columns, the last 22
+        int qn = 110; // QR of a tall 170x110: 4 tile columns, the last 14
+        long seed = seed("spmd lu qr 3 ranks");
+        try (LocalCluster three = LocalCluster.launch(3)) { // closed even when a rank or an assertion fails
+            for (TileAlgebra.Strategy strategy : List.of(TileAlgebra.Strategy.POINT_TO_POINT, TileAlgebra.Strategy.COLLECTIVE)) {
+                List<Object[]> got = three.run(comm -> {
+                    try (TileAlgebra la = TileAlgebra.launch(new TileAlgebra.Context().workers(1).communicator(comm)
+                            .strategy(strategy).innerBlock(16));
+                         DistributedMatrix a = DistributedMatrix.random(DType.F64, m, n, nb, seed, d, comm.rank());
+                         DistributedMatrix t = DistributedMatrix.random(DType.F64, m, qn, nb, seed + 1, d, comm.rank());
+                         QrFactorization qr = la.qr(t);
+                         DistributedMatrix r = DistributedMatrix.zeros(DType.F64, m, qn, nb, d, comm.rank())) {
+                        LuFactorization lu = la.lu(a);
+                        assertSame(a, lu.factors());
+                        assertSame(t, qr.factors());
+                        // Q [R; 0] = A, with T and V wherever the factorization left them (on the copy's layout for 3x1).
+                        r.fill((i, j) -> i <= j ? t.tile(i / nb, j / nb).get(i % nb, j % nb) : 0.0);
+                        la.applyQ(qr, Trans.N, r);
+                        return new Object[] {lu.pivots(), gathered(a, comm), gathered(t, comm), gathered(r, comm)};
+                    }
+                });
+                for (int rank = 1; rank < 3; rank++) {
+                    assertArrayEquals((int[]) got.get(0)[0], (int[]) got.get(rank)[0], strategy + ": rank " + rank + "'s pivots");
+                }
+                try (TileAlgebra one = TileAlgebra.launch(new TileAlgebra.Context().workers(1).innerBlock(16));
+                     DistributedMatrix a = DistributedMatrix.random(DType.F64, m, n, nb, seed);
+                     DistributedMatrix t = DistributedMatrix.random(DType.F64, m, qn, nb, seed + 1);
+                     QrFactorization qr = one.qr(t)) {
+                    double[] ad = a.toColumnMajor();
+                    LuFactorization single = one.lu(a);
+                    assertArrayEquals(single.pivots(), (int[]) got.get(0)[0], strategy + ": pivots against one process");
+                    double[] fd = (double[]) got.get(0)[1];
+                    assertClose(a.toColumnMajor(), fd, 1e-12, strategy + ": L\\U against one process");
+                    double[] lu2 = Dense.mul(Dense.lower(fd, m, n, true), m, n, false, Dense.upper(fd, m, n), n, n, false);
+                    int[] perm = single.permutation();
+                    double[] pa = new double[m * n];
+                    for (int j = 0; j < n; j++) {
+                        for (int i = 0; i < m; i++) {
+                            pa[j * m + i] = ad[j * m + perm[i]];
+                        }
+                    }
+                    double res = Dense.frobDiff(pa, lu2) / (Dense.frob(ad) * m * DType.F64.epsilon());
+                    assertTrue(res < 10, strategy + ": scaled residual ||PA - LU||/(||A|| m eps) = " + res);
+                    // Every tile sees the same kernels in the same order as in one process: R and the reflectors
+                    // are the same bits (so R has the same signs too).
+                    assertArrayEquals(t.toColumnMajor(), (double[]) got.get(0)[2], strategy + ": QR factors against one process");
+                    double[] td = DistributedMatrix.random(DType.F64, m, qn, nb, seed + 1).toColumnMajor();
+                    double qres = Dense.frobDiff(td, (double[]) got.get(0)[3]) / (Dense.frob(td) * m * DType.F64.epsilon());
+                    assertTrue(qres < 10, strategy + ": scaled residual ||A - Q [R; 0]||/(||A|| m eps) = " + qres);
+                }
+            }
+        }
+    }
+
     @Test
     void shouldRefuseLuAndQrOfAMatrixSpreadOverOtherRanksNamingTheOperation() {
         // Three ranks' 3x1 grid on a communicator of two: the check comes before any copy by columns.
