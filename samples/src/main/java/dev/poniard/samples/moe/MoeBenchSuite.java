@@ -29,7 +29,8 @@ public final class MoeBenchSuite implements BenchSuite {
     static final int EXPERTS = 8;
     static final int K = 2;
     static final int WORKERS = 2;
-    static final int CHUNKS_PER_WORKER = 8;
+    /** As the MoE layer cuts its expert work by default ({@code MoeLayer.Builder.chunksPerWorker}). */
+    static final int CHUNKS_PER_WORKER = 4;
     static final long SEED = 42;
 
     @Override
