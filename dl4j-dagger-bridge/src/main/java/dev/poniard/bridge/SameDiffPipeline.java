@@ -29,8 +29,10 @@ import java.util.concurrent.ConcurrentLinkedQueue;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicLong;
+import java.util.function.Function;
 import java.util.function.Supplier;
 import org.agrona.BufferUtil;
+import org.nd4j.autodiff.functions.DifferentialFunction;
 import org.nd4j.autodiff.samediff.SDVariable;
 import org.nd4j.autodiff.samediff.SameDiff;
 import org.nd4j.autodiff.samediff.TrainingConfig;
@@ -63,6 +65,11 @@ import org.nd4j.linalg.factory.Nd4j;
  * backward is SameDiff's gradient of Σ losses + Σ sum(output ⊙ ∂L/∂output). One step spawns, per stage s and
  * micro-batch m, a forward task F(s,m) and a backward task B(s,m), all scoped to stage s's processor:
  * <ul>
+ *   <li>F(s,m) runs the stage's forward ops (the last stage's too: its loss) and keeps the values its gradient ops
+ *       read; B(s,m) runs only the gradient ops on them and drops them, so each stage costs one forward and one
+ *       backward per micro-batch. With {@link Context#recomputeForward(boolean)}, or for a stage whose gradient holds an
+ *       op the bridge cannot run outside SameDiff, F keeps only the outputs and B recomputes the forward
+ *       (activation checkpointing: a non-last stage then costs two forwards, which unbalances the pipeline).</li>
  *   <li>F(s,m) reads the micro-batch's placeholders and the outputs of F(t,m) for every earlier stage t that hands
  *       it an activation; B(s,m) reads ∂L/∂output from B(t,m) for every later stage t that received one (summed when
  *       several did) and returns ∂L/∂input for its received activations.</li>
@@ -91,7 +98,8 @@ import org.nd4j.linalg.factory.Nd4j;
  * reports the original cause (a local error before a failure passed on by a peer). A pipeline whose step failed
  * refuses further steps.
  * <p>Activation memory is accounted as the bytes of stage outputs alive on this rank between the forward that
- * produced (or received) them and the last local backward that consumed them; its peak and the measured bubble (idle
+ * produced (or received) them and the last local backward that consumed them, and separately with the forward values
+ * kept from F(s,m) to B(s,m) added ({@link StepStats#peakHeldBytes()}); their peaks and the measured bubble (idle
  * share of this rank's stage processors between the step's first task start and last task end) are reported per
  * step. Each parameter must belong to one stage (no weight tying across stages). An instance is used by one thread at
  * a time; the caller's graph is the source of parameters at launch and receives its own stages' parameters after
@@ -123,6 +131,8 @@ public final class SameDiffPipeline implements SameDiffTraining, AutoCloseable {
         private Communicator communicator;
         private int[] placement;
         private int tagBase = Integer.getInteger("poniard.pipeline.tagBase", 0x2000_0000);
+        private boolean recomputeForward = Boolean.getBoolean("poniard.pipeline.recomputeForward");
+        private Function<DifferentialFunction, String> refuseOp = OpRunner::unsupportedReason;
 
         public SameDiff sameDiff() {
             return sameDiff;
@@ -237,6 +247,27 @@ public final class SameDiffPipeline implements SameDiffTraining, AutoCloseable {
             return this;
         }
 
+        public boolean recomputeForward() {
+            return recomputeForward;
+        }
+
+        /**
+         * Activation checkpointing: keep only the activations handed between stages and recompute each stage's forward
+         * in its backward (about one more forward of compute per micro-batch, for the memory of the values the
+         * backward reads). Default false (system property {@code poniard.pipeline.recomputeForward}): the forward keeps
+         * those values and the backward runs only the gradient ops.
+         */
+        public Context recomputeForward(boolean value) {
+            recomputeForward = value;
+            return this;
+        }
+
+        /** Test hook: why an op of a stage's gradient function must run inside SameDiff (null: it need not). */
+        Context refuseOp(Function<DifferentialFunction, String> value) {
+            refuseOp = Objects.requireNonNull(value, "refuseOp");
+            return this;
+        }
+
         /** Validates the context, naming the bad value. */
         public Context conclude() {
             if (sameDiff == null) {
@@ -291,9 +322,12 @@ public final class SameDiffPipeline implements SameDiffTraining, AutoCloseable {
      * @param peakActivationBytes the most bytes of stage outputs alive at once
      * @param makespanNs          first F start to last B end
      * @param microBatches        micro-batches actually used
+     * @param peakHeldBytes       the most bytes held between tasks at once: the stage outputs of
+     *                            {@code peakActivationBytes} plus the forward values kept for backward (none with
+     *                            {@link Context#recomputeForward(boolean)})
      */
     public record StepStats(double bubbleFraction, double theoreticalBubble, long peakActivationBytes, long makespanNs,
-                            int microBatches) {
+                            int microBatches, long peakHeldBytes) {
     }
 
     /** An activation handed from stage {@code producer} to stage {@code consumer} on another rank. */
@@ -431,7 +465,7 @@ public final class SameDiffPipeline implements SameDiffTraining, AutoCloseable {
             }
             processorOf[s] = local.size();
             local.add(s);
-            StageGraph g = StageGraph.build(dag, st, losses);
+            StageGraph g = StageGraph.build(dag, st, losses, ctx.recomputeForward(), ctx.refuseOp);
             if (!new LinkedHashSet<>(g.receivedActivations).equals(new LinkedHashSet<>(received.get(s)))) {
                 throw new IllegalStateException("stage " + s + " receives " + g.receivedActivations + " but the DAG says "
                         + received.get(s));
@@ -510,6 +544,11 @@ public final class SameDiffPipeline implements SameDiffTraining, AutoCloseable {
         return scheduler;
     }
 
+    /** This rank's graph of stage {@code s}, or null (a test hook). */
+    StageGraph graph(int s) {
+        return graphs[s];
+    }
+
     /** Measurements of the last step, or null before the first. */
     public StepStats lastStep() {
         return lastStep;
@@ -564,6 +603,8 @@ public final class SameDiffPipeline implements SameDiffTraining, AutoCloseable {
         final AtomicLong lastEnd = new AtomicLong(Long.MIN_VALUE);
         final AtomicLong liveBytes = new AtomicLong();
         final AtomicLong peakBytes = new AtomicLong();
+        final AtomicLong liveHeldBytes = new AtomicLong();
+        final AtomicLong peakHeldBytes = new AtomicLong();
         /** Pending sends, and the arrays and headers they read (kept reachable until the sends complete). */
         final Queue<CompletableFuture<Void>> sends = new ConcurrentLinkedQueue<>();
         final Queue<Object> inFlight = new ConcurrentLinkedQueue<>();
@@ -592,8 +633,10 @@ public final class SameDiffPipeline implements SameDiffTraining, AutoCloseable {
             lastEnd.accumulateAndGet(end, Math::max);
         }
 
-        void allocate(long bytes) {
-            peakBytes.accumulateAndGet(liveBytes.addAndGet(bytes), Math::max);
+        /** Stage outputs ({@code boundary}) and forward values kept for backward ({@code kept}) now held, or released. */
+        void allocate(long boundary, long kept) {
+            peakBytes.accumulateAndGet(liveBytes.addAndGet(boundary), Math::max);
+            peakHeldBytes.accumulateAndGet(liveHeldBytes.addAndGet(boundary + kept), Math::max);
         }
 
         /** Aborts the communicator once, so that no rank waits for data that will not come. */
@@ -657,7 +700,7 @@ public final class SameDiffPipeline implements SameDiffTraining, AutoCloseable {
         }
 
         @SuppressWarnings({"unchecked", "rawtypes"})
-        TaskHandle<Map<String, INDArray>>[][] fwd = new TaskHandle[S][m];
+        TaskHandle<StageGraph.Kept>[][] fwd = new TaskHandle[S][m];
         @SuppressWarnings({"unchecked", "rawtypes"})
         TaskHandle<Map<String, INDArray>>[][] bwd = new TaskHandle[S][m];
         List<List<int[]>> orders = new ArrayList<>();
@@ -675,13 +718,15 @@ public final class SameDiffPipeline implements SameDiffTraining, AutoCloseable {
             for (int s : localStages) {
                 while (next[s] < orders.get(s).size()) {
                     int[] item = orders.get(s).get(next[s]);
-                    TaskHandle<Map<String, INDArray>> h = item[0] == 1
-                            ? spawnForward(st, s, item[1], last[s], fwd, fwdIn)
-                            : spawnBackward(st, s, item[1], last[s], fwd, bwd, fwdIn, bwdIn);
+                    TaskHandle<?> h;
+                    if (item[0] == 1) {
+                        h = fwd[s][item[1]] = spawnForward(st, s, item[1], last[s], fwd, fwdIn);
+                    } else {
+                        h = bwd[s][item[1]] = spawnBackward(st, s, item[1], last[s], fwd, bwd, fwdIn, bwdIn);
+                    }
                     if (h == null) {
                         break;
                     }
-                    (item[0] == 1 ? fwd : bwd)[s][item[1]] = h;
                     all.add(h);
                     last[s] = h;
                     next[s]++;
@@ -750,7 +795,8 @@ public final class SameDiffPipeline implements SameDiffTraining, AutoCloseable {
         }
         int busyStages = Math.max(1, localStages.length);
         double bubble = makespan <= 0 ? 0 : Math.max(0, 1 - busy / ((double) busyStages * makespan));
-        lastStep = new StepStats(bubble, (S - 1) / (double) (m + S - 1), st.peakBytes.get(), Math.max(0, makespan), m);
+        lastStep = new StepStats(bubble, (S - 1) / (double) (m + S - 1), st.peakBytes.get(), Math.max(0, makespan), m,
+                st.peakHeldBytes.get());
         return loss;
     }
 
@@ -978,9 +1024,8 @@ public final class SameDiffPipeline implements SameDiffTraining, AutoCloseable {
         return edges.stream().filter(e -> e.producer() == s).toList();
     }
 
-    private TaskHandle<Map<String, INDArray>> spawnForward(StepState st, int s, int mb, TaskHandle<?> prev,
-                                                           TaskHandle<Map<String, INDArray>>[][] fwd,
-                                                           TaskHandle<INDArray>[][] fwdIn) {
+    private TaskHandle<StageGraph.Kept> spawnForward(StepState st, int s, int mb, TaskHandle<?> prev,
+                                                     TaskHandle<StageGraph.Kept>[][] fwd, TaskHandle<INDArray>[][] fwdIn) {
         StageGraph g = graphs[s];
         List<Integer> from = localProducers(s);
         for (int p : from) {
@@ -1012,15 +1057,20 @@ public final class SameDiffPipeline implements SameDiffTraining, AutoCloseable {
                     bytes += v.length() * v.dataType().width();
                 }
             }
-            Map<String, INDArray> result = g.forward(feeds);
-            for (Map.Entry<String, INDArray> o : result.entrySet()) {
+            StageGraph.Kept result = g.forwardKeeping(feeds);
+            long kept = result.bytes;
+            Set<String> keptNames = result.names();
+            for (Map.Entry<String, INDArray> o : result.outputs.entrySet()) {
+                long b = o.getValue().length() * o.getValue().dataType().width();
                 if (firstLocalReceiver(o.getKey()) >= 0) {
-                    bytes += o.getValue().length() * o.getValue().dataType().width();
+                    bytes += b;
+                } else if (keptNames.contains(o.getKey())) {
+                    kept += b;          // sent away, but held for this stage's own backward
                 }
             }
-            st.allocate(bytes);
+            st.allocate(bytes, kept);
             for (Edge e : out) {
-                send(st, result.get(e.activation()), e, FORWARD, mb);
+                send(st, result.outputs.get(e.activation()), e, FORWARD, mb);
             }
             st.timed(s, t0, System.nanoTime());
             return result;
@@ -1044,7 +1094,7 @@ public final class SameDiffPipeline implements SameDiffTraining, AutoCloseable {
             feeds.put(p, v);
         }
         for (int k = 1; k <= nFrom; k++) {
-            Map<String, INDArray> r = (Map<String, INDArray>) args[k];
+            Map<String, INDArray> r = ((StageGraph.Kept) args[k]).outputs;
             for (String x : g.receivedActivations) {
                 INDArray v = r.get(x);
                 if (v != null) {
@@ -1059,7 +1109,7 @@ public final class SameDiffPipeline implements SameDiffTraining, AutoCloseable {
     }
 
     private TaskHandle<Map<String, INDArray>> spawnBackward(StepState st, int s, int mb, TaskHandle<?> prev,
-                                                            TaskHandle<Map<String, INDArray>>[][] fwd,
+                                                            TaskHandle<StageGraph.Kept>[][] fwd,
                                                             TaskHandle<Map<String, INDArray>>[][] bwd,
                                                             TaskHandle<INDArray>[][] fwdIn,
                                                             TaskHandle<INDArray>[][] bwdIn) {
@@ -1107,8 +1157,8 @@ public final class SameDiffPipeline implements SameDiffTraining, AutoCloseable {
         return scheduler.spawnN(opt, a -> guarded(st, "backward of stage " + s + " micro-batch " + mb, () -> {
             long t0 = System.nanoTime();
             Map<String, INDArray> feeds = feeds(st, g, mb, a, nFrom, in);
-            @SuppressWarnings("unchecked")
-            Map<String, INDArray> own = (Map<String, INDArray>) a[ownAt];
+            StageGraph.Kept ownForward = (StageGraph.Kept) a[ownAt];
+            Map<String, INDArray> own = ownForward.outputs;
             Map<String, INDArray> outGrads = new HashMap<>();
             for (int k = ownAt + 1; k < remoteAt; k++) {
                 @SuppressWarnings("unchecked")
@@ -1131,7 +1181,14 @@ public final class SameDiffPipeline implements SameDiffTraining, AutoCloseable {
                 }
                 outGrads.merge(e.activation(), grad, INDArray::add);
             }
-            OutAndGrad og = g.backward(feeds, outGrads);
+            long keptBytes = ownForward.bytes;
+            for (String o : ownForward.outputs.keySet()) {
+                if (firstLocalReceiver(o) < 0 && ownForward.names().contains(o)) {
+                    INDArray v = ownForward.outputs.get(o);
+                    keptBytes += v.length() * v.dataType().width();
+                }
+            }
+            OutAndGrad og = g.backward(feeds, outGrads, ownForward);
             double w = st.weight[mb];
             for (String p : g.parameters) {
                 INDArray grad = og.getGradients().get(p);
@@ -1153,13 +1210,13 @@ public final class SameDiffPipeline implements SameDiffTraining, AutoCloseable {
                 send(st, inGrads.get(e.activation()), e, BACKWARD, mb);
             }
             // The activations this stage received for mb are no longer needed once every local receiver ran backward.
-            release(st, g, feeds);
+            release(st, g, feeds, keptBytes);
             st.timed(s, t0, System.nanoTime());
             return inGrads;
         }), args);
     }
 
-    private void release(StepState st, StageGraph g, Map<String, INDArray> feeds) {
+    private void release(StepState st, StageGraph g, Map<String, INDArray> feeds, long keptBytes) {
         long bytes = 0;
         for (String x : g.receivedActivations) {
             // Count the bytes once, at the first local receiver (the last to run backward for mb, as backward runs from
@@ -1171,7 +1228,7 @@ public final class SameDiffPipeline implements SameDiffTraining, AutoCloseable {
                 }
             }
         }
-        st.allocate(-bytes);
+        st.allocate(-bytes, -keptBytes);
     }
 
     private void update(StepState st, int s, TrainingConfig tc, int iteration, int epoch) {

@@ -1,6 +1,7 @@
 package dev.poniard.bridge;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
@@ -11,14 +12,22 @@ import java.util.List;
 import java.util.Map;
 import java.util.Set;
 import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicLong;
 import java.util.stream.Stream;
 import org.junit.jupiter.api.Tag;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.Arguments;
+import org.junit.jupiter.params.provider.EnumSource;
 import org.junit.jupiter.params.provider.MethodSource;
+import org.nd4j.autodiff.listeners.At;
+import org.nd4j.autodiff.listeners.BaseListener;
+import org.nd4j.autodiff.listeners.Operation;
 import org.nd4j.autodiff.samediff.SameDiff;
+import org.nd4j.autodiff.samediff.internal.SameDiffOp;
+import org.nd4j.linalg.api.ops.OpContext;
+import org.nd4j.linalg.dataset.api.MultiDataSet;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.dataset.DataSet;
 import org.nd4j.linalg.learning.config.Adam;
@@ -111,6 +120,129 @@ class SameDiffPipelineTest {
         try (SameDiffPipeline p = SameDiffPipeline.launch(new SameDiffPipeline.Context().sameDiff(trained).stages(2)
                 .microBatches(4).schedule(Schedule.GPIPE).lossReduction(LossReduction.SUM)
                 .sample(Models.regressionBatch(2, 1L)))) {
+            batches.forEach(p::step);
+        }
+        SameDiffDataParallelTest.assertSameParameters(reference, trained,
+                new ArrayList<>(SameDiffDag.gradientNames(reference).keySet()), SameDiffDataParallelTest.REL);
+    }
+
+    static Stream<Arguments> modelsAndSchedules() {
+        List<Arguments> a = new ArrayList<>();
+        for (Models.Factory m : Models.all()) {
+            for (Schedule s : Schedule.values()) {
+                a.add(Arguments.of(m, s));
+            }
+        }
+        return a.stream();
+    }
+
+    /** Keeping the forward values (the default) and recomputing the forward train alike, and both as sd.fit. */
+    @ParameterizedTest(name = "{0} {1}")
+    @MethodSource("modelsAndSchedules")
+    void shouldTrainAlikeWithAndWithoutRecomputingTheForward(Models.Factory m, Schedule schedule) {
+        List<Map<String, INDArray>> batches = SameDiffDataParallelTest.batches(m, 10);
+        SameDiff reference = m.build().apply(new Adam(1e-2));
+        SameDiffDataParallelTest.fitReference(reference, batches);
+        SameDiff kept = m.build().apply(new Adam(1e-2));
+        SameDiff recomputed = m.build().apply(new Adam(1e-2));
+        List<Double> keptLosses = new ArrayList<>();
+        List<Double> recomputedLosses = new ArrayList<>();
+        try (SameDiffPipeline p = launch(kept, m, 2, 4, schedule);
+             SameDiffPipeline q = SameDiffPipeline.launch(new SameDiffPipeline.Context().sameDiff(recomputed).stages(2)
+                     .microBatches(4).schedule(schedule).sample(m.batch().apply(2, 1L)).recomputeForward(true))) {
+            for (int s = 0; s < 2; s++) {
+                assertFalse(p.graph(s).recomputes(), "stage " + s + " fell back to recomputing its forward");
+                assertTrue(q.graph(s).recomputes());
+            }
+            for (Map<String, INDArray> b : batches) {
+                keptLosses.add(p.step(b));
+                recomputedLosses.add(q.step(b));
+            }
+            // Kept forward values cost memory beyond the boundary activations; recompute holds only the latter.
+            assertTrue(p.lastStep().peakHeldBytes() > p.lastStep().peakActivationBytes(), p.lastStep().toString());
+            assertEquals(q.lastStep().peakActivationBytes(), q.lastStep().peakHeldBytes(), q.lastStep().toString());
+        }
+        for (int s = 0; s < batches.size(); s++) {
+            assertEquals(recomputedLosses.get(s), keptLosses.get(s), 1e-9 * Math.abs(recomputedLosses.get(s)), "step " + s);
+        }
+        List<String> params = new ArrayList<>(SameDiffDag.gradientNames(reference).keySet());
+        SameDiffDataParallelTest.assertSameParameters(recomputed, kept, params, 1e-9);
+        SameDiffDataParallelTest.assertSameParameters(reference, kept, params, SameDiffDataParallelTest.REL);
+    }
+
+    /**
+     * Counts every execution of a stage's forward ops, by the op executor and (through a listener) inside SameDiff:
+     * without recompute each runs once per micro-batch; recomputing runs the forward again in the backward.
+     */
+    @ParameterizedTest(name = "{0}")
+    @EnumSource(Schedule.class)
+    void shouldRunEachForwardOpOncePerMicroBatchUnlessRecomputing(Schedule schedule) {
+        Models.Factory m = Models.all()[0];
+        int steps = 2;
+        int micro = 4;
+        int[] opsPerForward = new int[2];
+        for (boolean recompute : new boolean[] {false, true}) {
+            try (SameDiffPipeline p = SameDiffPipeline.launch(new SameDiffPipeline.Context()
+                    .sameDiff(m.build().apply(new Sgd(0.1))).stages(2).microBatches(micro).schedule(schedule)
+                    .sample(m.batch().apply(2, 1L)).recomputeForward(recompute))) {
+                AtomicLong[] inSameDiff = new AtomicLong[2];
+                for (int s = 0; s < 2; s++) {
+                    StageGraph g = p.graph(s);
+                    Set<String> forwardOps = new HashSet<>();
+                    for (int i = p.stages().get(s).firstOp(); i < p.stages().get(s).endOp(); i++) {
+                        forwardOps.add(SameDiffDag.importGraph(p.sameDiff()).ops().get(i).name());
+                    }
+                    AtomicLong count = inSameDiff[s] = new AtomicLong();
+                    g.sd.addListeners(new BaseListener() {
+                        @Override
+                        public boolean isActive(Operation operation) {
+                            return true;
+                        }
+
+                        @Override
+                        public void opExecution(SameDiff sd, At at, MultiDataSet batch, SameDiffOp op, OpContext oc,
+                                                INDArray[] outputs) {
+                            if (forwardOps.contains(op.getName())) {
+                                count.incrementAndGet();
+                            }
+                        }
+                    });
+                }
+                for (int k = 0; k < steps; k++) {
+                    p.step(m.batch().apply(8, 40L + k));
+                }
+                for (int s = 0; s < 2; s++) {
+                    StageGraph g = p.graph(s);
+                    if (!recompute) {
+                        assertTrue(g.forwardOpCount() > 0);
+                        assertEquals((long) steps * micro * g.forwardOpCount(), g.forwardOpRuns.get(), "stage " + s);
+                        assertEquals(0, inSameDiff[s].get(), "stage " + s + " ran forward ops inside SameDiff");
+                        opsPerForward[s] = g.forwardOpCount();
+                    } else {
+                        // The hook sees recomputation: stage 0's backward runs its forward ops again; the last stage
+                        // has no outputs and runs its forward only in its backward.
+                        assertEquals(0, g.forwardOpRuns.get());
+                        long once = (long) steps * micro * opsPerForward[s];
+                        assertEquals(s == 0 ? 2 * once : once, inSameDiff[s].get(), "stage " + s);
+                    }
+                }
+            }
+        }
+    }
+
+    /** A stage whose gradient function holds an op the executor refuses trains by recomputing, as sd.fit. */
+    @Test
+    void shouldFallBackToRecomputeForAStageWithARefusedOp() {
+        Models.Factory m = Models.all()[0];
+        List<Map<String, INDArray>> batches = SameDiffDataParallelTest.batches(m, 8);
+        SameDiff reference = m.build().apply(new Adam(1e-2));
+        SameDiffDataParallelTest.fitReference(reference, batches);
+        SameDiff trained = m.build().apply(new Adam(1e-2));
+        try (SameDiffPipeline p = SameDiffPipeline.launch(new SameDiffPipeline.Context().sameDiff(trained).stages(2)
+                .microBatches(4).sample(m.batch().apply(2, 1L))
+                .refuseOp(fn -> fn.opName().equals("tanh_bp") ? "refused by the test" : null))) {
+            assertTrue(p.graph(0).recomputes(), "stage 0 (tanh) should recompute");
+            assertFalse(p.graph(1).recomputes(), "stage 1 (no tanh) should keep its forward values");
             batches.forEach(p::step);
         }
         SameDiffDataParallelTest.assertSameParameters(reference, trained,

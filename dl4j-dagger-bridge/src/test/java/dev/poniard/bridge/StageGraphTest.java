@@ -1,12 +1,15 @@
 package dev.poniard.bridge;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertNotNull;
+import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import java.util.ArrayList;
 import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.Set;
 import java.util.concurrent.TimeUnit;
 import org.junit.jupiter.api.Timeout;
 import org.junit.jupiter.params.ParameterizedTest;
@@ -59,6 +62,48 @@ class StageGraphTest {
                 SameDiffDataParallelTest.assertClose(s + " stages, " + p, expected.get(p), paramGrads.get(p), 1e-9);
             }
             assertEquals(expected.size(), paramGrads.size());
+        }
+    }
+
+    /**
+     * Keeping the forward values and running only the gradient ops gives the recompute path's gradients and losses,
+     * and runs each forward op once per micro-batch.
+     */
+    @ParameterizedTest(name = "{0}")
+    @MethodSource("models")
+    void shouldGiveTheRecomputedGradientsWithoutRecomputingTheForward(Models.Factory m) {
+        SameDiff sd = m.build().apply(new Sgd(0.1));
+        Map<String, INDArray> batch = m.batch().apply(6, 9L);
+        SameDiffDag dag = SameDiffDag.importGraph(sd).estimateCosts(m.batch().apply(2, 1L));
+        List<String> losses = sd.getLossVariables();
+        for (Stage st : dag.partition(3)) {
+            StageGraph kept = StageGraph.build(dag, st, losses);
+            StageGraph recompute = StageGraph.build(dag, st, losses, true, OpRunner::unsupportedReason);
+            assertFalse(kept.recomputes(), "stage " + st.index() + " fell back to recompute");
+            assertTrue(recompute.recomputes());
+            Map<String, INDArray> acts = new HashMap<>(batch);
+            String[] received = st.inputs().stream().filter(x -> !batch.containsKey(x)).toArray(String[]::new);
+            if (received.length > 0) {
+                acts.putAll(sd.output(batch, received));
+            }
+            Map<String, INDArray> outGrads = new HashMap<>();
+            java.util.Random r = new java.util.Random(st.index());
+            for (Map.Entry<String, INDArray> o : recompute.forward(feeds(recompute, acts)).entrySet()) {
+                outGrads.put(o.getKey(), Models.randn(r, 1, o.getValue().shape()));
+            }
+            OutAndGrad expected = recompute.backward(feeds(recompute, acts), outGrads);
+            StageGraph.Kept f = kept.forwardKeeping(feeds(kept, acts));
+            assertEquals(kept.forwardOpCount(), kept.forwardOpRuns.get());
+            OutAndGrad got = kept.backward(feeds(kept, acts), outGrads, f);
+            assertEquals(kept.forwardOpCount(), kept.forwardOpRuns.get(), "backward ran forward ops");
+            assertEquals(Set.of(), f.names(), "backward released the kept values");
+            for (Map.Entry<String, INDArray> e : expected.getGradients().entrySet()) {
+                SameDiffDataParallelTest.assertClose("stage " + st.index() + " " + e.getKey(), e.getValue(),
+                        got.getGradients().get(e.getKey()), 1e-12);
+            }
+            for (String l : kept.losses) {
+                SameDiffDataParallelTest.assertClose("loss " + l, expected.getOutputs().get(l), got.getOutputs().get(l), 1e-12);
+            }
         }
     }
 
