@@ -173,6 +173,8 @@ public final class SimBenchSuite implements BenchSuite {
                     }
                     // α, β, γ measured now that the path is compiled (as a user would after a warm-up step); the
                     // timed all-reduces below choose their algorithm with them, and the simulator prices with them.
+                    // the first measurement of a process runs on cold buffers (page faults cost ~13 us each here)
+                    comm.measureCostModel();
                     CostModel m = comm.measureCostModel();
                     comm.barrier();
                     // the median, as the cost model's α and β are medians: a best-of would compare a lucky run
