@@ -298,20 +298,6 @@ class SpmdFloat32Test {
         return out.stream();
     }
 
-    /** A of {@code method}'s kind: random (lu, qr: pivoting happens) or SPD. */
-    private static DistributedMatrix matrixFor(String method, int m, int n, long seed, Distribution d, int rank) {
-        return method.equals("spd") ? DistributedMatrix.spd(DType.F32, n, NB, seed, d, rank)
-                : DistributedMatrix.random(DType.F32, m, n, NB, seed, d, rank);
-    }
-
-    private static DistributedMatrix solveWith(TileAlgebra la, String method, DistributedMatrix a, DistributedMatrix b) {
-        return switch (method) {
-            case "lu" -> la.solve(a, b);
-            case "spd" -> la.solveSpd(a, b);
-            default -> la.leastSquares(a, b);
-        };
-    }
-
     @ParameterizedTest(name = "{0} {1} A {2} B {3}")
     @MethodSource("solveCases")
     void shouldSolveInFloat32AcrossTwoRanksAsOneProcessDoes(String method, TileAlgebra.Strategy strategy,
@@ -321,18 +307,18 @@ class SpmdFloat32Test {
         int nrhs = 20;
         long seed = seed("spmd f32 " + method);
         List<double[]> got = onEveryRank(strategy, (comm, la) -> {
-            try (DistributedMatrix a = matrixFor(method, m, n, seed, da, comm.rank());
+            try (DistributedMatrix a = SpmdSolveTest.matrixFor(DType.F32, method, m, n, seed, da, comm.rank());
                  DistributedMatrix b = DistributedMatrix.random(DType.F32, m, nrhs, NB, seed + 1, db, comm.rank());
-                 DistributedMatrix x = solveWith(la, method, a, b)) {
+                 DistributedMatrix x = SpmdSolveTest.solveWith(la, method, a, b)) {
                 assertEquals(DType.F32, x.type());
                 assertEquals(db, x.distribution(), "X is distributed as B");
                 return gathered(x, comm);
             }
         });
         try (TileAlgebra la = oneProcess();
-             DistributedMatrix a = matrixFor(method, m, n, seed, Distribution.single(), 0);
+             DistributedMatrix a = SpmdSolveTest.matrixFor(DType.F32, method, m, n, seed, Distribution.single(), 0);
              DistributedMatrix b = DistributedMatrix.random(DType.F32, m, nrhs, NB, seed + 1);
-             DistributedMatrix x = solveWith(la, method, a, b)) {
+             DistributedMatrix x = SpmdSolveTest.solveWith(la, method, a, b)) {
             double[] ad = a.toColumnMajor();
             double[] bd = b.toColumnMajor();
             double[] gx = got.get(0);

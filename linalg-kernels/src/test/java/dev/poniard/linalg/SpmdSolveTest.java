@@ -135,13 +135,13 @@ class SpmdSolveTest {
         }
     }
 
-    /** A of {@code method}'s kind: random (lu, qr) or SPD, n x n or, for qr, taller. */
-    private static DistributedMatrix matrixFor(String method, int m, int n, long seed, Distribution d, int rank) {
-        return method.equals("spd") ? DistributedMatrix.spd(DType.F64, n, NB, seed, d, rank)
-                : DistributedMatrix.random(DType.F64, m, n, NB, seed, d, rank);
+    /** A of {@code method}'s kind: random (lu, qr: pivoting happens) or SPD, n x n or, for qr, taller. */
+    static DistributedMatrix matrixFor(DType type, String method, int m, int n, long seed, Distribution d, int rank) {
+        return method.equals("spd") ? DistributedMatrix.spd(type, n, NB, seed, d, rank)
+                : DistributedMatrix.random(type, m, n, NB, seed, d, rank);
     }
 
-    private static DistributedMatrix solveWith(TileAlgebra la, String method, DistributedMatrix a, DistributedMatrix b) {
+    static DistributedMatrix solveWith(TileAlgebra la, String method, DistributedMatrix a, DistributedMatrix b) {
         return switch (method) {
             case "lu" -> la.solve(a, b);
             case "spd" -> la.solveSpd(a, b);
@@ -158,12 +158,12 @@ class SpmdSolveTest {
         int nrhs = 40;
         long seed = seed("spmd " + method);
         List<double[]> got = onEveryRank(cluster, strategy, (comm, la) -> {
-            try (DistributedMatrix a = matrixFor(method, m, n, seed, da, comm.rank());
+            try (DistributedMatrix a = matrixFor(DType.F64, method, m, n, seed, da, comm.rank());
                  DistributedMatrix b = DistributedMatrix.random(DType.F64, m, nrhs, NB, seed + 1, db, comm.rank());
                  DistributedMatrix x = solveWith(la, method, a, b)) {
                 assertEquals(db, x.distribution(), "X is distributed as B");
                 // A and B are unchanged.
-                try (DistributedMatrix a0 = matrixFor(method, m, n, seed, da, comm.rank())) {
+                try (DistributedMatrix a0 = matrixFor(DType.F64, method, m, n, seed, da, comm.rank())) {
                     for (int i = 0; i < a.mt(); i++) {
                         for (int j = 0; j < a.nt(); j++) {
                             if (a.isLocal(i, j)) {
@@ -176,7 +176,7 @@ class SpmdSolveTest {
             }
         });
         try (TileAlgebra one = TileAlgebra.launch(new TileAlgebra.Context().workers(1));
-             DistributedMatrix a = matrixFor(method, m, n, seed, Distribution.single(), 0);
+             DistributedMatrix a = matrixFor(DType.F64, method, m, n, seed, Distribution.single(), 0);
              DistributedMatrix b = DistributedMatrix.random(DType.F64, m, nrhs, NB, seed + 1);
              DistributedMatrix x = solveWith(one, method, a, b)) {
             assertClose(x.toColumnMajor(), got.get(0), method);
