@@ -1196,7 +1196,13 @@ public final class SameDiffPipeline implements SameDiffTraining, AutoCloseable {
                     throw new IllegalStateException("stage " + s + " computed no gradient for parameter '" + p + "'");
                 }
                 INDArray scaled = grad.mul(w);
-                st.gradSums[s].merge(p, scaled, INDArray::addi);
+                INDArray sum = st.gradSums[s].putIfAbsent(p, scaled);
+                if (sum != null) {
+                    sum.addi(scaled);
+                    if (scaled.closeable()) {
+                        scaled.close(); // a temporary: freed now, not at the next GC
+                    }
+                }
             }
             for (String l : g.losses) {
                 INDArray v = og.getOutputs().get(l);
@@ -1209,6 +1215,9 @@ public final class SameDiffPipeline implements SameDiffTraining, AutoCloseable {
             for (Edge e : in) {
                 send(st, inGrads.get(e.activation()), e, BACKWARD, mb);
             }
+            List<INDArray> stillUsed = new ArrayList<>(inGrads.values());
+            stillUsed.addAll(outGrads.values());
+            g.releaseGradients(og, stillUsed, feeds);
             // The activations this stage received for mb are no longer needed once every local receiver ran backward.
             release(st, g, feeds, keptBytes);
             st.timed(s, t0, System.nanoTime());
