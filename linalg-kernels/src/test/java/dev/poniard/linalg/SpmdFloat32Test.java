@@ -16,8 +16,6 @@ import java.util.List;
 import java.util.concurrent.TimeUnit;
 import java.util.function.BiFunction;
 import java.util.stream.Stream;
-import org.junit.jupiter.api.AfterAll;
-import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Timeout;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.Arguments;
@@ -34,35 +32,13 @@ import org.junit.jupiter.params.provider.MethodSource;
  * and a ratio bound rather than bitwise equality keeps the checks about accuracy, not about bits.
  */
 @Timeout(value = 120, unit = TimeUnit.SECONDS)
-class SpmdFloat32Test {
+class SpmdFloat32Test extends TwoRankFixture {
     private static final int NB = 32;
     private static final double EPS = DType.F32.epsilon();
     private static final TileAlgebra.Strategy P2P = TileAlgebra.Strategy.POINT_TO_POINT;
     private static final TileAlgebra.Strategy COLLECTIVE = TileAlgebra.Strategy.COLLECTIVE;
     private static final TileAlgebra.Strategy RMA = TileAlgebra.Strategy.RMA;
-    private static final Distribution GRID_1X2 = Distribution.blockCyclic2d(1, 2, 1, 1, 1);
-    private static final Distribution GRID_2X1 = Distribution.blockCyclic2d(2, 1, 1, 1, 1);
-    private static final Distribution CYCLIC_COLUMNS = Distribution.cyclic1d(Distribution.Axis.COLUMNS, 2, 1);
-    private static final Distribution CYCLIC_ROWS = Distribution.cyclic1d(Distribution.Axis.ROWS, 2, 1);
-    private static LocalCluster cluster;
 
-    @BeforeAll
-    static void start() {
-        cluster = LocalCluster.launch(2);
-    }
-
-    @AfterAll
-    static void stop() {
-        if (cluster != null) {
-            cluster.close();
-        }
-    }
-
-    private static long seed(String test) {
-        long seed = System.nanoTime();
-        System.out.println(test + " seed " + seed);
-        return seed;
-    }
 
     private static <T> List<T> onEveryRank(TileAlgebra.Strategy strategy, BiFunction<Communicator, TileAlgebra, T> body) {
         return cluster.run(comm -> {
@@ -76,13 +52,6 @@ class SpmdFloat32Test {
 
     private static TileAlgebra oneProcess() {
         return TileAlgebra.launch(new TileAlgebra.Context().workers(1).innerBlock(16));
-    }
-
-    /** The whole matrix on rank 0 as column-major doubles, null elsewhere. */
-    private static double[] gathered(DistributedMatrix m, Communicator comm) {
-        try (DistributedMatrix whole = m.gather(comm, 0)) {
-            return whole == null ? null : whole.toColumnMajor();
-        }
     }
 
     /** err / (scale * size * eps(F32)) < 10, as LAPACK's test ratios. */

@@ -18,8 +18,6 @@ import java.util.List;
 import java.util.concurrent.TimeUnit;
 import java.util.function.BiFunction;
 import java.util.stream.Stream;
-import org.junit.jupiter.api.AfterAll;
-import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
 import org.junit.jupiter.params.ParameterizedTest;
@@ -34,32 +32,10 @@ import org.junit.jupiter.params.provider.MethodSource;
  * by columns).
  */
 @Timeout(value = 120, unit = TimeUnit.SECONDS)
-class SpmdSolveTest {
+class SpmdSolveTest extends TwoRankFixture {
     private static final int NB = 32;
-    private static LocalCluster cluster;
 
-    @BeforeAll
-    static void start() {
-        cluster = LocalCluster.launch(2);
-    }
 
-    @AfterAll
-    static void stop() {
-        if (cluster != null) {
-            cluster.close();
-        }
-    }
-
-    private static long seed(String test) {
-        long seed = System.nanoTime();
-        System.out.println(test + " seed " + seed);
-        return seed;
-    }
-
-    private static final Distribution GRID_1X2 = Distribution.blockCyclic2d(1, 2, 1, 1, 1);
-    private static final Distribution GRID_2X1 = Distribution.blockCyclic2d(2, 1, 1, 1, 1);
-    private static final Distribution CYCLIC_COLUMNS = Distribution.cyclic1d(Distribution.Axis.COLUMNS, 2, 1);
-    private static final Distribution CYCLIC_ROWS = Distribution.cyclic1d(Distribution.Axis.ROWS, 2, 1);
 
     static Stream<Arguments> triangularCases() {
         List<Arguments> out = new ArrayList<>();
@@ -91,13 +67,6 @@ class SpmdSolveTest {
                 return body.apply(comm, la);
             }
         });
-    }
-
-    /** The whole matrix on rank 0 as column-major doubles, null elsewhere. */
-    private static double[] gathered(DistributedMatrix m, Communicator comm) {
-        try (DistributedMatrix whole = m.gather(comm, 0)) {
-            return whole == null ? null : whole.toColumnMajor();
-        }
     }
 
     /** Max-norm difference relative to the reference's max norm: tile kernels in the same order agree to rounding. */

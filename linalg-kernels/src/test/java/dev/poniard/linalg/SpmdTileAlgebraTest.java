@@ -17,8 +17,6 @@ import java.util.List;
 import java.util.concurrent.TimeUnit;
 import java.util.function.Function;
 import java.util.stream.Stream;
-import org.junit.jupiter.api.AfterAll;
-import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
 import org.junit.jupiter.params.ParameterizedTest;
@@ -31,26 +29,8 @@ import org.nd4j.linalg.api.ndarray.INDArray;
  * on 2D block-cyclic 1x2 / 2x1 grids and 1D distributions, checked on rank 0 against ND4J / dense references.
  */
 @Timeout(value = 120, unit = TimeUnit.SECONDS)
-class SpmdTileAlgebraTest {
-    private static LocalCluster cluster;
+class SpmdTileAlgebraTest extends TwoRankFixture {
 
-    @BeforeAll
-    static void start() {
-        cluster = LocalCluster.launch(2);
-    }
-
-    @AfterAll
-    static void stop() {
-        if (cluster != null) {
-            cluster.close();
-        }
-    }
-
-    private static long seed(String test) {
-        long seed = System.nanoTime();
-        System.out.println(test + " seed " + seed);
-        return seed;
-    }
 
     /** Two-rank distributions: 2D block-cyclic 1x2 and 2x1, 1D cyclic by columns, 1D block by rows. */
     static Stream<Distribution> distributions() {
@@ -243,9 +223,6 @@ class SpmdTileAlgebraTest {
         }
     }
 
-    private static final Distribution GRID_1X2 = Distribution.blockCyclic2d(1, 2, 1, 1, 1);
-    private static final Distribution GRID_2X1 = Distribution.blockCyclic2d(2, 1, 1, 1, 1);
-    private static final Distribution CYCLIC_ROWS = Distribution.cyclic1d(Distribution.Axis.ROWS, 2, 1);
     private static final Distribution BLOCK_CYCLIC_ROWS = Distribution.blockCyclic1d(Distribution.Axis.ROWS, 2, 2, 1);
 
     /**
@@ -371,13 +348,6 @@ class SpmdTileAlgebraTest {
             double[] ad = DistributedMatrix.random(DType.F64, m, n, nb, seed).toColumnMajor();
             double res = Dense.frobDiff(ad, (double[]) got.get(0)[2]) / (Dense.frob(ad) * Math.max(m, n) * DType.F64.epsilon());
             assertTrue(res < 10, "scaled residual ||A - Q [R; 0]||/(||A|| n eps) = " + res);
-        }
-    }
-
-    /** The whole matrix on rank 0 as column-major doubles, null elsewhere. */
-    private static double[] gathered(DistributedMatrix m, Communicator comm) {
-        try (DistributedMatrix whole = m.gather(comm, 0)) {
-            return whole == null ? null : whole.toColumnMajor();
         }
     }
 
