@@ -108,46 +108,33 @@ public enum TrainingSample {
         return switch (this) {
             case FASHION_MOE -> List.of(new Model("moe", tokenModel(seed, EXPERTS, TOP_K, EXPERT_HIDDEN), null),
                     new Model("dense", tokenModel(seed, 1, 1, TOP_K * EXPERT_HIDDEN), null));
-            case MNIST_SAMEDIFF -> List.of(new Model(cliName, null, sameDiffMlp(seed)));
-            case MNIST_PIPELINE -> List.of(new Model(cliName, null, sameDiffDeepMlp(seed)));
+            case MNIST_SAMEDIFF -> List.of(new Model(cliName, null, sameDiffMlp(seed, 256)));
+            case MNIST_PIPELINE -> List.of(new Model(cliName, null, sameDiffMlp(seed, 256, 128)));
             default -> List.of(new Model(cliName, model(seed), null));
         };
     }
 
-    /** 784 → 256 (ReLU) → 10 softmax with cross-entropy and Adam, as mnist-mlp, in SameDiff. */
-    private static SameDiff sameDiffMlp(long seed) {
+    /**
+     * 784 → hidden (ReLU) … → 10 softmax with cross-entropy and Adam, in SameDiff: {256} is mnist-mlp's model, {256,
+     * 128} has enough layers to cut into pipeline stages. He initialisation for the ReLU layers, Xavier for the
+     * output, as the DL4J sample's WeightInit.
+     */
+    private static SameDiff sameDiffMlp(long seed, int... hidden) {
         SameDiff sd = SameDiff.create();
         Nd4j.getRandom().setSeed(seed);
-        SDVariable in = sd.placeHolder("in", DataType.FLOAT, -1, 784);
+        SDVariable x = sd.placeHolder("in", DataType.FLOAT, -1, 784);
         SDVariable label = sd.placeHolder("label", DataType.FLOAT, -1, 10);
-        // He initialisation for the ReLU layer, Xavier for the output, as the DL4J sample's WeightInit
-        SDVariable w0 = sd.var("w0", Nd4j.randn(DataType.FLOAT, 784, 256).muli(Math.sqrt(2.0 / 784)));
-        SDVariable b0 = sd.var("b0", Nd4j.zeros(DataType.FLOAT, 256));
-        SDVariable w1 = sd.var("w1", Nd4j.randn(DataType.FLOAT, 256, 10).muli(Math.sqrt(2.0 / (256 + 10))));
-        SDVariable b1 = sd.var("b1", Nd4j.zeros(DataType.FLOAT, 10));
-        SDVariable logits = sd.nn.relu(in.mmul(w0).add(b0), 0).mmul(w1).add(b1);
-        sd.nn.softmax(SAMEDIFF_OUTPUT, logits);
-        sd.loss.softmaxCrossEntropy("loss", label, logits, null);
-        sd.setLossVariables("loss");
-        sd.setTrainingConfig(TrainingConfig.builder().updater(new Adam(1e-3)).dataSetFeatureMapping("in")
-                .dataSetLabelMapping("label").build());
-        return sd;
-    }
-
-    /** 784 → 256 (ReLU) → 128 (ReLU) → 10 softmax with cross-entropy and Adam: enough layers to cut into stages. */
-    private static SameDiff sameDiffDeepMlp(long seed) {
-        SameDiff sd = SameDiff.create();
-        Nd4j.getRandom().setSeed(seed);
-        SDVariable in = sd.placeHolder("in", DataType.FLOAT, -1, 784);
-        SDVariable label = sd.placeHolder("label", DataType.FLOAT, -1, 10);
-        SDVariable w0 = sd.var("w0", Nd4j.randn(DataType.FLOAT, 784, 256).muli(Math.sqrt(2.0 / 784)));
-        SDVariable b0 = sd.var("b0", Nd4j.zeros(DataType.FLOAT, 256));
-        SDVariable w1 = sd.var("w1", Nd4j.randn(DataType.FLOAT, 256, 128).muli(Math.sqrt(2.0 / 256)));
-        SDVariable b1 = sd.var("b1", Nd4j.zeros(DataType.FLOAT, 128));
-        SDVariable w2 = sd.var("w2", Nd4j.randn(DataType.FLOAT, 128, 10).muli(Math.sqrt(2.0 / (128 + 10))));
-        SDVariable b2 = sd.var("b2", Nd4j.zeros(DataType.FLOAT, 10));
-        SDVariable h0 = sd.nn.relu(in.mmul(w0).add(b0), 0);
-        SDVariable logits = sd.nn.relu(h0.mmul(w1).add(b1), 0).mmul(w2).add(b2);
+        int fanIn = 784;
+        for (int l = 0; l < hidden.length; l++) {
+            SDVariable w = sd.var("w" + l, Nd4j.randn(DataType.FLOAT, fanIn, hidden[l]).muli(Math.sqrt(2.0 / fanIn)));
+            SDVariable b = sd.var("b" + l, Nd4j.zeros(DataType.FLOAT, hidden[l]));
+            x = sd.nn.relu(x.mmul(w).add(b), 0);
+            fanIn = hidden[l];
+        }
+        int out = hidden.length;
+        SDVariable w = sd.var("w" + out, Nd4j.randn(DataType.FLOAT, fanIn, 10).muli(Math.sqrt(2.0 / (fanIn + 10))));
+        SDVariable b = sd.var("b" + out, Nd4j.zeros(DataType.FLOAT, 10));
+        SDVariable logits = x.mmul(w).add(b);
         sd.nn.softmax(SAMEDIFF_OUTPUT, logits);
         sd.loss.softmaxCrossEntropy("loss", label, logits, null);
         sd.setLossVariables("loss");
