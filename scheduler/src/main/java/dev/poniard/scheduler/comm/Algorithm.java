@@ -12,5 +12,7 @@ public enum Algorithm {
     /** Binomial tree (broadcast, reduce). */
     BINOMIAL_TREE,
     /** Pipelined chain (broadcast): segments flow down the chain rank to rank. */
-    CHAIN
+    CHAIN,
+    /** All-reduce through shared memory among ranks of one host: each rank reduces its slice from the others' copies. */
+    SHARED_MEMORY
 }

@@ -90,6 +90,10 @@ public final class Communicator implements AutoCloseable {
     /** The IPC stream this rank subscribes to (tests inject hostile frames into it). */
     private int ipcStreamId;
     private volatile boolean closed;
+    /** Shared-memory all-reduce among ranks of this host; null when a rank is elsewhere or it is turned off. */
+    private HostCollectives host;
+    /** World only: the segments of this communicator and its sub-communicators, released when the world closes. */
+    private final java.util.Queue<HostCollectives> hostSegments = new java.util.concurrent.ConcurrentLinkedQueue<>();
 
     private Communicator(Transport transport, Communicator world, int commId, int[] group, int rank, Context ctx,
                          ExecutorService async, ConcurrentLinkedDeque<ByteBuffer> scratch) {
@@ -296,6 +300,7 @@ public final class Communicator implements AutoCloseable {
         }
         try {
             comm.costModel = comm.establishCostModel();
+            comm.mapHostSegments();
         } catch (RuntimeException e) {
             comm.close();
             throw e;
@@ -705,16 +710,67 @@ public final class Communicator implements AutoCloseable {
     /** All-reduces raw memory in place. */
     public void allReduce(long address, long length, DataType type, ReduceOp op, Algorithm algorithm) {
         elements(length, type);
-        allReduce(nextSequence(), address, length, type, op, algorithm);
+        final Algorithm a = resolveAllReduce(length, algorithm);
+        final long ticket = a == Algorithm.SHARED_MEMORY ? host().ticket() : -1;
+        allReduce(nextSequence(), ticket, address, length, type, op, a);
     }
 
     /** Non-blocking all-reduce. */
     public CompletableFuture<Void> iallReduce(ByteBuffer buf, DataType type, ReduceOp op) {
         elements(buf.remaining(), type);
-        final long s = nextSequence();
         final long a = address(buf);
         final long n = buf.remaining();
-        return runAsync(() -> allReduce(s, a, n, type, op, Algorithm.AUTO));
+        final Algorithm alg = resolveAllReduce(n, Algorithm.AUTO);
+        final long ticket = alg == Algorithm.SHARED_MEMORY ? host().ticket() : -1;
+        final long s = nextSequence();
+        return runAsync(() -> allReduce(s, ticket, a, n, type, op, alg));
+    }
+
+    /**
+     * The algorithm an all-reduce of {@code length} bytes runs: the requested one, or for AUTO shared memory when
+     * every rank shares this host and the message is at least {@link Context#sharedMemoryMinBytes()}, else the cost
+     * model's choice. The same on every rank: the inputs are.
+     */
+    private Algorithm resolveAllReduce(long length, Algorithm requested) {
+        if (requested == Algorithm.SHARED_MEMORY) {
+            if (size > 1 && !allOnThisHost()) {
+                throw new IllegalArgumentException("SHARED_MEMORY all-reduce needs every rank on this host");
+            }
+            return size == 1 ? Algorithm.RING : requested;
+        }
+        if (requested != Algorithm.AUTO || size == 1) {
+            return requested;
+        }
+        if (host != null && length >= ctx.sharedMemoryMinBytes()) {
+            return Algorithm.SHARED_MEMORY;
+        }
+        return costModel.chooseAllReduce(size, length);
+    }
+
+    /** The algorithm an AUTO all-reduce of {@code length} bytes runs here. */
+    Algorithm allReduceAlgorithm(long length) {
+        return resolveAllReduce(length, Algorithm.AUTO);
+    }
+
+    /** The shared-memory collectives of this communicator. */
+    private HostCollectives host() {
+        if (host == null) {
+            throw new IllegalArgumentException("SHARED_MEMORY all-reduce is off (sharedMemoryMinBytes = -1)");
+        }
+        return host;
+    }
+
+    /**
+     * Collective, at connect and split: maps the shared-memory segments when every rank shares this host. Eagerly,
+     * because mapping takes barriers, which a non-blocking first operation must not wait for; the files are sparse
+     * until used. The world communicator releases its sub-communicators' segments too when it closes.
+     */
+    private void mapHostSegments() {
+        if (size > 1 && ctx.sharedMemoryMinBytes() >= 0 && allOnThisHost()) {
+            host = HostCollectives.create(this, ctx.sharedMemoryStageBytes(), spins, ctx.waitYields(),
+                ctx.operationTimeoutMs());
+            world.hostSegments.add(host);
+        }
     }
 
     /** All-reduces a float array. */
@@ -946,6 +1002,7 @@ public final class Communicator implements AutoCloseable {
         sub.costModel = costModel;
         sub.spins = spins;
         sub.sameHost = sameHost;
+        sub.mapHostSegments();
         return sub;
     }
 
@@ -1061,18 +1118,20 @@ public final class Communicator implements AutoCloseable {
         }
     }
 
-    private void allReduce(long seq, long address, long length, DataType type, ReduceOp op, Algorithm algorithm) {
+    private void allReduce(long seq, long ticket, long address, long length, DataType type, ReduceOp op,
+                           Algorithm algorithm) {
         final long count = elements(length, type);
         if (size == 1) {
             return;
         }
         final Algorithm a = algorithm == Algorithm.AUTO ? costModel.chooseAllReduce(size, length) : algorithm;
         switch (a) {
+            case SHARED_MEMORY -> host.allReduce(ticket, address, count, type, op);
             case RING -> allReduceRing(seq, address, count, type, op);
             case RECURSIVE_DOUBLING -> allReduceRecursiveDoubling(seq, address, count, type, op);
             case RABENSEIFNER -> allReduceRabenseifner(seq, address, count, type, op);
             default -> throw new IllegalArgumentException(
-                "all-reduce supports RING, RECURSIVE_DOUBLING, RABENSEIFNER or AUTO, not " + algorithm);
+                "all-reduce supports RING, RECURSIVE_DOUBLING, RABENSEIFNER, SHARED_MEMORY or AUTO, not " + algorithm);
         }
     }
 
@@ -1557,7 +1616,11 @@ public final class Communicator implements AutoCloseable {
             return;
         }
         closed = true;
+        if (host != null) {
+            host.close();
+        }
         if (world == this) {
+            hostSegments.forEach(HostCollectives::close);
             transport.close();
             async.shutdownNow();
         }
@@ -1590,6 +1653,8 @@ public final class Communicator implements AutoCloseable {
         private long maxMessageLength = Long.getLong("poniard.comm.maxMessageLength", (long) Integer.MAX_VALUE - 64);
         private long waitSpins = Long.getLong("poniard.comm.waitSpins", -1);
         private long waitYields = Long.getLong("poniard.comm.waitYields", 2000);
+        private long sharedMemoryMinBytes = Long.getLong("poniard.comm.shmMinBytes", 0);
+        private long sharedMemoryStageBytes = Long.getLong("poniard.comm.shmStageBytes", 1 << 20);
         private long idleParkNs = Long.getLong("poniard.comm.idleParkNs", 1_000_000);
         private int idleSpins = Integer.getInteger("poniard.comm.idleSpins", 0);
         private int idleYields = Integer.getInteger("poniard.comm.idleYields", 100);
@@ -1670,6 +1735,11 @@ public final class Communicator implements AutoCloseable {
             positive("heartbeatIntervalMs", heartbeatIntervalMs);
             positive("operationTimeoutMs", operationTimeoutMs);
             positive("rendezvousTimeoutMs", rendezvousTimeoutMs);
+            if (sharedMemoryStageBytes < 4096 || sharedMemoryStageBytes % 64 != 0
+                || sharedMemoryStageBytes > (Integer.MAX_VALUE - 4096) / 2) {
+                throw new IllegalArgumentException("sharedMemoryStageBytes (poniard.comm.shmStageBytes) must be a "
+                    + "multiple of 64 in [4096, 1 GiB), got " + sharedMemoryStageBytes);
+            }
             if (failureTimeoutMs < 2 * heartbeatIntervalMs) {
                 throw new IllegalArgumentException("failureTimeoutMs must be at least twice heartbeatIntervalMs ("
                     + heartbeatIntervalMs + "): " + failureTimeoutMs);
@@ -1948,6 +2018,29 @@ public final class Communicator implements AutoCloseable {
         /** Idle progress cycles, each followed by a yield, a waiting caller makes after spinning and before parking. */
         public Context waitYields(long yields) {
             this.waitYields = yields;
+            return this;
+        }
+
+        /**
+         * Smallest all-reduce (bytes) that AUTO runs through shared memory when every rank shares this host; -1
+         * never does (Aeron IPC only).
+         */
+        public long sharedMemoryMinBytes() {
+            return sharedMemoryMinBytes;
+        }
+
+        public Context sharedMemoryMinBytes(long bytes) {
+            this.sharedMemoryMinBytes = bytes;
+            return this;
+        }
+
+        /** Bytes of each of a rank's two shared-memory staging halves: a vector goes through in pieces this big. */
+        public long sharedMemoryStageBytes() {
+            return sharedMemoryStageBytes;
+        }
+
+        public Context sharedMemoryStageBytes(long bytes) {
+            this.sharedMemoryStageBytes = bytes;
             return this;
         }
 

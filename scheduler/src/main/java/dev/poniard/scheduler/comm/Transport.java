@@ -211,6 +211,13 @@ final class Transport implements AutoCloseable {
         submit(new AbortCommand(e, -1, reason));
     }
 
+    /** Fails the job with a timeout raised outside the progress thread (shared-memory waits); tells every peer. */
+    void abortTimedOut(String what) {
+        final String reason = what + " timed out after " + settings.operationTimeoutNs() / 1_000_000 + " ms on rank "
+            + rank;
+        submit(new AbortCommand(new CommTimeoutException(rank, reason), -1, reason));
+    }
+
     private void submit(Op op) {
         final CommException f = failure;
         if (f != null) {

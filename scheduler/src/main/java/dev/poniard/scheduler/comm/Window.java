@@ -37,6 +37,7 @@ import java.util.concurrent.locks.LockSupport;
  * word (readers count up, a writer holds -1); unlock returns once the target has applied this rank's operations.
  */
 public final class Window implements AutoCloseable {
+    private static final org.slf4j.Logger LOG = org.slf4j.LoggerFactory.getLogger(Window.class);
     private static final int CONTROL = 64;
     private static final int LOCK_OFFSET = 0;
 
@@ -73,6 +74,11 @@ public final class Window implements AutoCloseable {
 
     /** Collective: every rank exposes {@code bytes} of zeroed shared memory. */
     public static Window allocate(Communicator comm, long bytes) {
+        return allocate(comm, bytes, "win");
+    }
+
+    /** As {@link #allocate(Communicator, long)}, with {@code kind} in the file names (what the memory is for). */
+    static Window allocate(Communicator comm, long bytes, String kind) {
         if (bytes < 0 || bytes > Integer.MAX_VALUE - CONTROL) {
             throw new IllegalArgumentException("window size must be in [0, 2^31 - 65]: " + bytes);
         }
@@ -83,7 +89,7 @@ public final class Window implements AutoCloseable {
         final int id = (int) ((h ^ (h >>> 29)) & 0x7FFFFFFF);
         final File shm = new File("/dev/shm");
         final String base = (shm.isDirectory() ? shm.getPath() : System.getProperty("java.io.tmpdir"))
-            + File.separator + "poniard-" + comm.context().launchId() + "-win-" + comm.communicatorId() + "-" + seq + "-";
+            + File.separator + "poniard-" + comm.context().launchId() + "-" + kind + "-" + comm.communicatorId() + "-" + seq + "-";
         final File own = new File(base + comm.worldRank(comm.rank()));
         final MappedByteBuffer[] maps = new MappedByteBuffer[comm.size()];
         try {
@@ -287,6 +293,11 @@ public final class Window implements AutoCloseable {
         }
     }
 
+    /** Address of {@code rank}'s window data in this process, or 0 when that rank is on another host. */
+    long address(int rank) {
+        return remote(rank) ? 0 : addresses[rank] + CONTROL;
+    }
+
     /** Collective: waits for every rank, unmaps and removes this rank's window file. */
     @Override
     public void close() {
@@ -296,17 +307,32 @@ public final class Window implements AutoCloseable {
         try {
             comm.barrier();
         } finally {
-            closed = true;
+            release();
+        }
+    }
+
+    /**
+     * Not collective: unmaps every mapping and removes this rank's file, for owners that know no rank touches the
+     * window any more (or that the job has failed). Peers that still map the file keep their mapping.
+     */
+    synchronized void release() {
+        if (closed) {
+            return;
+        }
+        closed = true;
+        try {
             transport.execute(req -> {
                 transport.unregisterWindow(id);
                 req.complete();
             }).await(0, 100);
-            for (MappedByteBuffer m : maps) {
-                if (m != null) {
-                    IoUtil.unmap(m);
-                }
-            }
-            IoUtil.delete(own, true);
+        } catch (CommException e) {
+            LOG.debug("window {}: the transport has stopped, nothing to unregister", id, e);
         }
+        for (MappedByteBuffer m : maps) {
+            if (m != null) {
+                IoUtil.unmap(m);
+            }
+        }
+        IoUtil.delete(own, true);
     }
 }

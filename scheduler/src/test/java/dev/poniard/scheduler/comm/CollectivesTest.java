@@ -48,7 +48,7 @@ class CollectivesTest {
         final List<Arguments> args = new ArrayList<>();
         for (int n : new int[]{2, 3, 4, 6}) {
             for (Algorithm a : new Algorithm[]{Algorithm.RING, Algorithm.RECURSIVE_DOUBLING, Algorithm.RABENSEIFNER,
-                Algorithm.AUTO}) {
+                Algorithm.SHARED_MEMORY, Algorithm.AUTO}) {
                 args.add(Arguments.of(n, a));
             }
         }
@@ -341,7 +341,8 @@ class CollectivesTest {
         System.out.println("shouldGiveBitwiseIdenticalFloatResultsOnEveryRankAndRun seed=" + seed);
         final int n = 3;
         final int count = 50_021;
-        for (Algorithm a : new Algorithm[]{Algorithm.RING, Algorithm.RECURSIVE_DOUBLING, Algorithm.RABENSEIFNER}) {
+        for (Algorithm a : new Algorithm[]{Algorithm.RING, Algorithm.RECURSIVE_DOUBLING, Algorithm.RABENSEIFNER,
+            Algorithm.SHARED_MEMORY}) {
             final List<float[]> first = cluster(n).run(c -> runRandom(c, seed, count, a));
             final List<float[]> second = cluster(n).run(c -> runRandom(c, seed, count, a));
             for (int r = 0; r < n; r++) {

@@ -34,7 +34,8 @@ public final class CommWorker {
 
     private static void check(Communicator c) {
         final int n = c.size();
-        for (Algorithm a : new Algorithm[]{Algorithm.RING, Algorithm.RECURSIVE_DOUBLING, Algorithm.RABENSEIFNER}) {
+        for (Algorithm a : new Algorithm[]{Algorithm.RING, Algorithm.RECURSIVE_DOUBLING, Algorithm.RABENSEIFNER,
+            Algorithm.SHARED_MEMORY}) {
             final int count = 300_007;
             final ByteBuffer b = ByteBuffer.allocateDirect(count * 4).order(ByteOrder.nativeOrder());
             for (int i = 0; i < count; i++) {

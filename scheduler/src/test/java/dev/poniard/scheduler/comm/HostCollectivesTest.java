@@ -1,0 +1,136 @@
+package dev.poniard.scheduler.comm;
+
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.Timeout;
+
+import java.io.File;
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.CompletableFuture;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+/** The shared-memory all-reduce among ranks of one host: pieces, call order, choice, failures and clean-up. */
+@Timeout(60)
+class HostCollectivesTest {
+    private static LocalCluster cluster(int n, long stageBytes) {
+        return LocalCluster.launch(n, ctx -> ctx.alpha(5e-6).beta(2.5e-10).gamma(5e-10)
+            .sharedMemoryStageBytes(stageBytes));
+    }
+
+    @Test
+    void shouldAllReduceVectorsManyTimesLargerThanTheStagingArea() {
+        try (LocalCluster cluster = cluster(3, 4096)) {
+            for (int count : new int[]{1, 1023, 1024, 1025, 100_003}) {
+                for (DataType t : new DataType[]{DataType.FLOAT32, DataType.FLOAT64, DataType.INT64}) {
+                    for (ReduceOp op : ReduceOp.values()) {
+                        cluster.run(c -> {
+                            final ByteBuffer b = CollectivesTest.fill(t, c.rank(), count, op);
+                            c.allReduce(b, t, op, Algorithm.SHARED_MEMORY);
+                            CollectivesTest.check(b, t, count, 3, op, count + " " + t + " " + op + " rank " + c.rank());
+                            return null;
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    @Test
+    void shouldCompleteNonBlockingAllReducesInTheOrderTheyWereCalled() {
+        try (LocalCluster cluster = cluster(2, 4096)) {
+            cluster.run(c -> {
+                final List<ByteBuffer> bufs = new ArrayList<>();
+                final List<CompletableFuture<Void>> pending = new ArrayList<>();
+                for (int k = 0; k < 12; k++) {
+                    final int count = 500 + 3_000 * k;
+                    final ByteBuffer b = ByteBuffer.allocateDirect(count * 4).order(ByteOrder.nativeOrder());
+                    for (int i = 0; i < count; i++) {
+                        b.putInt(i * 4, (c.rank() + 1) * (k * 100_000 + i));
+                    }
+                    bufs.add(b);
+                    pending.add(c.iallReduce(b, DataType.INT32, ReduceOp.SUM));
+                }
+                CompletableFuture.allOf(pending.toArray(CompletableFuture[]::new)).join();
+                for (int k = 0; k < bufs.size(); k++) {
+                    final ByteBuffer b = bufs.get(k);
+                    for (int i = 0; i < b.capacity() / 4; i++) {
+                        assertEquals(3 * (k * 100_000 + i), b.getInt(i * 4), "buffer " + k + " element " + i);
+                    }
+                }
+                return null;
+            });
+        }
+    }
+
+    @Test
+    void shouldChooseSharedMemoryOnOneHostOnlyAndAboveTheThreshold() {
+        try (LocalCluster cluster = LocalCluster.launch(2, ctx -> ctx.alpha(5e-6).beta(2.5e-10).gamma(5e-10)
+            .sharedMemoryMinBytes(1024))) {
+            cluster.run(c -> {
+                assertEquals(Algorithm.SHARED_MEMORY, c.allReduceAlgorithm(1024));
+                assertEquals(c.costModel().chooseAllReduce(2, 1020), c.allReduceAlgorithm(1020));
+                return null;
+            });
+        }
+        try (LocalCluster off = LocalCluster.launch(2, ctx -> ctx.alpha(5e-6).beta(2.5e-10).gamma(5e-10)
+            .sharedMemoryMinBytes(-1))) {
+            off.run(c -> {
+                assertEquals(c.costModel().chooseAllReduce(2, 1 << 26), c.allReduceAlgorithm(1 << 26));
+                final IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                    () -> c.allReduce(ByteBuffer.allocateDirect(16), DataType.FLOAT32, ReduceOp.SUM, Algorithm.SHARED_MEMORY));
+                assertTrue(e.getMessage().contains("off"), e.getMessage());
+                return null;
+            });
+        }
+        try (LocalCluster apart = LocalCluster.launchAsSeparateHosts(2, ctx -> ctx.alpha(5e-6).beta(2.5e-10)
+            .gamma(5e-10))) {
+            apart.run(c -> {
+                assertEquals(c.costModel().chooseAllReduce(2, 1 << 26), c.allReduceAlgorithm(1 << 26));
+                final IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                    () -> c.allReduce(ByteBuffer.allocateDirect(16), DataType.FLOAT32, ReduceOp.SUM, Algorithm.SHARED_MEMORY));
+                assertTrue(e.getMessage().contains("every rank on this host"), e.getMessage());
+                return null;
+            });
+        }
+    }
+
+    @Test
+    void shouldTimeOutOnEveryRankWhenAPeerNeverJoins() {
+        try (LocalCluster cluster = LocalCluster.launch(2, ctx -> ctx.alpha(5e-6).beta(2.5e-10).gamma(5e-10)
+            .operationTimeoutMs(500))) {
+            final CommTimeoutException e = assertThrows(CommTimeoutException.class,
+                () -> cluster.comm(0).allReduce(ByteBuffer.allocateDirect(4000), DataType.FLOAT32, ReduceOp.SUM,
+                    Algorithm.SHARED_MEMORY));
+            assertTrue(e.getMessage().contains("rank 1"), e.getMessage());
+            final CommException other = assertThrows(CommException.class, () -> cluster.comm(1).barrier());
+            assertTrue(other.getMessage().contains("timed out"), other.getMessage());
+        }
+    }
+
+    @Test
+    void shouldRemoveEverySegmentFileWhenTheClusterCloses() {
+        final String launchId;
+        try (LocalCluster cluster = cluster(3, 4096)) {
+            launchId = cluster.comm(0).context().launchId();
+            cluster.run(c -> {
+                final Communicator sub = c.split(c.rank() == 2 ? 1 : 0, 0);
+                final float[] v = {c.rank()};
+                sub.allReduce(v, ReduceOp.SUM);
+                assertEquals(c.rank() == 2 ? 2f : 1f, v[0]);
+                return null;
+            });
+            assertTrue(segmentFiles(launchId).length >= 5, "3 world + 2 sub-communicator segments expected");
+        }
+        assertEquals(0, segmentFiles(launchId).length, "segment files left behind");
+    }
+
+    private static File[] segmentFiles(String launchId) {
+        final File[] files = new File("/dev/shm").listFiles((d, name) -> name.startsWith("poniard-" + launchId + "-shm-"));
+        return files == null ? new File[0] : files;
+    }
+}
