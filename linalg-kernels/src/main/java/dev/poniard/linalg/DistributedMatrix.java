@@ -19,6 +19,11 @@ import org.nd4j.linalg.factory.Nd4j;
  * views ({@link #toINDArray}, norms) need {@link #gather} first, and {@link TileAlgebra} moves tiles
  * between ranks as its kernels need them.
  *
+ * <p>On a replicating distribution ({@link Distribution#replicated25d}) a rank also holds the copies of the
+ * tiles its layer replicates: {@link #tile} returns whichever copy is held here, {@link #isLocal} says
+ * whether it is the primary. The primary is authoritative; every {@link TileAlgebra} operation that writes
+ * the matrix leaves every copy equal to it, and {@link TileAlgebra#gemm} computes on all layers at once (2.5D).
+ *
  * <p>Generators are element-wise deterministic: entry (r, c) of {@link #random} depends only on the seed
  * and (r, c), never on the tile size or the distribution, so differently tiled copies of one matrix are
  * equal and each rank can generate its own tiles.
@@ -32,8 +37,10 @@ public final class DistributedMatrix implements AutoCloseable {
     private final int nt;
     private final Distribution distribution;
     private final int localRank;
-    /** Null where another rank owns the tile. */
+    /** Null where this rank holds no copy of the tile. */
     private final Tile[][] tiles;
+    /** Per layer of the distribution, the tiles as kernels name them there ({@link #layer}). */
+    private final TileTasks.Tiles[] layers;
 
     private DistributedMatrix(DType type, int rows, int cols, int nb, Distribution distribution) {
         this(type, rows, cols, nb, distribution, 0);
@@ -61,10 +68,17 @@ public final class DistributedMatrix implements AutoCloseable {
         this.tiles = new Tile[mt][nt];
         for (int i = 0; i < mt; i++) {
             for (int j = 0; j < nt; j++) {
-                if (distribution.owner(i, j).rank() == localRank) {
-                    tiles[i][j] = Tile.allocate(type, tileRows(i), tileCols(j));
+                for (int l = 0; l < distribution.layers() && tiles[i][j] == null; l++) {
+                    if (distribution.replica(i, j, l).rank() == localRank) {
+                        tiles[i][j] = Tile.allocate(type, tileRows(i), tileCols(j));
+                    }
                 }
             }
+        }
+        this.layers = new TileTasks.Tiles[distribution.layers()];
+        layers[0] = view;
+        for (int l = 1; l < layers.length; l++) {
+            layers[l] = new LayerView(l);
         }
     }
 
@@ -229,7 +243,7 @@ public final class DistributedMatrix implements AutoCloseable {
         return Math.min(nb, cols - j * nb);
     }
 
-    /** Tile (i, j); it must be one this rank owns ({@link #isLocal}). */
+    /** Tile (i, j); it must be one this rank holds ({@link #holds}): the primary or a replica. */
     public Tile tile(int i, int j) {
         Tile t = tiles[i][j];
         if (t == null) {
@@ -276,8 +290,61 @@ public final class DistributedMatrix implements AutoCloseable {
         return view;
     }
 
-    /** Whether this rank owns (and holds) tile (i, j). */
+    /**
+     * The copies on layer {@code l} of a replicating distribution as kernels' tile source: tile (i, j) is
+     * owned by its holder on that layer. Layer 0 is {@link #asTiles()}; a distribution with fewer layers
+     * serves layer l from its layer l mod layers.
+     */
+    TileTasks.Tiles layer(int l) {
+        return layers[l % layers.length];
+    }
+
+    /** One layer's copies (l >= 1): their own identity, so their versions are counted apart from the primaries'. */
+    private final class LayerView implements TileTasks.Tiles {
+        private final int layer;
+
+        LayerView(int layer) {
+            this.layer = layer;
+        }
+
+        @Override
+        public Tile tile(int i, int j) {
+            return DistributedMatrix.this.tile(i, j);
+        }
+
+        @Override
+        public int ownerRank(int i, int j) {
+            return distribution.replica(i, j, layer).rank();
+        }
+
+        @Override
+        public int mt() {
+            return mt;
+        }
+
+        @Override
+        public int nt() {
+            return nt;
+        }
+
+        @Override
+        public Tile allocateLike(int i, int j) {
+            return Tile.allocate(type, tileRows(i), tileCols(j));
+        }
+
+        @Override
+        public String describe() {
+            return DistributedMatrix.this + " layer " + layer;
+        }
+    }
+
+    /** Whether this rank owns tile (i, j): holds its primary copy. */
     public boolean isLocal(int i, int j) {
+        return distribution.owner(i, j).rank() == localRank;
+    }
+
+    /** Whether this rank holds a copy of tile (i, j): the primary or, on a replicating distribution, a replica. */
+    public boolean holds(int i, int j) {
         return tiles[i][j] != null;
     }
 
@@ -313,7 +380,7 @@ public final class DistributedMatrix implements AutoCloseable {
         if (comm.rank() != root) {
             for (int j = 0; j < nt; j++) {
                 for (int i = 0; i < mt; i++) {
-                    if (tiles[i][j] != null) {
+                    if (isLocal(i, j)) {
                         comm.send(tiles[i][j].pointer().address(), tiles[i][j].size() * bytesPer, root, gatherTag(i, j));
                     }
                 }
@@ -326,7 +393,7 @@ public final class DistributedMatrix implements AutoCloseable {
             for (int j = 0; j < nt; j++) {
                 for (int i = 0; i < mt; i++) {
                     Tile dst = whole.tiles[i][j];
-                    if (tiles[i][j] != null) {
+                    if (isLocal(i, j)) {
                         dst.copyFrom(tiles[i][j]);
                     } else {
                         int src = distribution.owner(i, j).rank();

@@ -391,8 +391,10 @@ final class SpmdTasks implements TileTasks, AutoCloseable {
 
     /**
      * RMA strategy: exposes matrices the operation only reads. Collective (every rank calls it in the same
-     * order): each rank copies its tiles into a window, tile (i, j) at the sum of the sizes of the tiles
-     * before it in column-major order that the same rank owns, then a fence makes them visible.
+     * order): each rank copies the tiles it holds into a window, tile (i, j) at the sum of the sizes of the
+     * tiles before it in column-major order that the same rank holds, then a fence makes them visible. On a
+     * replicating distribution every layer's copies are in the one window, so each layer view
+     * ({@link DistributedMatrix#layer}) gets from its own holders.
      */
     @Override
     public void expose(DistributedMatrix... ms) {
@@ -403,14 +405,23 @@ final class SpmdTasks implements TileTasks, AutoCloseable {
             if (exposed.containsKey(m.asTiles())) {
                 continue;
             }
-            long[] offsets = new long[m.mt() * m.nt()];
+            int layers = m.distribution().layers();
+            long[][] offsets = new long[layers][m.mt() * m.nt()];
             long[] used = new long[comm.size()];
             long elem = m.type().bytes();
             for (int j = 0; j < m.nt(); j++) {
                 for (int i = 0; i < m.mt(); i++) {
-                    int o = m.owner(i, j).rank();
-                    offsets[j * m.mt() + i] = used[o];
-                    used[o] += (long) m.tileRows(i) * m.tileCols(j) * elem;
+                    int t = j * m.mt() + i;
+                    for (int l = 0; l < layers; l++) {
+                        int o = m.distribution().replica(i, j, l).rank();
+                        int same = sameHolderBelow(m, i, j, l, o);
+                        if (same >= 0) { // a rank holds one copy, whatever the layers it stands for
+                            offsets[l][t] = offsets[same][t];
+                        } else {
+                            offsets[l][t] = used[o];
+                            used[o] += (long) m.tileRows(i) * m.tileCols(j) * elem;
+                        }
+                    }
                 }
             }
             long size = Arrays.stream(used).max().orElse(0);
@@ -419,18 +430,65 @@ final class SpmdTasks implements TileTasks, AutoCloseable {
                         + " bytes on one rank, over the 2 GiB a window holds; use POINT_TO_POINT or COLLECTIVE");
             }
             Window w = Window.allocate(comm, size);
-            exposed.put(m.asTiles(), new Exposed(w, offsets));
+            for (int l = 0; l < layers; l++) {
+                exposed.put(m.layer(l), new Exposed(w, offsets[l]));
+            }
             ByteBuffer mine = w.buffer();
             for (int j = 0; j < m.nt(); j++) {
                 for (int i = 0; i < m.mt(); i++) {
-                    if (m.isLocal(i, j)) {
-                        ByteBuffer dst = mine.duplicate();
-                        dst.position((int) offsets[j * m.mt() + i]);
-                        dst.put(byteView(m.tile(i, j)));
+                    for (int l = 0; l < layers; l++) {
+                        if (m.distribution().replica(i, j, l).rank() == me && sameHolderBelow(m, i, j, l, me) < 0) {
+                            ByteBuffer dst = mine.duplicate();
+                            dst.position((int) offsets[l][j * m.mt() + i]);
+                            dst.put(byteView(m.tile(i, j)));
+                        }
                     }
                 }
             }
             w.fence();
+        }
+    }
+
+    /** The lowest layer below {@code l} whose copy of tile (i, j) is also on {@code rank}, or -1. */
+    private static int sameHolderBelow(DistributedMatrix m, int i, int j, int l, int rank) {
+        for (int below = 0; below < l; below++) {
+            if (m.distribution().replica(i, j, below).rank() == rank) {
+                return below;
+            }
+        }
+        return -1;
+    }
+
+    /**
+     * Brings every replica of {@code m} (a replicating distribution) up to date with its primary where this
+     * operation wrote the primary: one copy kernel per (tile, layer) on the replica's holder, reading the
+     * primary's final version (a broadcast down the layers with {@link TileAlgebra.Strategy#COLLECTIVE}).
+     * Ranks that hold several layers' copies of a tile hold one tile and get it once.
+     */
+    void refreshReplicas(DistributedMatrix m, TaskOptions copy) {
+        int layers = m.distribution().layers();
+        if (layers == 1) {
+            return;
+        }
+        TileTasks.Tiles primary = m.asTiles();
+        List<Ref> readers = new ArrayList<>(layers);
+        for (int j = 0; j < m.nt(); j++) {
+            for (int i = 0; i < m.mt(); i++) {
+                Ref src = new Ref(primary, i, j);
+                if (version(src) == 0) {
+                    continue;
+                }
+                readers.clear();
+                for (int l = 1; l < layers; l++) {
+                    if (sameHolderBelow(m, i, j, l, m.distribution().replica(i, j, l).rank()) < 0) {
+                        readers.add(new Ref(m.layer(l), i, j));
+                    }
+                }
+                share(src, readers.toArray(new Ref[0]));
+                for (Ref r : readers) {
+                    kernel(copy, (out, in) -> out.copyFrom(in[0]), r, src);
+                }
+            }
         }
     }
 

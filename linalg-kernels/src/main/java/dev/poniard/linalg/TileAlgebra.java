@@ -61,6 +61,34 @@ import java.util.function.IntBinaryOperator;
  * {@link #lu} and {@link #qr}, which factor each panel on one rank: on distributions that split a tile column
  * over ranks they factor a copy by columns and copy the result back ({@link #redistribute}).
  *
+ * <p><b>2.5D GEMM.</b> When C's distribution replicates ({@link Distribution#replicated25d} with c > 1:
+ * c layers of a p x q grid, every rank holding its layer's copy of C), {@link #gemm} runs the 2.5D algorithm
+ * of Solomonik and Demmel (2011) instead of SUMMA on the primaries: layer l computes
+ * alpha op(A) op(B) over its share of the k tile range (the ceiling of l kt / c up to that of (l+1) kt / c,
+ * so layer 0 never has the smaller share) into its own copies of C, layer 0 starting from beta C and the
+ * others from zero; then every primary C tile adds the other layers' partial products in layer order
+ * 1, 2, ..., c-1, so the result does not depend on timing and repeats bit for bit, and the primaries' final
+ * values are copied back down the layers. A and B may be on any distribution over the same ranks: a layer
+ * reads a replicated operand from its own layer (layer l mod the operand's layers), any other from the
+ * primary owner, moved by the {@link Context#strategy} as in SUMMA. With A and B replicated, a rank of the
+ * P = p q c ranks moves about n²/sqrt(cP) words of A and B (SUMMA on a sqrt(P) x sqrt(P) grid of the same
+ * ranks: n²/sqrt(P)) plus its share of C twice (partial sum up, result down), for c copies of every matrix.
+ * Where a rank holds several layers' copies of a tile (p q below devicesPerRank) gemm is plain SUMMA on the
+ * primaries. C must not be A or B on a replicated distribution: its layers' copies hold partial sums until
+ * the end.
+ *
+ * <pre>{@code
+ * Distribution d = Distribution.replicated25d(4, 2);                   // 4 ranks: 2 layers of a 1 x 2 grid
+ * try (DistributedMatrix a = DistributedMatrix.random(DType.F64, n, n, 256, 1, d, comm.rank());
+ *      DistributedMatrix b = DistributedMatrix.random(DType.F64, n, n, 256, 2, d, comm.rank());
+ *      DistributedMatrix c = DistributedMatrix.zeros(DType.F64, n, n, 256, d, comm.rank())) {
+ *     la.gemm(1.0, a, b, 0.0, c);                                      // 2.5D: C's distribution decides
+ * }
+ * }</pre>
+ *
+ * <p>Every operation that writes a matrix on a replicating distribution ends by copying each primary it
+ * changed to the tile's other layers, so the copies never go stale.
+ *
  * <p>OpenBLAS is held to one thread on each worker through the scheduler's {@code workerStart} hook.
  * With a scheduler passed in by the caller, the caller owns that setting.
  */
@@ -237,6 +265,15 @@ public final class TileAlgebra implements AutoCloseable {
         int nb = c.tileSize();
         int kt = (k + nb - 1) / nb;
         Ops ops = new Ops(c);
+        if (layered(c)) {
+            if (a == c || b == c) {
+                throw new IllegalArgumentException("gemm: C (" + c + ") is also " + (a == c ? "A" : "B")
+                        + "; on a replicated (2.5D) distribution C's copies hold partial sums while A and B are read,"
+                        + " so pass a copy");
+            }
+            gemm25d(ta, tb, alpha, a, b, beta, c, kt, ops);
+            return;
+        }
         runTiles("gemm", ops, tasks -> {
             if (a != c && b != c) {
                 tasks.expose(a, b);
@@ -265,6 +302,94 @@ public final class TileAlgebra implements AutoCloseable {
                         TileTasks.Ref y = tb == Trans.N ? new TileTasks.Ref(b, l, j) : new TileTasks.Ref(b, j, l);
                         tasks.kernel(ops.gemm, (out, in) -> TileKernels.gemm(ta, tb, alpha, in[0], in[1], bl, out),
                                 new TileTasks.Ref(c, i, j), x, y);
+                    }
+                }
+            }
+        }, a, b, c);
+    }
+
+    /**
+     * Whether C's distribution calls for 2.5D: several layers across ranks, with the layers' copies of every
+     * tile on distinct ranks (else a rank would hold one tile for two layers' partial sums).
+     */
+    private static boolean layered(DistributedMatrix c) {
+        Distribution d = c.distribution();
+        if (d.layers() == 1 || c.isWhole()) {
+            return false;
+        }
+        for (int j = 0; j < c.nt(); j++) {
+            for (int i = 0; i < c.mt(); i++) {
+                for (int l = 1; l < d.layers(); l++) {
+                    for (int below = 0; below < l; below++) {
+                        if (d.replica(i, j, l).rank() == d.replica(i, j, below).rank()) {
+                            return false;
+                        }
+                    }
+                }
+            }
+        }
+        return true;
+    }
+
+    /** 2.5D GEMM (see the class comment): per-layer SUMMA over a share of k, then a fixed-order reduction. */
+    private void gemm25d(Trans ta, Trans tb, double alpha, DistributedMatrix a, DistributedMatrix b, double beta,
+                         DistributedMatrix c, int kt, Ops ops) {
+        int layers = c.distribution().layers();
+        int[] first = new int[layers + 1];
+        for (int l = 0; l <= layers; l++) {
+            first[l] = (int) (((long) l * kt + layers - 1) / layers);
+        }
+        runTiles("gemm", ops, tasks -> {
+            tasks.expose(a, b);
+            TileTasks.Ref[] rowOfC = new TileTasks.Ref[c.nt()];
+            TileTasks.Ref[] colOfC = new TileTasks.Ref[c.mt()];
+            // Steps of all layers interleaved, so that every layer's first transfers come first in tag order.
+            for (int s = 0; s < first[1] - first[0]; s++) {
+                for (int l = 0; l < layers; l++) {
+                    int kk = first[l] + s;
+                    if (kk >= first[l + 1]) {
+                        continue;
+                    }
+                    TileTasks.Tiles al = a.layer(l);
+                    TileTasks.Tiles bl = b.layer(l);
+                    TileTasks.Tiles cl = c.layer(l);
+                    for (int i = 0; i < c.mt(); i++) {
+                        for (int j = 0; j < c.nt(); j++) {
+                            rowOfC[j] = new TileTasks.Ref(cl, i, j);
+                        }
+                        tasks.share(ta == Trans.N ? new TileTasks.Ref(al, i, kk) : new TileTasks.Ref(al, kk, i), rowOfC);
+                    }
+                    for (int j = 0; j < c.nt(); j++) {
+                        for (int i = 0; i < c.mt(); i++) {
+                            colOfC[i] = new TileTasks.Ref(cl, i, j);
+                        }
+                        tasks.share(tb == Trans.N ? new TileTasks.Ref(bl, kk, j) : new TileTasks.Ref(bl, j, kk), colOfC);
+                    }
+                    // Layer 0 starts from beta C; the other layers' copies start from zero (beta 0 ignores them).
+                    double bk = s > 0 ? 1.0 : l == 0 ? beta : 0.0;
+                    for (int i = 0; i < c.mt(); i++) {
+                        for (int j = 0; j < c.nt(); j++) {
+                            TileTasks.Ref x = ta == Trans.N ? new TileTasks.Ref(al, i, kk) : new TileTasks.Ref(al, kk, i);
+                            TileTasks.Ref y = tb == Trans.N ? new TileTasks.Ref(bl, kk, j) : new TileTasks.Ref(bl, j, kk);
+                            tasks.kernel(ops.gemm, (out, in) -> TileKernels.gemm(ta, tb, alpha, in[0], in[1], bk, out),
+                                    new TileTasks.Ref(cl, i, j), x, y);
+                        }
+                    }
+                }
+            }
+            // The primaries add the layers' partial sums in layer order, whatever order they arrive in.
+            for (int j = 0; j < c.nt(); j++) {
+                for (int i = 0; i < c.mt(); i++) {
+                    TileTasks.Ref[] partials = new TileTasks.Ref[layers - 1];
+                    for (int l = 1; l < layers; l++) {
+                        partials[l - 1] = new TileTasks.Ref(c.layer(l), i, j);
+                    }
+                    TileTasks.Ref cij = new TileTasks.Ref(c, i, j);
+                    for (int l = 1; l < layers; l++) {
+                        if (first[l] < first[l + 1]) {
+                            tasks.share(partials[l - 1], cij);
+                            tasks.kernel(ops.add, (out, in) -> TileKernels.add(in[0], out), cij, partials[l - 1]);
+                        }
                     }
                 }
             }
@@ -1066,6 +1191,13 @@ public final class TileAlgebra implements AutoCloseable {
             try (DataDeps region = scheduler.dataDeps()) {
                 tasks = new SpmdTasks(spmd, region, ctx.strategy(), ops.suffix);
                 body.accept(tasks);
+                List<DistributedMatrix> refreshed = new ArrayList<>();
+                for (DistributedMatrix m : operands) {
+                    if (refreshed.stream().noneMatch(r -> r == m)) {
+                        refreshed.add(m);
+                        tasks.refreshReplicas(m, ops.copy);
+                    }
+                }
             }
             // A rank can finish its share before another rank fails (its tiles were final early): the
             // barrier makes every rank learn of an abort before it returns, so all fail or none does.
@@ -1129,6 +1261,7 @@ public final class TileAlgebra implements AutoCloseable {
         final TaskOptions tpqrt;
         final TaskOptions tpmqrt;
         final TaskOptions copy;
+        final TaskOptions add;
         final String suffix;
 
         Ops(DistributedMatrix m) {
@@ -1147,6 +1280,7 @@ public final class TileAlgebra implements AutoCloseable {
             tpqrt = opt(made, "tpqrt" + suffix, 2 * b3);
             tpmqrt = opt(made, "tpmqrt" + suffix, 4 * b3);
             copy = opt(made, "copy" + suffix, b * b);
+            add = opt(made, "add" + suffix, b * b);
         }
 
         private static TaskOptions opt(Map<String, TaskOptions> made, String name, double flops) {

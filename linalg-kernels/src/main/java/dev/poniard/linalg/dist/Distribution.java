@@ -26,9 +26,22 @@ public interface Distribution {
     /** The primary owner of tile (i, j): the one whose copy is authoritative. */
     TileOwner owner(int i, int j);
 
-    /** Every holder of tile (i, j); a single owner unless the distribution replicates. */
+    /** Every holder of tile (i, j), layer by layer; a single owner unless the distribution replicates. */
     default List<TileOwner> replicas(int i, int j) {
         return List.of(owner(i, j));
+    }
+
+    /** Copies of every tile: the c of {@link #replicated25d}, 1 for every other distribution. */
+    default int layers() {
+        return 1;
+    }
+
+    /** The holder of tile (i, j) on {@code layer} (0 .. {@link #layers()}-1); layer 0 holds the primary. */
+    default TileOwner replica(int i, int j, int layer) {
+        if (layer != 0) {
+            throw new IndexOutOfBoundsException("layer " + layer + " of " + this + ", which has 1 layer");
+        }
+        return owner(i, j);
     }
 
     /** Number of ranks the distribution spans. */
@@ -102,7 +115,9 @@ public interface Distribution {
     /**
      * 2.5D: {@code c} layers of a {@code p x q} block-cyclic grid (tile blocks 1 x 1); layer l holds slots
      * {@code l*p*q .. (l+1)*p*q-1}. Every tile has c replicas, one per layer; layer 0 holds the primary.
-     * With c = 1 this is plain 2D block-cyclic; a 3D distribution is p = q = c.
+     * With c = 1 this is plain 2D block-cyclic; a 3D distribution is p = q = c. A
+     * {@link dev.poniard.linalg.DistributedMatrix} on it holds every layer's copy on that layer's ranks, and
+     * {@link dev.poniard.linalg.TileAlgebra#gemm} with C on it runs 2.5D GEMM.
      */
     static Distribution replicated25d(int p, int q, int c, int devicesPerRank) {
         positive("p", p);
@@ -114,6 +129,25 @@ public interface Distribution {
                     + " devices per rank");
         }
         return new Grid(p, q, 1, 1, c, p * q * c / devicesPerRank, devicesPerRank);
+    }
+
+    /**
+     * 2.5D over {@code ranks} ranks, one device each: c layers of the most square p x q grid (p <= q) of
+     * {@code ranks / c} ranks. {@code c} must divide {@code ranks}.
+     */
+    static Distribution replicated25d(int ranks, int c) {
+        positive("ranks", ranks);
+        positive("c", c);
+        if (ranks % c != 0) {
+            throw new IllegalArgumentException("replication factor c = " + c + " does not divide " + ranks
+                    + " ranks; each of the c layers needs ranks / c of them");
+        }
+        int perLayer = ranks / c;
+        int p = (int) Math.sqrt(perLayer);
+        while (perLayer % p != 0) {
+            p--;
+        }
+        return replicated25d(p, perLayer / p, c, 1);
     }
 
     private static int slots(int ranks, int devicesPerRank) {
@@ -161,6 +195,19 @@ public interface Distribution {
                 out.add(onLayer(i, j, l));
             }
             return out;
+        }
+
+        @Override
+        public int layers() {
+            return c;
+        }
+
+        @Override
+        public TileOwner replica(int i, int j, int layer) {
+            if (layer < 0 || layer >= c) {
+                throw new IndexOutOfBoundsException("layer " + layer + " of " + this + ", which has " + c + " layers");
+            }
+            return onLayer(i, j, layer);
         }
 
         private TileOwner onLayer(int i, int j, int layer) {

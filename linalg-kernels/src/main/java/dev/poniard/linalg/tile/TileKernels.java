@@ -63,6 +63,21 @@ public final class TileKernels {
         }
     }
 
+    /** Y := Y + X, element by element (same shape and type). */
+    public static void add(Tile x, Tile y) {
+        if (x.rows() != y.rows() || x.cols() != y.cols()) {
+            throw new IllegalArgumentException("add: X is " + x.rows() + "x" + x.cols() + ", Y is " + y.rows() + "x"
+                    + y.cols() + "; need the same shape");
+        }
+        sameType("add", x, y);
+        // Tiles are contiguous (ld = rows): one axpy over the whole buffer; y + 1*x rounds as y + x.
+        if (x.type() == DType.F64) {
+            cblas_daxpy(x.size(), 1.0, x.f64(), 1, y.f64(), 1);
+        } else {
+            cblas_saxpy(x.size(), 1.0f, x.f32(), 1, y.f32(), 1);
+        }
+    }
+
     /** B := alpha op(A)^-1 B (side LEFT) or alpha B op(A)^-1 (side RIGHT), A triangular. */
     public static void trsm(Side side, Uplo uplo, Trans ta, Diag diag, double alpha, Tile a, Tile b) {
         int k = side == Side.LEFT ? b.rows() : b.cols();

@@ -43,6 +43,25 @@ class TileKernelsTest {
 
     @ParameterizedTest
     @EnumSource(DType.class)
+    void shouldAddTilesExactlyAsElementwiseAdditionAndRejectOtherShapes(DType type) {
+        Random rnd = rnd("add");
+        try (Tile x = random(type, 7, 5, rnd); Tile y = random(type, 7, 5, rnd); Tile y0 = y.copy();
+             Tile other = random(type, 5, 7, rnd)) {
+            TileKernels.add(x, y);
+            for (int j = 0; j < 5; j++) {
+                for (int i = 0; i < 7; i++) {
+                    // The sum rounded once in the tile's type: what 2.5D GEMM's reproducible reduction relies on.
+                    double sum = type == DType.F64 ? y0.get(i, j) + x.get(i, j) : (float) y0.get(i, j) + (float) x.get(i, j);
+                    assertEquals(sum, y.get(i, j), 0.0, "(" + i + ", " + j + ")");
+                }
+            }
+            IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> TileKernels.add(other, y));
+            assertTrue(e.getMessage().contains("X is 5x7, Y is 7x5"), e.getMessage());
+        }
+    }
+
+    @ParameterizedTest
+    @EnumSource(DType.class)
     void shouldComputeGemmWithTransposes(DType type) {
         Random rnd = rnd("gemm");
         for (Trans ta : Trans.values()) {

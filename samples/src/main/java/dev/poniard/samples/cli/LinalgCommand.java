@@ -30,7 +30,8 @@ import picocli.CommandLine.Parameters;
  * With {@code --ranks N} (or under {@code ./poniard launch -n N -- linalg ...}) the operation runs SPMD
  * over N rank processes, one worker each by default, on a 2D block-cyclic grid (by default 1 x N for LU and QR,
  * which factor each panel on one rank: on a grid that splits tile columns they factor a copy redistributed by
- * columns and copy it back, as solve does with its copy of A);
+ * columns and copy it back, as solve does with its copy of A); {@code --grid PxQxC} runs gemm 2.5D on C layers
+ * of a P x Q grid, A, B and C replicated on every layer;
  * rank 0 prints the result
  * and every rank its summary and, with {@code --trace FILE}, its own timeline {@code FILE-rankK.json}.
  */
@@ -58,8 +59,9 @@ public final class LinalgCommand implements Callable<Integer> {
             description = "Run SPMD over N rank processes on this machine (default: ${DEFAULT-VALUE}).")
     int ranks;
 
-    @Option(names = "--grid", paramLabel = "PxQ",
-            description = "Process grid of the 2D block-cyclic distribution across ranks, P x Q = ranks (default: the most square, 1xN for lu and qr, which redistribute by columns on any other).")
+    @Option(names = "--grid", paramLabel = "PxQ[xC]",
+            description = "Process grid of the 2D block-cyclic distribution across ranks, P x Q = ranks (default: the most square, 1xN for lu and qr, which redistribute by columns on any other). "
+                    + "For gemm, PxQxC replicates A, B and C on C layers of a P x Q grid (P x Q x C = ranks) and runs 2.5D GEMM.")
     String grid;
 
     @Option(names = "--strategy", description = "How tiles move between ranks: ${COMPLETION-CANDIDATES} (default: POINT_TO_POINT).")
@@ -79,6 +81,9 @@ public final class LinalgCommand implements Callable<Integer> {
         }
         RankEnvironment env = RankEnvironment.detect();
         if (env.size() > 1 || ranks > 1) {
+            if (env.size() <= 1 && grid != null) {
+                parseGrid(grid, ranks); // a bad grid fails here, once, rather than in every rank process
+            }
             return env.size() > 1 ? spmd(out) : launchRanks(out);
         }
         TileAlgebra.Context ctx = new TileAlgebra.Context().trace(trace != null);
@@ -174,20 +179,25 @@ public final class LinalgCommand implements Callable<Integer> {
     }
 
     private Distribution parseGrid(String text, int ranks) {
-        String[] pq = text.toLowerCase(Locale.ROOT).split("x");
+        String[] pqc = text.toLowerCase(Locale.ROOT).split("x");
+        if (pqc.length == 3 && op != Op.gemm) {
+            throw new CommandLine.ParameterException(spec.commandLine(), "--grid PxQxC (2.5D, replicated on C layers)"
+                    + " is for gemm only, got '" + text + "' for " + op + "; use PxQ");
+        }
         try {
-            if (pq.length == 2) {
-                int p = Integer.parseInt(pq[0].trim());
-                int q = Integer.parseInt(pq[1].trim());
-                if (p >= 1 && q >= 1 && p * q == ranks) {
-                    return Distribution.blockCyclic2d(p, q, 1, 1, 1);
+            if (pqc.length == 2 || pqc.length == 3) {
+                int p = Integer.parseInt(pqc[0].trim());
+                int q = Integer.parseInt(pqc[1].trim());
+                int c = pqc.length == 3 ? Integer.parseInt(pqc[2].trim()) : 1;
+                if (p >= 1 && q >= 1 && c >= 1 && p * q * c == ranks) {
+                    return c == 1 ? Distribution.blockCyclic2d(p, q, 1, 1, 1) : Distribution.replicated25d(p, q, c, 1);
                 }
             }
         } catch (NumberFormatException e) {
             // reported below
         }
         throw new CommandLine.ParameterException(spec.commandLine(), "--grid must be PxQ with P * Q = " + ranks
-                + " ranks, got '" + text + "'");
+                + " ranks" + (op == Op.gemm ? ", or PxQxC with P * Q * C = " + ranks : "") + ", got '" + text + "'");
     }
 
     /** FILE.json -> FILE-rankK.json. */

@@ -74,6 +74,24 @@ class MultiRankLinalgTest {
     }
 
     @Test
+    void shouldMultiplyTwoPointFiveDOverTwoRankProcessesWithAReplicationFactor() {
+        // 1x1x2: both ranks hold all of A, B and C; each multiplies over half of k and rank 0 adds the halves.
+        CliRun run = CliRun.of("linalg", "gemm", "--n", "200", "--tile", "64", "--ranks", "2", "--grid", "1x1x2");
+        assertEquals(0, run.code(), run.out() + run.err());
+        Matcher m = Pattern.compile("\\[rank 0\\] gemm n=200 tile=64 ranks=2 \\(replicated25d\\(1x1x2\\).* scaled residual (\\S+)")
+                .matcher(run.out());
+        assertTrue(m.find(), run.out());
+        assertTrue(Double.parseDouble(m.group(1)) < 10, m.group());
+    }
+
+    @Test
+    void shouldRefuseAReplicationFactorForAnOperationOtherThanGemm() {
+        CliRun run = CliRun.of("linalg", "cholesky", "--n", "200", "--tile", "64", "--ranks", "2", "--grid", "1x1x2");
+        assertTrue(run.code() != 0, run.out() + run.err());
+        assertTrue(run.err().contains("is for gemm only"), run.err());
+    }
+
+    @Test
     void shouldSolveInOneProcessWithACheckedResidual() {
         CliRun run = CliRun.of("linalg", "solve", "--n", "150", "--tile", "64", "--workers", "1");
         assertEquals(0, run.code(), run.out() + run.err());
