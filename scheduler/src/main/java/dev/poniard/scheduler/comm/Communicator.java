@@ -767,8 +767,8 @@ public final class Communicator implements AutoCloseable {
      */
     private void mapHostSegments() {
         if (size > 1 && ctx.sharedMemoryMinBytes() >= 0 && allOnThisHost()) {
-            host = HostCollectives.create(this, ctx.sharedMemoryStageBytes(), spins, ctx.waitYields(),
-                ctx.operationTimeoutMs());
+            host = HostCollectives.create(this, ctx.sharedMemoryBufferBytes(), ctx.sharedMemoryBuffers(), spins,
+                ctx.waitYields(), ctx.operationTimeoutMs());
             world.hostSegments.add(host);
         }
     }
@@ -1654,7 +1654,8 @@ public final class Communicator implements AutoCloseable {
         private long waitSpins = Long.getLong("poniard.comm.waitSpins", -1);
         private long waitYields = Long.getLong("poniard.comm.waitYields", 2000);
         private long sharedMemoryMinBytes = Long.getLong("poniard.comm.shmMinBytes", 0);
-        private long sharedMemoryStageBytes = Long.getLong("poniard.comm.shmStageBytes", 1 << 20);
+        private long sharedMemoryBufferBytes = Long.getLong("poniard.comm.shmBufferBytes", 1 << 20);
+        private int sharedMemoryBuffers = Integer.getInteger("poniard.comm.shmBuffers", 16);
         private long idleParkNs = Long.getLong("poniard.comm.idleParkNs", 1_000_000);
         private int idleSpins = Integer.getInteger("poniard.comm.idleSpins", 0);
         private int idleYields = Integer.getInteger("poniard.comm.idleYields", 100);
@@ -1735,10 +1736,13 @@ public final class Communicator implements AutoCloseable {
             positive("heartbeatIntervalMs", heartbeatIntervalMs);
             positive("operationTimeoutMs", operationTimeoutMs);
             positive("rendezvousTimeoutMs", rendezvousTimeoutMs);
-            if (sharedMemoryStageBytes < 4096 || sharedMemoryStageBytes % 64 != 0
-                || sharedMemoryStageBytes > (Integer.MAX_VALUE - 4096) / 2) {
-                throw new IllegalArgumentException("sharedMemoryStageBytes (poniard.comm.shmStageBytes) must be a "
-                    + "multiple of 64 in [4096, 1 GiB), got " + sharedMemoryStageBytes);
+            if (sharedMemoryBufferBytes < 4096 || sharedMemoryBufferBytes % 64 != 0) {
+                throw new IllegalArgumentException("sharedMemoryBufferBytes (poniard.comm.shmBufferBytes) must be a "
+                    + "multiple of 64 and >= 4096, got " + sharedMemoryBufferBytes);
+            }
+            if (sharedMemoryBuffers < 2 || sharedMemoryBuffers * sharedMemoryBufferBytes > (1L << 30)) {
+                throw new IllegalArgumentException("sharedMemoryBuffers (poniard.comm.shmBuffers) must be >= 2 with at "
+                    + "most 1 GiB in all, got " + sharedMemoryBuffers + " x " + sharedMemoryBufferBytes + " bytes");
             }
             if (failureTimeoutMs < 2 * heartbeatIntervalMs) {
                 throw new IllegalArgumentException("failureTimeoutMs must be at least twice heartbeatIntervalMs ("
@@ -2034,13 +2038,23 @@ public final class Communicator implements AutoCloseable {
             return this;
         }
 
-        /** Bytes of each of a rank's two shared-memory staging halves: a vector goes through in pieces this big. */
-        public long sharedMemoryStageBytes() {
-            return sharedMemoryStageBytes;
+        /** Bytes of each shared-memory staging buffer: a vector goes through in pieces this big. */
+        public long sharedMemoryBufferBytes() {
+            return sharedMemoryBufferBytes;
         }
 
-        public Context sharedMemoryStageBytes(long bytes) {
-            this.sharedMemoryStageBytes = bytes;
+        public Context sharedMemoryBufferBytes(long bytes) {
+            this.sharedMemoryBufferBytes = bytes;
+            return this;
+        }
+
+        /** Staging buffers in each rank's ring (see {@code HostCollectives} for why 16). */
+        public int sharedMemoryBuffers() {
+            return sharedMemoryBuffers;
+        }
+
+        public Context sharedMemoryBuffers(int buffers) {
+            this.sharedMemoryBuffers = buffers;
             return this;
         }
 

@@ -17,13 +17,13 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 /** The shared-memory all-reduce among ranks of one host: pieces, call order, choice, failures and clean-up. */
 @Timeout(60)
 class HostCollectivesTest {
-    private static LocalCluster cluster(int n, long stageBytes) {
+    private static LocalCluster cluster(int n, long bufferBytes) {
         return LocalCluster.launch(n, ctx -> ctx.alpha(5e-6).beta(2.5e-10).gamma(5e-10)
-            .sharedMemoryStageBytes(stageBytes));
+            .sharedMemoryBufferBytes(bufferBytes).sharedMemoryBuffers(3));
     }
 
     @Test
-    void shouldAllReduceVectorsManyTimesLargerThanTheStagingArea() {
+    void shouldAllReduceVectorsManyTimesLargerThanTheStagingRing() {
         try (LocalCluster cluster = cluster(3, 4096)) {
             for (int count : new int[]{1, 1023, 1024, 1025, 100_003}) {
                 for (DataType t : new DataType[]{DataType.FLOAT32, DataType.FLOAT64, DataType.INT64}) {
@@ -97,6 +97,16 @@ class HostCollectivesTest {
                 return null;
             });
         }
+    }
+
+    @Test
+    void shouldRefuseAStagingRingThatCannotWork() {
+        final IllegalArgumentException one = assertThrows(IllegalArgumentException.class,
+            () -> new Communicator.Context().rank(0).size(1).sharedMemoryBuffers(1).conclude());
+        assertTrue(one.getMessage().contains("poniard.comm.shmBuffers"), one.getMessage());
+        final IllegalArgumentException odd = assertThrows(IllegalArgumentException.class,
+            () -> new Communicator.Context().rank(0).size(1).sharedMemoryBufferBytes(5000).conclude());
+        assertTrue(odd.getMessage().contains("poniard.comm.shmBufferBytes"), odd.getMessage());
     }
 
     @Test
