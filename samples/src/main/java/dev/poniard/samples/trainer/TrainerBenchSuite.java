@@ -3,7 +3,7 @@ package dev.poniard.samples.trainer;
 import dev.poniard.samples.bench.BenchOptions;
 import dev.poniard.samples.bench.BenchResult;
 import dev.poniard.samples.bench.BenchSuite;
-import dev.poniard.samples.cli.PoniardCli;
+import dev.poniard.samples.cli.LaunchCommand;
 import dev.poniard.scheduler.comm.launch.Launcher;
 import dev.poniard.bridge.NativeThreads;
 import dev.poniard.trainer.ParallelTrainer;
@@ -88,7 +88,7 @@ public final class TrainerBenchSuite implements BenchSuite {
                 "--test-size", "500", "--seed", String.valueOf(SEED));
         List<String> lines = java.util.Collections.synchronizedList(new ArrayList<>());
         try (Launcher l = Launcher.launch(new Launcher.Context().ranks(ranks)
-                .command(Launcher.javaCommand(PoniardCli.class.getName(), args)).output(lines::add))) {
+                .command(LaunchCommand.rankCommand(ranks, args, LaunchCommand.Jit.fromProperty())).output(lines::add))) {
             int code = l.waitFor();
             if (code != 0) {
                 throw new IllegalStateException(ranks + "-rank training failed with exit code " + code + ":\n"
