@@ -253,37 +253,8 @@ public final class DistributedMatrix implements AutoCloseable {
         return t;
     }
 
-    private final TileTasks.Tiles view = new TileTasks.Tiles() {
-        @Override
-        public Tile tile(int i, int j) {
-            return DistributedMatrix.this.tile(i, j);
-        }
-
-        @Override
-        public int ownerRank(int i, int j) {
-            return distribution.owner(i, j).rank();
-        }
-
-        @Override
-        public int mt() {
-            return mt;
-        }
-
-        @Override
-        public int nt() {
-            return nt;
-        }
-
-        @Override
-        public Tile allocateLike(int i, int j) {
-            return Tile.allocate(type, tileRows(i), tileCols(j));
-        }
-
-        @Override
-        public String describe() {
-            return DistributedMatrix.this.toString();
-        }
-    };
+    /** The primaries (layer 0) as kernels' tile source. */
+    private final TileTasks.Tiles view = new LayerView(0);
 
     /** This matrix as kernels' tile source (one object per matrix: identity keys versions). */
     TileTasks.Tiles asTiles() {
@@ -299,7 +270,7 @@ public final class DistributedMatrix implements AutoCloseable {
         return layers[l % layers.length];
     }
 
-    /** One layer's copies (l >= 1): their own identity, so their versions are counted apart from the primaries'. */
+    /** One layer's copies: each layer its own identity, so its versions are counted apart from the others'. */
     private final class LayerView implements TileTasks.Tiles {
         private final int layer;
 
@@ -334,7 +305,7 @@ public final class DistributedMatrix implements AutoCloseable {
 
         @Override
         public String describe() {
-            return DistributedMatrix.this + " layer " + layer;
+            return layer == 0 ? DistributedMatrix.this.toString() : DistributedMatrix.this + " layer " + layer;
         }
     }
 

@@ -60,6 +60,7 @@ import java.util.concurrent.locks.LockSupport;
  * Algorithms follow Thakur, Rabenseifner and Gropp, "Optimization of Collective Communication Operations in
  * MPICH" (IJHPCA 2005): ring, recursive doubling, Rabenseifner (recursive halving + doubling, with the
  * non-power-of-two fold), binomial trees, pipelined chain broadcast, pairwise all-to-all, dissemination barrier.
+ * All-reduces among ranks of one host go through shared memory instead ({@code HostCollectives}).
  * <p>
  * Memory: operations take direct {@link ByteBuffer}s (position to limit, used in place, never copied to a
  * staging buffer), raw {@code address + length}, or Java arrays (copied through a pooled direct buffer).
@@ -711,8 +712,8 @@ public final class Communicator implements AutoCloseable {
     public void allReduce(long address, long length, DataType type, ReduceOp op, Algorithm algorithm) {
         elements(length, type);
         final Algorithm a = resolveAllReduce(length, algorithm);
-        final long ticket = a == Algorithm.SHARED_MEMORY ? host().ticket() : -1;
-        allReduce(nextSequence(), ticket, address, length, type, op, a);
+        final long seq = nextSequence();
+        allReduce(seq, a == Algorithm.SHARED_MEMORY ? host().ticket() : -1, address, length, type, op, a);
     }
 
     /** Non-blocking all-reduce. */
@@ -721,8 +722,8 @@ public final class Communicator implements AutoCloseable {
         final long a = address(buf);
         final long n = buf.remaining();
         final Algorithm alg = resolveAllReduce(n, Algorithm.AUTO);
-        final long ticket = alg == Algorithm.SHARED_MEMORY ? host().ticket() : -1;
         final long s = nextSequence();
+        final long ticket = alg == Algorithm.SHARED_MEMORY ? host().ticket() : -1;
         return runAsync(() -> allReduce(s, ticket, a, n, type, op, alg));
     }
 
@@ -1124,8 +1125,7 @@ public final class Communicator implements AutoCloseable {
         if (size == 1) {
             return;
         }
-        final Algorithm a = algorithm == Algorithm.AUTO ? costModel.chooseAllReduce(size, length) : algorithm;
-        switch (a) {
+        switch (algorithm) {
             case SHARED_MEMORY -> host.allReduce(ticket, address, count, type, op);
             case RING -> allReduceRing(seq, address, count, type, op);
             case RECURSIVE_DOUBLING -> allReduceRecursiveDoubling(seq, address, count, type, op);

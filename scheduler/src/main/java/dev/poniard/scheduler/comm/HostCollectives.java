@@ -46,7 +46,7 @@ final class HostCollectives implements AutoCloseable {
     private static final int CONSUMED = 128;
     private static final int HEADER = 256;
     /** Up to this many bytes every rank reduces the whole vector (one wait); above, each reduces a slice (two). */
-    static final long SMALL_BYTES = 16 << 10;
+    private static final long SMALL_BYTES = 16 << 10;
 
     private final Transport transport;
     private final Window segment;

@@ -79,24 +79,23 @@ class HostCollectivesTest {
         }
         try (LocalCluster off = LocalCluster.launch(2, ctx -> ctx.alpha(5e-6).beta(2.5e-10).gamma(5e-10)
             .sharedMemoryMinBytes(-1))) {
-            off.run(c -> {
-                assertEquals(c.costModel().chooseAllReduce(2, 1 << 26), c.allReduceAlgorithm(1 << 26));
-                final IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
-                    () -> c.allReduce(ByteBuffer.allocateDirect(16), DataType.FLOAT32, ReduceOp.SUM, Algorithm.SHARED_MEMORY));
-                assertTrue(e.getMessage().contains("off"), e.getMessage());
-                return null;
-            });
+            assertMessagePassingOnly(off, "off");
         }
         try (LocalCluster apart = LocalCluster.launchAsSeparateHosts(2, ctx -> ctx.alpha(5e-6).beta(2.5e-10)
             .gamma(5e-10))) {
-            apart.run(c -> {
-                assertEquals(c.costModel().chooseAllReduce(2, 1 << 26), c.allReduceAlgorithm(1 << 26));
-                final IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
-                    () -> c.allReduce(ByteBuffer.allocateDirect(16), DataType.FLOAT32, ReduceOp.SUM, Algorithm.SHARED_MEMORY));
-                assertTrue(e.getMessage().contains("every rank on this host"), e.getMessage());
-                return null;
-            });
+            assertMessagePassingOnly(apart, "every rank on this host");
         }
+    }
+
+    /** AUTO takes the cost model's choice and SHARED_MEMORY is refused with a message containing {@code why}. */
+    private static void assertMessagePassingOnly(LocalCluster cluster, String why) {
+        cluster.run(c -> {
+            assertEquals(c.costModel().chooseAllReduce(2, 1 << 26), c.allReduceAlgorithm(1 << 26));
+            final IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> c.allReduce(
+                ByteBuffer.allocateDirect(16), DataType.FLOAT32, ReduceOp.SUM, Algorithm.SHARED_MEMORY));
+            assertTrue(e.getMessage().contains(why), e.getMessage());
+            return null;
+        });
     }
 
     @Test
