@@ -32,7 +32,9 @@ import java.util.concurrent.locks.LockSupport;
  * The ring lets one rank run ahead of a slower peer, and its size matters more than that: a rank writing into a
  * buffer whose lines the peer has just read pays for invalidating them in the peer's cache. With 2 buffers of 1 MiB
  * a 64 MiB all-reduce between two processes ran at 3.2-4.3 GB/s (0.21-0.25x memcpy), with 16 at 5.9-6.3 GB/s
- * (0.33-0.42x), same machine, alternating runs. Pages are touched only as far as vectors reach. A vector of at most
+ * (0.33-0.42x), same machine, alternating runs. Pages are touched only as far as vectors reach. The ranks go in
+ * lockstep, piece by piece: copying up to B-1 pieces ahead of the reduction was tried and ran 15-30% slower, as a
+ * peer then reads buffers written long before, from memory rather than from cache. A vector of at most
  * 16 KiB is one piece that every rank publishes whole and reduces whole, in rank order: one wait instead of two.
  * <p>
  * Operations run in the order they were called on every rank: the caller takes a ticket when it starts the

@@ -2,6 +2,8 @@ package dev.poniard.scheduler.comm;
 
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.ValueSource;
 
 import java.io.File;
 import java.nio.ByteBuffer;
@@ -17,14 +19,16 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 /** The shared-memory all-reduce among ranks of one host: pieces, call order, choice, failures and clean-up. */
 @Timeout(60)
 class HostCollectivesTest {
-    private static LocalCluster cluster(int n, long bufferBytes) {
+    private static LocalCluster cluster(int n, long bufferBytes, int buffers) {
         return LocalCluster.launch(n, ctx -> ctx.alpha(5e-6).beta(2.5e-10).gamma(5e-10)
-            .sharedMemoryBufferBytes(bufferBytes).sharedMemoryBuffers(3));
+            .sharedMemoryBufferBytes(bufferBytes).sharedMemoryBuffers(buffers));
     }
 
-    @Test
-    void shouldAllReduceVectorsManyTimesLargerThanTheStagingRing() {
-        try (LocalCluster cluster = cluster(3, 4096)) {
+    /** The smallest ring (no piece published ahead) and a ring that publishes several pieces ahead. */
+    @ParameterizedTest(name = "{0} buffers")
+    @ValueSource(ints = {2, 5})
+    void shouldAllReduceVectorsManyTimesLargerThanTheStagingRing(int buffers) {
+        try (LocalCluster cluster = cluster(3, 4096, buffers)) {
             for (int count : new int[]{1, 1023, 1024, 1025, 100_003}) {
                 for (DataType t : new DataType[]{DataType.FLOAT32, DataType.FLOAT64, DataType.INT64}) {
                     for (ReduceOp op : ReduceOp.values()) {
@@ -42,7 +46,7 @@ class HostCollectivesTest {
 
     @Test
     void shouldCompleteNonBlockingAllReducesInTheOrderTheyWereCalled() {
-        try (LocalCluster cluster = cluster(2, 4096)) {
+        try (LocalCluster cluster = cluster(2, 4096, 3)) {
             cluster.run(c -> {
                 final List<ByteBuffer> bufs = new ArrayList<>();
                 final List<CompletableFuture<Void>> pending = new ArrayList<>();
@@ -124,7 +128,7 @@ class HostCollectivesTest {
     @Test
     void shouldRemoveEverySegmentFileWhenTheClusterCloses() {
         final String launchId;
-        try (LocalCluster cluster = cluster(3, 4096)) {
+        try (LocalCluster cluster = cluster(3, 4096, 3)) {
             launchId = cluster.comm(0).context().launchId();
             cluster.run(c -> {
                 final Communicator sub = c.split(c.rank() == 2 ? 1 : 0, 0);
