@@ -18,9 +18,9 @@ import java.util.concurrent.Callable;
  * <p>
  * JIT: training ranks on a host with at least as many ranks as cores run C1 only ({@link Jit#AUTO}). DL4J's heavy
  * lifting is native; what C2 buys the Java orchestration around it is less than what its compiler threads take
- * from workers that already have every core: on 2 cores, {@code launch -n 2 -- train} ran 35-50% faster over 6
- * epochs and 12% over 16 with C1 only. Other sub-commands keep tiered compilation: C1 halves the speed of Java
- * loops such as the communicator's reductions.
+ * from workers that already have every core: on 2 cores, {@code bench trainer}'s 2-rank case reached 0.75-1.16 of
+ * one process with C1-only ranks against 0.57-0.65 with tiered ones. Other sub-commands keep tiered compilation:
+ * C1 slows Java loops such as the communicator's reductions several times.
  */
 @Command(name = "launch", mixinStandardHelpOptions = true,
     description = "Run N ranks of a poniard sub-command on this machine (Aeron IPC between them).")
