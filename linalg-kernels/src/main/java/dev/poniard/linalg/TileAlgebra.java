@@ -278,34 +278,41 @@ public final class TileAlgebra implements AutoCloseable {
             if (a != c && b != c) {
                 tasks.expose(a, b);
             }
-            // Step l of SUMMA: tile column l of op(A) and tile row l of op(B) go to the ranks owning the
-            // C tiles that read them, then every C tile gets its update.
-            TileTasks.Ref[] rowOfC = new TileTasks.Ref[c.nt()];
-            TileTasks.Ref[] colOfC = new TileTasks.Ref[c.mt()];
             for (int l = 0; l < kt; l++) {
-                for (int i = 0; i < c.mt(); i++) {
-                    for (int j = 0; j < c.nt(); j++) {
-                        rowOfC[j] = new TileTasks.Ref(c, i, j);
-                    }
-                    tasks.share(ta == Trans.N ? new TileTasks.Ref(a, i, l) : new TileTasks.Ref(a, l, i), rowOfC);
-                }
-                for (int j = 0; j < c.nt(); j++) {
-                    for (int i = 0; i < c.mt(); i++) {
-                        colOfC[i] = new TileTasks.Ref(c, i, j);
-                    }
-                    tasks.share(tb == Trans.N ? new TileTasks.Ref(b, l, j) : new TileTasks.Ref(b, j, l), colOfC);
-                }
-                double bl = l == 0 ? beta : 1.0;
-                for (int i = 0; i < c.mt(); i++) {
-                    for (int j = 0; j < c.nt(); j++) {
-                        TileTasks.Ref x = ta == Trans.N ? new TileTasks.Ref(a, i, l) : new TileTasks.Ref(a, l, i);
-                        TileTasks.Ref y = tb == Trans.N ? new TileTasks.Ref(b, l, j) : new TileTasks.Ref(b, j, l);
-                        tasks.kernel(ops.gemm, (out, in) -> TileKernels.gemm(ta, tb, alpha, in[0], in[1], bl, out),
-                                new TileTasks.Ref(c, i, j), x, y);
-                    }
-                }
+                summaStep(tasks, ops, ta, tb, alpha, a.asTiles(), b.asTiles(), c.asTiles(), l, l == 0 ? beta : 1.0);
             }
         }, a, b, c);
+    }
+
+    /**
+     * Step l of SUMMA on tile sources a, b, c (a matrix's primaries or one layer's copies): tile column l of op(A)
+     * and tile row l of op(B) go to the ranks owning the C tiles that read them, then every C tile gets
+     * C := alpha op(A)(:, l) op(B)(l, :) + betaStep C.
+     */
+    private static void summaStep(TileTasks tasks, Ops ops, Trans ta, Trans tb, double alpha, TileTasks.Tiles a,
+                                  TileTasks.Tiles b, TileTasks.Tiles c, int l, double betaStep) {
+        TileTasks.Ref[] rowOfC = new TileTasks.Ref[c.nt()];
+        TileTasks.Ref[] colOfC = new TileTasks.Ref[c.mt()];
+        for (int i = 0; i < c.mt(); i++) {
+            for (int j = 0; j < c.nt(); j++) {
+                rowOfC[j] = new TileTasks.Ref(c, i, j);
+            }
+            tasks.share(ta == Trans.N ? new TileTasks.Ref(a, i, l) : new TileTasks.Ref(a, l, i), rowOfC);
+        }
+        for (int j = 0; j < c.nt(); j++) {
+            for (int i = 0; i < c.mt(); i++) {
+                colOfC[i] = new TileTasks.Ref(c, i, j);
+            }
+            tasks.share(tb == Trans.N ? new TileTasks.Ref(b, l, j) : new TileTasks.Ref(b, j, l), colOfC);
+        }
+        for (int i = 0; i < c.mt(); i++) {
+            for (int j = 0; j < c.nt(); j++) {
+                TileTasks.Ref x = ta == Trans.N ? new TileTasks.Ref(a, i, l) : new TileTasks.Ref(a, l, i);
+                TileTasks.Ref y = tb == Trans.N ? new TileTasks.Ref(b, l, j) : new TileTasks.Ref(b, j, l);
+                tasks.kernel(ops.gemm, (out, in) -> TileKernels.gemm(ta, tb, alpha, in[0], in[1], betaStep, out),
+                        new TileTasks.Ref(c, i, j), x, y);
+            }
+        }
     }
 
     /**
@@ -341,39 +348,14 @@ public final class TileAlgebra implements AutoCloseable {
         }
         runTiles("gemm", ops, tasks -> {
             tasks.expose(a, b);
-            TileTasks.Ref[] rowOfC = new TileTasks.Ref[c.nt()];
-            TileTasks.Ref[] colOfC = new TileTasks.Ref[c.mt()];
             // Steps of all layers interleaved, so that every layer's first transfers come first in tag order.
             for (int s = 0; s < first[1] - first[0]; s++) {
                 for (int l = 0; l < layers; l++) {
                     int kk = first[l] + s;
-                    if (kk >= first[l + 1]) {
-                        continue;
-                    }
-                    TileTasks.Tiles al = a.layer(l);
-                    TileTasks.Tiles bl = b.layer(l);
-                    TileTasks.Tiles cl = c.layer(l);
-                    for (int i = 0; i < c.mt(); i++) {
-                        for (int j = 0; j < c.nt(); j++) {
-                            rowOfC[j] = new TileTasks.Ref(cl, i, j);
-                        }
-                        tasks.share(ta == Trans.N ? new TileTasks.Ref(al, i, kk) : new TileTasks.Ref(al, kk, i), rowOfC);
-                    }
-                    for (int j = 0; j < c.nt(); j++) {
-                        for (int i = 0; i < c.mt(); i++) {
-                            colOfC[i] = new TileTasks.Ref(cl, i, j);
-                        }
-                        tasks.share(tb == Trans.N ? new TileTasks.Ref(bl, kk, j) : new TileTasks.Ref(bl, j, kk), colOfC);
-                    }
-                    // Layer 0 starts from beta C; the other layers' copies start from zero (beta 0 ignores them).
-                    double bk = s > 0 ? 1.0 : l == 0 ? beta : 0.0;
-                    for (int i = 0; i < c.mt(); i++) {
-                        for (int j = 0; j < c.nt(); j++) {
-                            TileTasks.Ref x = ta == Trans.N ? new TileTasks.Ref(al, i, kk) : new TileTasks.Ref(al, kk, i);
-                            TileTasks.Ref y = tb == Trans.N ? new TileTasks.Ref(bl, kk, j) : new TileTasks.Ref(bl, j, kk);
-                            tasks.kernel(ops.gemm, (out, in) -> TileKernels.gemm(ta, tb, alpha, in[0], in[1], bk, out),
-                                    new TileTasks.Ref(cl, i, j), x, y);
-                        }
+                    if (kk < first[l + 1]) {
+                        // Layer 0 starts from beta C; the other layers' copies start from zero (beta 0 ignores them).
+                        summaStep(tasks, ops, ta, tb, alpha, a.layer(l), b.layer(l), c.layer(l), kk,
+                                s > 0 ? 1.0 : l == 0 ? beta : 0.0);
                     }
                 }
             }

@@ -67,6 +67,22 @@ final class Dense {
         return u;
     }
 
+    /**
+     * ||PA - LU||_F for the packed factors of an m x n LU (unit lower L below the diagonal, U on and above it) with
+     * row permutation {@code perm}: row i of PA is row perm[i] of A.
+     */
+    static double luResidual(double[] a, double[] factors, int m, int n, int[] perm) {
+        int k = Math.min(m, n);
+        double[] lu = mul(lower(factors, m, n, true), m, k, false, upper(factors, m, n), k, n, false);
+        double[] pa = new double[m * n];
+        for (int j = 0; j < n; j++) {
+            for (int i = 0; i < m; i++) {
+                pa[j * m + i] = a[j * m + perm[i]];
+            }
+        }
+        return frobDiff(pa, lu);
+    }
+
     static double[] identity(int n) {
         double[] a = new double[n * n];
         for (int i = 0; i < n; i++) {
