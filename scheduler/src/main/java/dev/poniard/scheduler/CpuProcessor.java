@@ -36,7 +36,7 @@ final class CpuProcessor implements Processor {
     /** Work taken from our own queue but not yet published to it; touched by the active thread only. */
     private long unpublishedNs;
     private int unpublishedTasks;
-    /** Samples cost-model observations of tiny tasks; touched by the thread running tasks here. */
+    /** Samples the timing of tiny tasks; touched by the thread running tasks here (a lost update is harmless). */
     int observeTick;
 
     /** Batches of own-queue work smaller than this are published lazily. */

@@ -9,6 +9,8 @@ import java.util.Locale;
  * <p>Overhead per task is the processors' time that was neither in task bodies nor idle, divided by the
  * tasks they ran: queueing, dispatch, bookkeeping and wake-ups. All times are wall-clock, so on a machine
  * shared with other processes it also counts time the operating system took a worker away between tasks.
+ * Tasks the cost model knows to be shorter than 10 µs are timed one in eight and otherwise count at their
+ * estimate (unless tracing, which times every task), so for floods of tiny tasks busy time is an estimate.
  */
 public final class RunSummary {
     private final String policy;

@@ -39,9 +39,13 @@ import org.slf4j.LoggerFactory;
  * when its last dependency settles ({@link TaskNode}); the thread that made it ready asks the
  * {@link PlacementPolicy} for a processor and queues it there. A processor's thread polls its queue, then
  * the shared queue (FIFO policy), then steals from others (Blumofe–Leiserson work stealing, honouring
- * scopes). An idle thread spins briefly, yielding, then parks; to avoid lost wake-ups it publishes its
- * parked flag, then re-checks for work, while a pusher publishes the task, then reads the idle count —
- * volatile on both sides, so one of them always sees the other.
+ * scopes). A worker that makes a successor ready while completing its task, with nothing queued on its
+ * processor, runs it next without queueing it (scheduler bypass): a chain then costs no queue operations.
+ * An idle thread spins briefly, yielding, then parks; to avoid lost wake-ups it publishes its parked flag,
+ * then re-checks for work, while a pusher publishes the task, then reads the idle count — volatile on both
+ * sides, so one of them always sees the other. A pusher wakes a parked thread only when no thread is still
+ * spinning for work (that one will find the task), and a thief that finds more work than it takes passes
+ * the wake on, so bursts still recruit every idle thread.
  *
  * <p>Joining from inside a task never starves the pool: the joiner first runs the awaited task inline
  * if it is still queued, else it hands its processor slot to a spare thread (compensation, as
@@ -60,10 +64,11 @@ public final class Scheduler implements AutoCloseable, PlacementPolicy.Schedulin
     private static final int JOIN_SPINS = 256;
     private static final int STEAL_SCAN = 64;
     /**
-     * Tasks at least this long always feed the cost model; shorter ones one in eight, so that floods of
-     * tiny tasks do not make every processor write the same statistics cache line.
+     * Tasks estimated at least this long are always timed and feed the cost model; shorter ones one in eight, so
+     * that floods of tiny tasks neither read the clock twice each nor make every processor write the same
+     * statistics cache line. The untimed ones count at their estimate in the busy-time statistics.
      */
-    private static final long SAMPLE_ALWAYS_NS = 10_000;
+    static final long SAMPLE_ALWAYS_NS = 10_000;
 
     /**
      * Configuration of a scheduler. Defaults come from system properties: {@code poniard.workers}
@@ -206,6 +211,8 @@ public final class Scheduler implements AutoCloseable, PlacementPolicy.Schedulin
 
     private final AtomicLong ids = new AtomicLong();
     private final AtomicInteger idle = new AtomicInteger();
+    /** Threads spinning for work before they park; see {@link #wakeFor}. */
+    private final AtomicInteger searching = new AtomicInteger();
     private final AtomicInteger threads = new AtomicInteger();
     private final AtomicInteger spareNames = new AtomicInteger();
     private final ConcurrentLinkedQueue<WorkerThread> spares = new ConcurrentLinkedQueue<>();
@@ -365,8 +372,14 @@ public final class Scheduler implements AutoCloseable, PlacementPolicy.Schedulin
             return;
         }
         t.estimateNs = costModel.estimateNs(t.signature(), Processor.Kind.CPU, t.options.costHintNs());
-        int current = currentProcessor();
+        WorkerThread self = currentWorker();
+        int current = self == null ? -1 : self.proc.id();
         int i = policy.place(t, this, current >= 0 ? current : t.preferredProcessor());
+        if (current >= 0 && i == current && self.completing && self.next == null && processors[i].queue.isEmpty()
+                && t.options.scope().allows(processors[i])) {
+            self.next = t; // its worker runs it next: the policy chose it and nothing queued waits there
+            return;
+        }
         ReadyQueue<TaskNode<?>> q;
         if (i == PlacementPolicy.SHARED_QUEUE && t.options.scope().isAny()) {
             q = shared;
@@ -387,11 +400,21 @@ public final class Scheduler implements AutoCloseable, PlacementPolicy.Schedulin
         }
     }
 
+    /**
+     * Wakes a parked thread for a task just queued on processor {@code i} (or the shared queue): that processor's
+     * own thread, else, for a task any processor may steal, any parked thread unless one is still searching.
+     */
     private void wakeFor(int i, TaskNode<?> t) {
         if (i >= 0) {
             if (wake(processors[i]) || !stealing || !t.options.scope().isAny()) {
                 return;
             }
+        }
+        if (searching.get() > 0) {
+            // A thread still spinning for work will find this task: waking a parked one too (a futex call here,
+            // and a thread that then finds nothing and competes for the cores) is how a chain fed from outside
+            // the pool used to wake a second worker for every task.
+            return;
         }
         for (CpuProcessor p : processors) {
             if (wake(p)) {
@@ -410,13 +433,34 @@ public final class Scheduler implements AutoCloseable, PlacementPolicy.Schedulin
         return false;
     }
 
-    private int currentProcessor() {
+    /** The calling thread if it serves one of this scheduler's processors, else null. */
+    private WorkerThread currentWorker() {
         Thread th = Thread.currentThread();
-        if (th instanceof WorkerThread && ((WorkerThread) th).scheduler == this) {
-            CpuProcessor p = ((WorkerThread) th).proc;
-            return p == null ? -1 : p.id();
+        if (th instanceof WorkerThread w && w.scheduler == this && w.proc != null) {
+            return w;
         }
-        return -1;
+        return null;
+    }
+
+    /**
+     * Queues the calling worker's bypassed successor on {@code p} (the processor it was placed on), before the
+     * thread does anything that may block or leave the processor: there, other threads can run or steal it.
+     */
+    private void requeueNext(WorkerThread w, CpuProcessor p) {
+        TaskNode<?> t = w.next;
+        w.next = null;
+        p.queue.push(t);
+        if (idle.get() > 0) {
+            wakeFor(p.id(), t);
+        }
+    }
+
+    /** Called before a completion callback runs: arbitrary code may block, so bypass nothing past it. */
+    void beforeCallback() {
+        Thread th = Thread.currentThread();
+        if (th instanceof WorkerThread w && w.scheduler == this && w.next != null) {
+            requeueNext(w, w.proc);
+        }
     }
 
     @Override
@@ -469,13 +513,21 @@ public final class Scheduler implements AutoCloseable, PlacementPolicy.Schedulin
             while (!closed) {
                 CpuProcessor p = w.proc;
                 if (p == null || p.active != w) {
+                    if (w.next != null && p != null) {
+                        requeueNext(w, p); // the slot went to another thread while this one ran a task
+                    }
                     retire(w);
                     continue;
                 }
-                TaskNode<?> t = findWork(p);
+                TaskNode<?> t = w.next;
+                if (t != null) {
+                    w.next = null;
+                } else {
+                    t = findWork(p);
+                }
                 if (t != null) {
                     if (t.claim()) {
-                        run(t, p, w);
+                        run(t, p, w, true);
                     }
                 } else {
                     idle(p, w);
@@ -483,6 +535,9 @@ public final class Scheduler implements AutoCloseable, PlacementPolicy.Schedulin
             }
         } finally {
             threads.decrementAndGet();
+            if (w.next != null) {
+                w.next.cancel(); // closed before this thread came back to it
+            }
         }
     }
 
@@ -497,6 +552,7 @@ public final class Scheduler implements AutoCloseable, PlacementPolicy.Schedulin
             t = shared.steal(p, STEAL_SCAN);
             if (t != null) {
                 shared.pulled(t.estimateNs);
+                passOnWake(shared);
                 return t;
             }
         }
@@ -508,12 +564,27 @@ public final class Scheduler implements AutoCloseable, PlacementPolicy.Schedulin
                     t = victim.queue.steal(p, STEAL_SCAN);
                     if (t != null) {
                         victim.queue.pulled(t.estimateNs);
+                        passOnWake(victim.queue);
                         return t;
                     }
                 }
             }
         }
         return null;
+    }
+
+    /**
+     * A thief that found work where more is left wakes one parked thread if nobody else is searching: pushers
+     * skip waking while someone searches ({@link #wakeFor}), so a burst of work recruits idle threads one by one.
+     */
+    private void passOnWake(ReadyQueue<TaskNode<?>> q) {
+        if (idle.get() > 0 && searching.get() == 0 && q.hasStealable()) {
+            for (CpuProcessor other : processors) {
+                if (wake(other)) {
+                    return;
+                }
+            }
+        }
     }
 
     private boolean hasWork(CpuProcessor p) {
@@ -533,8 +604,10 @@ public final class Scheduler implements AutoCloseable, PlacementPolicy.Schedulin
     private void idle(CpuProcessor p, WorkerThread w) {
         long start = System.nanoTime();
         p.idleSince = start;
+        searching.incrementAndGet();
         for (int i = 0; i < SPINS + YIELDS; i++) {
             if (hasWork(p) || closed || p.active != w) {
+                searching.decrementAndGet();
                 p.idleSince = 0;
                 p.recordIdle(System.nanoTime() - start);
                 return;
@@ -545,6 +618,9 @@ public final class Scheduler implements AutoCloseable, PlacementPolicy.Schedulin
                 Thread.yield();
             }
         }
+        // Stop counting as searching before re-checking for work below: a pusher that saw us searching (and so
+        // woke nobody) pushed before this decrement, so the re-check sees its task.
+        searching.decrementAndGet();
         p.markParked();
         idle.incrementAndGet();
         if (!hasWork(p) && !closed && p.active == w) {
@@ -592,8 +668,12 @@ public final class Scheduler implements AutoCloseable, PlacementPolicy.Schedulin
         }
     }
 
-    /** Runs a claimed task on {@code p}; {@code w} is null when the caller is not a worker thread. */
-    private void run(TaskNode<?> t, CpuProcessor p, WorkerThread w) {
+    /**
+     * Runs a claimed task on {@code p}; {@code w} is null when the caller is not a worker thread. {@code fromLoop}:
+     * called from the worker loop, which takes a successor bypassed while completing (not from a join, whose
+     * caller still has its own task to finish).
+     */
+    private void run(TaskNode<?> t, CpuProcessor p, WorkerThread w, boolean fromLoop) {
         t.processor = p.id();
         boolean published = t.estimateNs >= CpuProcessor.PUBLISH_NS;
         if (published) {
@@ -608,7 +688,10 @@ public final class Scheduler implements AutoCloseable, PlacementPolicy.Schedulin
             savedNested = w.nestedNs;
             w.nestedNs = 0;
         }
-        long start = System.nanoTime();
+        // Two clock reads cost ~60 ns on a VM's kvm-clock, more than the rest of a tiny task's path: tasks the model
+        // knows to be short are timed one in eight, which is all the model samples of them anyway.
+        boolean timed = recorder != null || t.estimateNs >= SAMPLE_ALWAYS_NS || (p.observeTick++ & 7) == 0;
+        long start = timed ? System.nanoTime() : 0;
         t.startNs = start;
         Object r = null;
         Throwable err = null;
@@ -617,14 +700,14 @@ public final class Scheduler implements AutoCloseable, PlacementPolicy.Schedulin
         } catch (Throwable e) {
             err = e;
         }
-        long end = System.nanoTime();
+        long end = timed ? System.nanoTime() : t.estimateNs;
         t.endNs = end;
         if (timeout > 0) {
             disarmTimeout(t);
         }
         long own = end - start;
         if (w != null) {
-            own -= w.nestedNs;
+            own = Math.max(0, own - w.nestedNs);
             w.nestedNs = savedNested + (end - start);
         }
         if (published) {
@@ -632,11 +715,18 @@ public final class Scheduler implements AutoCloseable, PlacementPolicy.Schedulin
         }
         p.recordTask(own);
         if (err == null) {
-            if (own >= SAMPLE_ALWAYS_NS || (p.observeTick++ & 7) == 0) {
+            if (timed) {
                 costModel.observe(t.signature(), Processor.Kind.CPU, own);
             }
             if (t.kind == TaskNode.ASYNC) {
                 completeLater(t, r);
+            } else if (fromLoop) {
+                w.completing = true;
+                try {
+                    t.complete(r);
+                } finally {
+                    w.completing = false;
+                }
             } else {
                 t.complete(r);
             }
@@ -732,7 +822,7 @@ public final class Scheduler implements AutoCloseable, PlacementPolicy.Schedulin
             CpuProcessor p = w.proc;
             if (p != null && p.active == w) {
                 if (t.isReady() && t.options.scope().allows(p) && t.claim()) {
-                    run(t, p, w);
+                    run(t, p, w, false);
                     return;
                 }
                 for (int i = 0; i < JOIN_SPINS && !t.isDone(); i++) {

@@ -14,8 +14,8 @@ import java.util.function.Consumer;
  * A task of the DAG and its own handle (one object per task keeps spawning cheap).
  *
  * <p><b>Implementation overview.</b> {@code state} follows {@link TaskState}; every transition is a CAS
- * checked against the state machine's table. {@code pending} counts unresolved dependencies plus one
- * guard held while the task is being armed, so a dependency that completes during arming cannot make the
+ * checked against the state machine's table. {@code pending} counts unresolved dependencies; while the task
+ * is being armed it also holds a large bias, so a dependency that completes during arming cannot make the
  * task ready early; whoever brings it to zero moves PENDING → READY and dispatches. Dependents, waiting
  * threads and callbacks sit in a Treiber stack ({@code links}); reaching a terminal state swaps in the
  * {@link #COMPLETED} sentinel and notifies everything popped, so a link pushed after completion is refused
@@ -30,6 +30,8 @@ final class TaskNode<T> implements TaskHandle<T>, Schedulable {
     static final byte F0 = 0, F1 = 1, F2 = 2, F3 = 3, FN = 4, ASYNC = 5;
 
     private static final Link COMPLETED = new Link(null);
+    /** The pending count's bias while {@link #arm} links dependencies: above any number of inputs. */
+    private static final int ARMING = 1 << 30;
     private static final VarHandle STATE, PENDING, LINKS;
 
     static {
@@ -81,8 +83,11 @@ final class TaskNode<T> implements TaskHandle<T>, Schedulable {
     long estimateNs;
     /** Critical-path rank (upward rank) for tasks of a known DAG; 0 for dynamic tasks. */
     double rank;
-    /** The processor that ran (or runs) the task; -1 before. */
-    volatile int processor = -1;
+    /**
+     * The processor that ran (or runs) the task; -1 before. Plain: placement reads it only as a hint, and the timer
+     * and the trace read it after a hand-over that orders it (scheduling the timeout, the terminal state).
+     */
+    int processor = -1;
     long startNs;
     long endNs;
     /** Ids of the tasks this one waited for; recorded only while tracing. */
@@ -101,7 +106,6 @@ final class TaskNode<T> implements TaskHandle<T>, Schedulable {
         this.fn = fn;
         this.kind = kind;
         this.args = args;
-        PENDING.setRelease(this, 1);
     }
 
     // ----------------------------------------------------------------------------------------------
@@ -118,6 +122,9 @@ final class TaskNode<T> implements TaskHandle<T>, Schedulable {
         if (scheduler.tracing()) {
             depIds = dependencyIds(a, od);
         }
+        // While arming, pending carries a bias that no number of settling dependencies can consume, so counting a
+        // dependency costs no atomic add here: one add at the end swaps the bias for the number linked.
+        PENDING.set(this, ARMING);
         // One pass over the inputs: with thousands of inputs, each one touched is a cache miss.
         int linked = 0;
         for (Object o : a) {
@@ -140,7 +147,7 @@ final class TaskNode<T> implements TaskHandle<T>, Schedulable {
             // No other thread can see this task yet: PENDING -> READY needs no CAS.
             STATE.setRelease(this, TaskState.READY.ordinal());
             scheduler.dispatch(this);
-        } else if ((int) PENDING.getAndAdd(this, -1) == 1) {
+        } else if ((int) PENDING.getAndAdd(this, linked - ARMING) == ARMING - linked) {
             becomeReady();
         }
     }
@@ -153,12 +160,14 @@ final class TaskNode<T> implements TaskHandle<T>, Schedulable {
         }
     }
 
-    /** Counts and links a dependency unless it is already done; returns the number linked (0 or 1). */
+    /**
+     * Links to a dependency unless it is already done; returns the number of settlements this adds to wait for (0 or
+     * 1, counted by {@link #arm}).
+     */
     private int linkIfUnfinished(TaskNode<?> dep) {
         if (dep.state == TaskState.DONE.ordinal()) {
             return 0;
         }
-        PENDING.getAndAdd(this, 1); // before linking, so that its completion cannot reach zero early
         if (!dep.push(new Link(this)) && dependencySettled(dep)) {
             propagate(this);
         }
@@ -378,6 +387,7 @@ final class TaskNode<T> implements TaskHandle<T>, Schedulable {
 
     @SuppressWarnings("unchecked")
     private void runCallback(Object cb) {
+        scheduler.beforeCallback();
         try {
             ((Consumer<TaskHandle<?>>) cb).accept(this);
         } catch (RuntimeException | Error e) {

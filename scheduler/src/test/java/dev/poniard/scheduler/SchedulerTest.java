@@ -17,6 +17,7 @@ import java.util.concurrent.ExecutionException;
 import java.util.concurrent.RejectedExecutionException;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.TimeoutException;
+import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.AtomicReference;
 import java.util.stream.Stream;
@@ -602,6 +603,77 @@ class SchedulerTest {
             long est = s.costModel().estimateNs("sleepy", Processor.Kind.CPU, -1);
             assertTrue(est >= 900_000 && est < 50_000_000, "estimate " + est);
             assertEquals(5, s.costModel().observations("sleepy", Processor.Kind.CPU));
+        }
+    }
+
+    /**
+     * A successor made ready while its predecessor completes is run next by the same thread without being queued.
+     * A completion callback may block until that successor is done: the successor must go back to the queue first,
+     * where the other worker takes it, or the callback waits forever.
+     */
+    @Test
+    @Timeout(30)
+    void shouldLetAnotherWorkerRunTheSuccessorWhileACompletionCallbackBlocks() throws Exception {
+        try (Scheduler s = launch("eft")) {
+            CountDownLatch gate = new CountDownLatch(1);
+            CountDownLatch successorDone = new CountDownLatch(1);
+            CountDownLatch callbackDone = new CountDownLatch(1);
+            AtomicBoolean sawSuccessor = new AtomicBoolean();
+            TaskHandle<Integer> a = s.spawn(() -> await(gate) ? 1 : -1);
+            a.onCompletion(h -> {
+                sawSuccessor.set(await(successorDone));
+                callbackDone.countDown();
+            });
+            // linked after the callback, so notified before it: it is made ready first, then the callback blocks
+            TaskHandle<Integer> b = s.spawn((Integer x) -> x + 1, a);
+            b.onCompletion(h -> successorDone.countDown());
+            gate.countDown();
+            assertEquals(2, b.get(20, TimeUnit.SECONDS));
+            assertTrue(await(callbackDone));
+            assertTrue(sawSuccessor.get(), "the successor waited for the blocked callback's thread");
+        }
+    }
+
+    /** With more workers than tasks at hand, each of a burst of blocking tasks spawned by one task gets a thread. */
+    @ParameterizedTest
+    @MethodSource("policies")
+    @Timeout(30)
+    void shouldRecruitEveryIdleWorkerForABurstSpawnedByOneTask(String policy) {
+        int n = 4;
+        try (Scheduler s = Scheduler.launch(new Scheduler.Context().workers(n).policy(PlacementPolicy.named(policy)))) {
+            for (int round = 0; round < 5; round++) {
+                CountDownLatch allRunning = new CountDownLatch(n);
+                int sum = s.spawn(() -> {
+                    List<TaskHandle<Integer>> hs = new ArrayList<>();
+                    for (int i = 0; i < n; i++) {
+                        hs.add(s.spawn(() -> {
+                            allRunning.countDown();
+                            return await(allRunning) ? 1 : 0; // blocks, not busy: every task needs its own thread
+                        }));
+                    }
+                    return hs.stream().mapToInt(TaskHandle::join).sum();
+                }).join();
+                assertEquals(n, sum, "round " + round + ": not every task ran at once under " + policy);
+            }
+        }
+    }
+
+    /** Tiny tasks are timed one in eight, which must not hide that a signature became slow. */
+    @Test
+    void shouldNoticeATinyTaskTurningLongAlthoughTinyTasksAreTimedOneInEight() {
+        try (Scheduler s = launch("eft")) {
+            TaskOptions opts = TaskOptions.named("shifty");
+            for (int i = 0; i < 200; i++) {
+                s.spawn(opts, () -> 0L).join();
+            }
+            long observed = s.costModel().observations("shifty", Processor.Kind.CPU);
+            assertTrue(s.costModel().estimateNs("shifty", Processor.Kind.CPU, -1) < Scheduler.SAMPLE_ALWAYS_NS);
+            assertTrue(observed >= 200 / 8 / 2 && observed < 100, "observations of 200 tiny runs: " + observed);
+            for (int i = 0; i < 40; i++) {
+                s.spawn(opts, () -> busy(1_000_000)).join();
+            }
+            long est = s.costModel().estimateNs("shifty", Processor.Kind.CPU, -1);
+            assertTrue(est > 500_000, "estimate after 40 runs of 1 ms: " + est);
         }
     }
 
