@@ -47,29 +47,28 @@ public final class SchedulerBenchSuite implements BenchSuite {
             });
             try {
                 int n = 1_000_000;
+                double[] us = pairedMedianUs(reps, n, () -> independentOurs(s, n), () -> independentFjp(fjp, n));
                 add(results, progress, BenchResult.lowerIsBetter("independent_1m", "us_per_task", "us",
-                        medianUs(reps, n, () -> independentOurs(s, n)), "ForkJoinPool.execute",
-                        medianUs(reps, n, () -> independentFjp(fjp, n))));
+                        us[0], "ForkJoinPool.execute", us[1]));
 
                 int chain = 100_000;
+                us = pairedMedianUs(reps, chain, () -> chainOurs(s, chain), () -> chainCf(exec, chain));
                 add(results, progress, BenchResult.lowerIsBetter("chain_100k", "us_per_task", "us",
-                        medianUs(reps, chain, () -> chainOurs(s, chain)), "CompletableFuture.thenApplyAsync",
-                        medianUs(reps, chain, () -> chainCf(exec, chain))));
+                        us[0], "CompletableFuture.thenApplyAsync", us[1]));
 
                 int dag = 100_000;
                 int[][] graph = randomDag(dag, new Random(SEED));
                 long expected = dagSequential(graph);
+                us = pairedMedianUs(reps, dag, () -> check(expected, dagOurs(s, graph)),
+                        () -> check(expected, dagCf(exec, graph)));
                 add(results, progress, BenchResult.lowerIsBetter("random_dag_100k", "us_per_task", "us",
-                        medianUs(reps, dag, () -> check(expected, dagOurs(s, graph))),
-                        "CompletableFuture.allOf+thenApplyAsync",
-                        medianUs(reps, dag, () -> check(expected, dagCf(exec, graph)))));
+                        us[0], "CompletableFuture.allOf+thenApplyAsync", us[1]));
 
                 int fan = 10_000;
-                int fanReps = reps * 5;
+                us = pairedMedianUs(reps * 5, fan + 2, () -> check(fan * 2L, fanOurs(s, fan)),
+                        () -> check(fan * 2L, fanCf(exec, fan)));
                 add(results, progress, BenchResult.lowerIsBetter("fan_out_in", "us_per_task", "us",
-                        medianUs(fanReps, fan + 2, () -> check(fan * 2L, fanOurs(s, fan))),
-                        "CompletableFuture.allOf+thenApplyAsync",
-                        medianUs(fanReps, fan + 2, () -> check(fan * 2L, fanCf(exec, fan)))));
+                        us[0], "CompletableFuture.allOf+thenApplyAsync", us[1]));
 
                 int tasks = options.quick() ? 2_000 : 10_000;
                 double ours = imbalanced(tasks, workers, (durations, times) -> imbalancedOurs(s, durations, times));
@@ -89,18 +88,29 @@ public final class SchedulerBenchSuite implements BenchSuite {
         progress.accept(r);
     }
 
-    /** Median over {@code reps} runs of microseconds per task, after warming up the JIT for 0.5 s. */
-    private static double medianUs(int reps, int tasksPerRun, LongSupplier runNanos) {
+    /**
+     * Medians over {@code reps} runs of microseconds per task of Poniard and of the baseline, after warming both up
+     * for 0.5 s each. The runs alternate, so that a disturbance of this shared machine (another process, a burst of
+     * fresh-page faults while the heap grows: ~13 us per page on these VMs) falls on both sides alike.
+     */
+    private static double[] pairedMedianUs(int reps, int tasksPerRun, LongSupplier ours, LongSupplier baseline) {
+        warm(ours);
+        warm(baseline);
+        double[] a = new double[reps], b = new double[reps];
+        for (int i = 0; i < reps; i++) {
+            a[i] = ours.getAsLong() / 1e3 / tasksPerRun;
+            b[i] = baseline.getAsLong() / 1e3 / tasksPerRun;
+        }
+        Arrays.sort(a);
+        Arrays.sort(b);
+        return new double[] {a[reps / 2], b[reps / 2]};
+    }
+
+    private static void warm(LongSupplier run) {
         long warm = 0;
         for (int i = 0; i < 2 || warm < 500_000_000L; i++) {
-            warm += runNanos.getAsLong();
+            warm += run.getAsLong();
         }
-        double[] us = new double[reps];
-        for (int i = 0; i < reps; i++) {
-            us[i] = runNanos.getAsLong() / 1e3 / tasksPerRun;
-        }
-        Arrays.sort(us);
-        return us[reps / 2];
     }
 
     private static long check(long expected, long[] nanosAndValue) {
