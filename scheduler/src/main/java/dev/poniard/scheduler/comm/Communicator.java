@@ -391,7 +391,9 @@ public final class Communicator implements AutoCloseable {
         return m;
     }
 
-    private static final int EXCHANGE_REPS = 5;
+    private static final int EXCHANGE_REPS = 7;
+    /** Exchange sizes, in MiB, whose median times give β as a least-squares slope. */
+    private static final int[] BETA_MIB = {1, 2, 3, 4};
 
     /** Median time of simultaneous {@code bytes} exchanges with {@code peer} (two untimed first); uses 2 * (2 + reps) steps. */
     private double medianExchangeNs(long seq, int step, int peer, long out, long in, int bytes) {
@@ -440,16 +442,21 @@ public final class Communicator implements AutoCloseable {
                 // directions, so a step costs about twice a one-way transfer of the same bytes. The slope between
                 // 1 MiB and 4 MiB exchanges, not the 1 MiB time over its bytes: a large message's fixed costs (the
                 // rendezvous handshake, the first chunk's latency) are paid once per message, and charging them
-                // per byte over-predicted a 4 MiB all-reduce by 1.5-2x.
-                final ByteBuffer in = acquire(big * 4);
-                final ByteBuffer out = acquire(big * 4);
-                final double t1 = medianExchangeNs(seq, step, peer, BufferUtil.address(out), BufferUtil.address(in), big);
-                step += 2 * (2 + EXCHANGE_REPS);
-                final double t4 = medianExchangeNs(seq, step, peer, BufferUtil.address(out), BufferUtil.address(in), 4 * big);
+                // per byte over-predicted a 4 MiB all-reduce by 1.5-2x. A least-squares slope over four sizes: the
+                // slope of two medians of five moved 1/β between 0.9 and 5.6 GB/s from one measurement to the next.
+                final int maxMib = BETA_MIB[BETA_MIB.length - 1];
+                final ByteBuffer in = acquire(big * maxMib);
+                final ByteBuffer out = acquire(big * maxMib);
+                final double[] ns = new double[BETA_MIB.length];
+                for (int k = 0; k < BETA_MIB.length; k++) {
+                    ns[k] = medianExchangeNs(seq, step, peer, BufferUtil.address(out), BufferUtil.address(in),
+                        BETA_MIB[k] * big);
+                    step += 2 * (2 + EXCHANGE_REPS);
+                }
                 release(in);
                 release(out);
-                // a noisy pair of medians could make the slope tiny or negative: never below half the 4 MiB average
-                beta = Math.max((t4 - t1) / 1e9 / (3.0 * big), 0.5 * t4 / 1e9 / (4.0 * big));
+                // noisy medians could make the slope tiny or negative: never below half the largest size's average
+                beta = Math.max(slope(BETA_MIB, ns) / 1e9 / big, 0.5 * ns[ns.length - 1] / 1e9 / ((double) maxMib * big));
             }
             release(buf);
             if (rank == 0) {
@@ -461,6 +468,25 @@ public final class Communicator implements AutoCloseable {
                 .putDouble(16, CostModel.DEFAULT.gamma());
         }
         return new CostModel(params.getDouble(0), params.getDouble(8), params.getDouble(16));
+    }
+
+    /** Least-squares slope of {@code y} over {@code x}. */
+    static double slope(int[] x, double[] y) {
+        double mx = 0;
+        double my = 0;
+        for (int i = 0; i < x.length; i++) {
+            mx += x[i];
+            my += y[i];
+        }
+        mx /= x.length;
+        my /= x.length;
+        double sxy = 0;
+        double sxx = 0;
+        for (int i = 0; i < x.length; i++) {
+            sxy += (x[i] - mx) * (y[i] - my);
+            sxx += (x[i] - mx) * (x[i] - mx);
+        }
+        return sxy / sxx;
     }
 
     private void pingPong(long seq, int step, int peer, long address, long bytes) {
