@@ -72,6 +72,40 @@ class StreamTest {
         }
     }
 
+    /**
+     * The emulated engine runs back-to-back transfers at its bandwidth (a late wake-up of its thread is made up on
+     * the next transfer), but never faster: not when catching up, and not when a kernel ran on the same stream.
+     */
+    @Test
+    void shouldNeverCopyFasterThanTheEmulatedBandwidth() {
+        int bytes = 1 << 20;
+        try (CpuDevice d = CpuDevice.launch(new CpuDevice.Context().computeStreams(2).computeCapacity(1)
+                .copyBytesPerSecond(1e9).memoryBytes(4L * bytes).stagingBytes(4L * bytes));
+             Buffer host = d.staging().acquire(bytes); Buffer dev = d.memory().acquire(bytes)) {
+            long t0 = System.nanoTime();
+            for (int i = 0; i < 10; i++) {
+                d.hostToDevice().copy(host, 0, dev, 0, bytes);
+            }
+            d.hostToDevice().record().synchronize();
+            long copies = System.nanoTime() - t0;
+            assertTrue(copies >= 10 * bytes - 1_000, "10 x 1 MiB at 1 GB/s took only " + copies + " ns");
+
+            dev.poniard.scheduler.stream.Stream s = d.computeStreams().get(1);
+            t0 = System.nanoTime();
+            s.launch(() -> {
+                long end = System.nanoTime() + 5_000_000;
+                while (System.nanoTime() < end) {
+                    Thread.onSpinWait();
+                }
+            }, 5_000_000);
+            s.copy(host, 0, dev, 0, bytes);
+            s.record().synchronize();
+            long kernelThenCopy = System.nanoTime() - t0;
+            assertTrue(kernelThenCopy >= 5_000_000 + bytes - 1_000,
+                    "a 5 ms kernel, then 1 MiB at 1 GB/s on the same stream, took only " + kernelThenCopy + " ns");
+        }
+    }
+
     private static void await(CountDownLatch l) {
         try {
             l.await();

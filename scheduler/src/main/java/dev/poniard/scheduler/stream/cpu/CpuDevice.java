@@ -243,6 +243,9 @@ public final class CpuDevice implements Device {
         volatile boolean closing;
         /** The first failure on this stream; later work is skipped. */
         Throwable failure;
+        /** When this stream's last transfer is due, and when its last other operation ended; lane thread only. */
+        long engineFreeNs = Long.MIN_VALUE;
+        long otherOpEndNs = Long.MIN_VALUE;
 
         Lane(String name, Kind kind, boolean priority) {
             this.name = name;
@@ -306,6 +309,7 @@ public final class CpuDevice implements Device {
                     failure = e;
                 } finally {
                     pending.addAndGet(-estimateNs);
+                    otherOpEndNs = System.nanoTime();
                 }
             });
         }
@@ -331,17 +335,23 @@ public final class CpuDevice implements Device {
             }
             long estimate = (long) (bytes * 1e9 / ctx.copyBytesPerSecond());
             pending.addAndGet(estimate);
+            long queued = System.nanoTime();
             enqueue(() -> {
                 try {
                     if (failure == null) {
-                        long start = System.nanoTime();
+                        // Back-to-back copies run at the engine's bandwidth, as a DMA engine's do: a transfer starts
+                        // when it was queued, the stream's last other operation (a wait, a kernel) ended, or the previous
+                        // transfer was due, whichever is last, so a late wake-up of this thread (the park below overshoots by up to a scheduler tick
+                        // on a busy machine) is not added to every transfer.
+                        long start = Math.max(queued, Math.max(engineFreeNs, otherOpEndNs));
+                        engineFreeNs = start + estimate;
                         ByteBuffer src = from.bytes().duplicate();
                         src.limit((int) (fromOffset + bytes)).position((int) fromOffset);
                         ByteBuffer dst = to.bytes().duplicate();
                         dst.position((int) toOffset);
                         dst.put(src);
                         // the engine's bandwidth: wait out the rest of the transfer time without spinning
-                        long end = start + estimate;
+                        long end = engineFreeNs;
                         for (long left = end - System.nanoTime(); left > 0; left = end - System.nanoTime()) {
                             LockSupport.parkNanos(left);
                         }
@@ -368,6 +378,7 @@ public final class CpuDevice implements Device {
                         failure = ex.getCause();
                     }
                 }
+                otherOpEndNs = System.nanoTime();
             });
         }
 
