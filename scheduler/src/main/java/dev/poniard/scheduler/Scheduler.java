@@ -490,12 +490,18 @@ public final class Scheduler implements AutoCloseable, PlacementPolicy.Schedulin
     /**
      * Work queued and running on {@code p}. Its own worker counts the pulls it has not yet published (it batches
      * them), so a worker that readies a successor of its task sees its true, empty backlog and keeps the
-     * successor instead of handing it to an idle core.
+     * successor instead of handing it to an idle core; and the successor it already keeps to run next, so that a
+     * second one goes to an idle core.
      */
     private static long backlogNs(CpuProcessor p) {
         long queued = p.queue.queuedWorkNs();
-        if (p.active == Thread.currentThread()) {
+        WorkerThread w = p.active;
+        if (w == Thread.currentThread()) {
             queued -= p.unpublishedNs();
+            TaskNode<?> next = w.next;
+            if (next != null) {
+                queued += next.estimateNs;
+            }
         }
         return queued + p.runningEstimateNs;
     }

@@ -634,6 +634,29 @@ class SchedulerTest {
         }
     }
 
+    /**
+     * A completing task keeps one successor to run next itself; a second successor must go to the idle worker (and
+     * wake it), not wait behind the first: here the two successors can only finish together.
+     */
+    @Test
+    @Timeout(30)
+    void shouldHandASecondSuccessorToAnIdleWorker() {
+        try (Scheduler s = Scheduler.launch(new Scheduler.Context().name("fork").workers(2))) {
+            CountDownLatch gate = new CountDownLatch(1);
+            CountDownLatch both = new CountDownLatch(2);
+            TaskHandle<Integer> a = s.spawn(() -> await(gate) ? 1 : 0);
+            Fn.F1<Integer, Boolean> meet = x -> {
+                both.countDown();
+                return await(both);
+            };
+            TaskHandle<Boolean> b = s.spawn(meet, a);
+            TaskHandle<Boolean> c = s.spawn(meet, a);
+            awaitWorkersParked("fork-cpu-", 2); // one blocked in a, the other idle and parked
+            gate.countDown();
+            assertTrue(b.join() && c.join(), "the two successors did not run at the same time");
+        }
+    }
+
     /** With more workers than tasks at hand, each of a burst of blocking tasks spawned by one task gets a thread. */
     @ParameterizedTest
     @MethodSource("policies")

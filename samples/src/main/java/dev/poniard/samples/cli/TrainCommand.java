@@ -45,8 +45,8 @@ import picocli.CommandLine.Option;
  * rank 0 reports, writes checkpoints and evaluates.
  */
 @Command(name = "train", mixinStandardHelpOptions = true,
-        description = {"Trains a sample model data-parallel on in-process workers (default: an MLP on the shipped",
-                "MNIST subset, 8,000 training and 2,000 test images) and prints the test accuracy.",
+        description = {"Trains a sample model data-parallel on in-process workers and prints its test accuracy.",
+                "The default is an MLP on the shipped MNIST subset (8,000 training and 2,000 test images).",
                 "Under './poniard launch -n N -- train' (or Slurm, mpirun, torchrun) the N ranks train together,",
                 "each on its share of every global batch, gradients all-reduced over Aeron."})
 public final class TrainCommand implements Callable<Integer> {
