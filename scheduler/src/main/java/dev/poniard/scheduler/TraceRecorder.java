@@ -7,7 +7,19 @@ import java.util.concurrent.ConcurrentLinkedQueue;
 final class TraceRecorder {
     private final ConcurrentLinkedQueue<Trace.TaskRecord> records = new ConcurrentLinkedQueue<>();
     private final ConcurrentLinkedQueue<Trace.CounterRecord> counters = new ConcurrentLinkedQueue<>();
-    private volatile long originNs = System.nanoTime();
+    private volatile long originNs;
+    /** The wall clock at {@code originNs}, so that traces of several processes line up when merged. */
+    private volatile long originEpochNs;
+
+    TraceRecorder() {
+        restart();
+    }
+
+    private void restart() {
+        originNs = System.nanoTime();
+        java.time.Instant now = java.time.Instant.now();
+        originEpochNs = now.getEpochSecond() * 1_000_000_000L + now.getNano();
+    }
 
     void settled(TaskNode<?> t) {
         boolean ran = t.processor >= 0;
@@ -23,10 +35,11 @@ final class TraceRecorder {
     void clear() {
         records.clear();
         counters.clear();
-        originNs = System.nanoTime();
+        restart();
     }
 
     Trace snapshot(String[] processorNames, String schedulerName) {
-        return new Trace(schedulerName, processorNames, new ArrayList<>(records), new ArrayList<>(counters));
+        return new Trace(schedulerName, processorNames, new ArrayList<>(records), new ArrayList<>(counters),
+                originEpochNs, 1, "scheduler " + schedulerName);
     }
 }

@@ -5,7 +5,9 @@ import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 import picocli.CommandLine.Parameters;
 
+import java.io.PrintWriter;
 import java.lang.management.ManagementFactory;
+import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Locale;
@@ -62,9 +64,15 @@ public final class LaunchCommand implements Callable<Integer> {
                     System.out.println(line);
                 }
             });
+        int code;
         try (Launcher launcher = Launcher.launch(ctx)) {
-            return launcher.waitFor();
+            code = launcher.waitFor();
         }
+        Path trace = TraceFiles.traceArgument(command);
+        if (code == 0 && trace != null) {
+            TraceFiles.mergeRanks(trace.toAbsolutePath(), ranks, new PrintWriter(System.out, true));
+        }
+        return code;
     }
 
     /** How the rank JVMs compile. */

@@ -141,9 +141,14 @@ public final class LinalgCommand implements Callable<Integer> {
                         out.flush();
                     }
                 });
+        int code;
         try (Launcher launcher = Launcher.launch(ctx)) {
-            return launcher.waitFor();
+            code = launcher.waitFor();
         }
+        if (code == 0 && trace != null) {
+            TraceFiles.mergeRanks(trace.toAbsolutePath(), ranks, out);
+        }
+        return code;
     }
 
     /** One rank of an SPMD run (inside {@code launch}): warm-up, then one timed run checked on rank 0. */
@@ -167,8 +172,8 @@ public final class LinalgCommand implements Callable<Integer> {
                 }
                 out.print(la.scheduler().summary());
                 if (trace != null) {
-                    Path file = perRank(trace, comm.rank());
-                    la.scheduler().trace().writeChromeJson(file);
+                    Path file = TraceFiles.perRank(trace, comm.rank());
+                    la.scheduler().trace().ofRank(comm.rank()).writeChromeJson(file);
                     out.println("trace of rank " + comm.rank() + " written to " + file + " (open it in https://ui.perfetto.dev)");
                 }
                 out.flush();
@@ -198,15 +203,6 @@ public final class LinalgCommand implements Callable<Integer> {
         }
         throw new CommandLine.ParameterException(spec.commandLine(), "--grid must be PxQ with P * Q = " + ranks
                 + " ranks" + (op == Op.gemm ? ", or PxQxC with P * Q * C = " + ranks : "") + ", got '" + text + "'");
-    }
-
-    /** FILE.json -> FILE-rankK.json. */
-    static Path perRank(Path file, int rank) {
-        String name = file.getFileName().toString();
-        int dot = name.lastIndexOf('.');
-        String base = dot > 0 ? name.substring(0, dot) : name;
-        String ext = dot > 0 ? name.substring(dot) : ".json";
-        return file.resolveSibling(base + "-rank" + rank + ext);
     }
 
     /** Runs the operation on {@code f} (a copy of {@code a}); returns flops, scaled residual, nanoseconds. */

@@ -344,9 +344,9 @@ public final class TrainCommand implements Callable<Integer> {
                 out.printf(Locale.ROOT, "rank %d parameters crc32 %08x%n", rank, checksum(m));
             }
             if (trace != null) {
-                Path file = ranks > 1 ? rankFile(trace, "rank" + rank) : trace;
+                Path file = ranks > 1 ? TraceFiles.perRank(trace, rank) : trace;
                 file = several ? rankFile(file, m.label()) : file;
-                trainer.scheduler().trace().writeChromeJson(file);
+                trainer.scheduler().trace().ofRank(rank).writeChromeJson(file);
                 out.println("trace written to " + file + " (open it in https://ui.perfetto.dev)");
             }
         }
@@ -446,8 +446,8 @@ public final class TrainCommand implements Callable<Integer> {
                 out.printf(Locale.ROOT, "rank %d parameters crc32 %08x%n", rank, checksum(m));
             }
             if (trace != null) {
-                Path file = ranks > 1 ? rankFile(trace, "rank" + rank) : trace;
-                p.scheduler().trace().writeChromeJson(file);
+                Path file = ranks > 1 ? TraceFiles.perRank(trace, rank) : trace;
+                p.scheduler().trace().ofRank(rank).writeChromeJson(file);
                 out.println("trace written to " + file + " (open it in https://ui.perfetto.dev)");
             }
             out.flush();

@@ -21,7 +21,7 @@ import org.junit.jupiter.api.io.TempDir;
 @Timeout(value = 180, unit = TimeUnit.SECONDS, threadMode = Timeout.ThreadMode.SEPARATE_THREAD)
 class MultiRankLinalgTest {
     @Test
-    void shouldFactorCholeskyOverTwoRankProcessesAndWriteATimelinePerRank(@TempDir Path dir) throws Exception {
+    void shouldFactorCholeskyOverTwoRankProcessesAndWriteATimelinePerRankAndOneOfBoth(@TempDir Path dir) throws Exception {
         Path trace = dir.resolve("chol.json");
         CliRun run = CliRun.of("linalg", "cholesky", "--n", "300", "--tile", "64", "--ranks", "2", "--trace", trace.toString());
         assertEquals(0, run.code(), run.out() + run.err());
@@ -29,10 +29,14 @@ class MultiRankLinalgTest {
         assertTrue(m.find(), run.out());
         assertTrue(Double.parseDouble(m.group(1)) < 10, m.group());
         for (int r = 0; r < 2; r++) {
-            Path file = LinalgCommand.perRank(trace, r);
+            Path file = TraceFiles.perRank(trace, r);
             assertTrue(Files.size(file) > 0, "no trace for rank " + r);
             assertTrue(Files.readString(file).contains("potrf_f64_64"), "rank " + r + "'s trace has no potrf task");
         }
+        // and one timeline of both ranks, a process each
+        String merged = Files.readString(trace);
+        assertTrue(merged.contains("rank 0 · scheduler") && merged.contains("rank 1 · scheduler"), "merged: " + run.out());
+        assertTrue(run.out().contains("timeline of all 2 ranks written to"), run.out());
     }
 
     @Test

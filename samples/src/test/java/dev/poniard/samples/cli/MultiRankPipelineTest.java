@@ -68,7 +68,7 @@ class MultiRankPipelineTest {
                 group(out, "\\[rank 1] rank 1 parameters crc32 ([0-9a-f]{8})"), "after gathering, both ranks hold the model");
 
         for (int r = 0; r < 2; r++) {
-            Path file = dir.resolve("pipeline.rank" + r + ".json");
+            Path file = dir.resolve("pipeline-rank" + r + ".json");
             assertTrue(Files.isRegularFile(file), "no trace for rank " + r + ": " + out);
             JsonNode events = new ObjectMapper().readTree(file.toFile()).get("traceEvents");
             Set<String> names = new HashSet<>();
