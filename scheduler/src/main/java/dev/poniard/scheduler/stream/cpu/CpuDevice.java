@@ -215,6 +215,8 @@ public final class CpuDevice implements Device {
     /** An event: a future the lane completes when it reaches it. */
     private static final class CpuEvent implements Event {
         final CompletableFuture<Void> done = new CompletableFuture<>();
+        /** When the stream reached this event, written before {@link #done} completes. */
+        volatile long reachedNs;
 
         @Override
         public boolean isComplete() {
@@ -340,8 +342,8 @@ public final class CpuDevice implements Device {
                 try {
                     if (failure == null) {
                         // Back-to-back copies run at the engine's bandwidth, as a DMA engine's do: a transfer starts
-                        // when it was queued, the stream's last other operation (a wait, a kernel) ended, or the previous
-                        // transfer was due, whichever is last, so a late wake-up of this thread (the park below overshoots by up to a scheduler tick
+                        // when it was queued, the stream's last other operation ended (a kernel; a wait, when its event was
+                        // reached), or the previous transfer was due, whichever is last, so a late wake-up of this thread (the park below overshoots by up to a scheduler tick
                         // on a busy machine) is not added to every transfer.
                         long start = Math.max(queued, Math.max(engineFreeNs, otherOpEndNs));
                         engineFreeNs = start + estimate;
@@ -378,7 +380,8 @@ public final class CpuDevice implements Device {
                         failure = ex.getCause();
                     }
                 }
-                otherOpEndNs = System.nanoTime();
+                // the wait ended when the event was reached, not when this thread noticed (it may have been parked)
+                otherOpEndNs = Math.max(otherOpEndNs, e.reachedNs);
             });
         }
 
@@ -386,6 +389,7 @@ public final class CpuDevice implements Device {
         public Event record() {
             CpuEvent e = new CpuEvent();
             enqueue(() -> {
+                e.reachedNs = System.nanoTime();
                 if (failure == null) {
                     e.done.complete(null);
                 } else {
