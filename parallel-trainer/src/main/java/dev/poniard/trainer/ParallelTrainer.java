@@ -48,9 +48,12 @@ import org.slf4j.LoggerFactory;
  *   <li>Bucket tasks ({@link BucketedReduction}) add the gradients into replica 0's view, in parallel over buckets
  *       and in a fixed replica order; then the {@link GradientAllReduce} combines ranks (a no-op in one process).</li>
  *   <li>If the sum or the loss is not finite the {@link NanPolicy} decides; nothing has been changed yet.</li>
- *   <li>Update task on replica 0: the model's own updater with the global example count as minibatch size (DL4J's
- *       updater divides by it), then {@code params -= update}, as DL4J's {@code StochasticGradientDescent} does.
- *       The other replicas copy the parameters at the start of their next task.</li>
+ *   <li>Update tasks, one per worker ({@link ShardedUpdate}): each runs the model's updater on its slice of the
+ *       parameters with the global example count as minibatch size (DL4J's updater divides by it), then
+ *       {@code params -= update}, as DL4J's {@code StochasticGradientDescent} does, and copies its slice into the
+ *       other replicas; the result is bit for bit the model's own serial update. A model whose update is not
+ *       element-wise (gradient normalisation, constraints, a custom updater) is updated by one task on replica 0,
+ *       and the other replicas copy the parameters at the start of their next task.</li>
  * </ol>
  * While a step's tasks run, the calling thread reads the next batch from the iterator. Listeners attached to the
  * model are called on the calling thread as {@code model.fit} calls them: {@code onEpochStart}, {@code iterationDone}
@@ -77,6 +80,7 @@ public final class ParallelTrainer implements AutoCloseable {
         private int checkpointEverySteps;
         private int prefetch = Integer.getInteger("poniard.trainer.prefetch", 2);
         private long bucketSize;
+        private boolean shardedUpdate = !"false".equals(System.getProperty("poniard.trainer.shardedUpdate"));
 
         public Model model() {
             return model;
@@ -217,6 +221,20 @@ public final class ParallelTrainer implements AutoCloseable {
             return this;
         }
 
+        public boolean shardedUpdate() {
+            return shardedUpdate;
+        }
+
+        /**
+         * Whether each worker applies the updater to its own slice of the parameters (default true, property
+         * {@code poniard.trainer.shardedUpdate}); the result is bit for bit the model's serial update. Models whose
+         * update is not element-wise (gradient normalisation, constraints, custom updaters) update serially anyway.
+         */
+        public Context shardedUpdate(boolean value) {
+            shardedUpdate = value;
+            return this;
+        }
+
         /** Validates the context, naming the bad value. */
         public Context conclude() {
             if ((model == null) == (sameDiff == null)) {
@@ -276,6 +294,9 @@ public final class ParallelTrainer implements AutoCloseable {
     private final List<ModelReplica> replicas = new ArrayList<>();
     private final TaskOptions[] gradOptions;
     private final TaskOptions[] evalOptions;
+    private final TaskOptions[] updateOptions;
+    /** The update cut into one slice per worker, or null when it runs serially ({@link ShardedUpdate}). */
+    private ShardedUpdate shardedUpdate;
     private final BucketedReduction reduction;
     private final boolean[] seeded;
     private boolean replicasStale;
@@ -292,7 +313,7 @@ public final class ParallelTrainer implements AutoCloseable {
         if (ctx.sameDiff() != null) {
             sameDiffRun = new SameDiffRun(ctx);
             scheduler = sameDiffRun.scheduler();
-            gradOptions = evalOptions = new TaskOptions[0];
+            gradOptions = evalOptions = updateOptions = new TaskOptions[0];
             seeded = new boolean[0];
             reduction = null;
             return;
@@ -305,9 +326,11 @@ public final class ParallelTrainer implements AutoCloseable {
         }
         gradOptions = new TaskOptions[ctx.workers()];
         evalOptions = new TaskOptions[ctx.workers()];
+        updateOptions = new TaskOptions[ctx.workers()];
         for (int i = 0; i < ctx.workers(); i++) {
             gradOptions[i] = TaskOptions.named("grad").scope(Scope.processors(i));
             evalOptions[i] = TaskOptions.named("eval").scope(Scope.processors(i));
+            updateOptions[i] = TaskOptions.named("update").priority(2).scope(Scope.processors(i));
         }
         seeded = new boolean[ctx.workers()];
         this.scheduler = Scheduler.launch(new Scheduler.Context().name("train").workers(ctx.workers())
@@ -317,8 +340,10 @@ public final class ParallelTrainer implements AutoCloseable {
             views.add(r.gradientView());
         }
         this.reduction = new BucketedReduction(views, ctx.workers(), ctx.bucketSize());
-        LOG.debug("trainer ready: {} replicas, {} parameters, {} reduction buckets, {}", ctx.workers(),
-                primary.params().length(), reduction.buckets(), ctx.allReduce());
+        this.shardedUpdate = ctx.shardedUpdate() ? ShardedUpdate.of(replicas, ctx.workers()) : null;
+        LOG.debug("trainer ready: {} replicas, {} parameters, {} reduction buckets, {} update, {}", ctx.workers(),
+                primary.params().length(), reduction.buckets(),
+                shardedUpdate == null ? "serial" : shardedUpdate.shards() + "-way sharded", ctx.allReduce());
     }
 
     /** Creates the replicas and starts the scheduler. */
@@ -403,6 +428,11 @@ public final class ParallelTrainer implements AutoCloseable {
     /** Replicas, for checkpointing: replica 0 holds the authoritative parameters and updater state. */
     ModelReplica primary() {
         return replicas.get(0);
+    }
+
+    /** Slices the update runs in: the workers when it is sharded, else 1. */
+    int updateShards() {
+        return shardedUpdate == null ? 1 : shardedUpdate.shards();
     }
 
     /** Marks the other replicas' parameters as outdated after replica 0's were replaced. */
@@ -610,18 +640,38 @@ public final class ParallelTrainer implements AutoCloseable {
         if (total > Integer.MAX_VALUE) {
             throw new TrainerException("global batch of " + total + " examples exceeds DL4J's int minibatch size");
         }
+        if (shardedUpdate != null && !shardedUpdate.appliesTo(primary)) {
+            shardedUpdate = ShardedUpdate.of(replicas, ctx.workers()); // the model's updater or arrays were replaced
+        }
+        ShardedUpdate sharded = shardedUpdate;
+        List<TaskHandle<Object>> updates = new ArrayList<>();
         try {
-            scheduler.spawn(UPDATE, () -> {
-                primary.applyUpdater(iteration, epoch, (int) total);
-                INDArray params = primary.params();
-                params.subi(primary.gradientView().reshape(params.shape())); // both flat; only the rank may differ
-                primary.applyConstraints(iteration, epoch);
-                return null;
-            }).join();
+            if (sharded != null) {
+                for (int i = 0; i < sharded.shards(); i++) {
+                    int shard = i;
+                    updates.add(scheduler.spawn(updateOptions[i], () -> {
+                        sharded.apply(shard, iteration, epoch, (int) total);
+                        return null;
+                    }));
+                }
+            } else {
+                updates.add(scheduler.spawn(UPDATE, () -> {
+                    primary.applyUpdater(iteration, epoch, (int) total);
+                    INDArray params = primary.params();
+                    params.subi(primary.gradientView().reshape(params.shape())); // both flat; only the rank may differ
+                    primary.applyConstraints(iteration, epoch);
+                    return null;
+                }));
+            }
+            for (TaskHandle<Object> u : updates) {
+                u.join();
+            }
         } catch (TaskFailedException e) {
+            awaitQuietly(updates);
             throw new TrainerException("step " + iteration + ": applying the updater failed: " + e.getCause(), e.getCause());
         }
-        replicasStale = true;
+        // The shards copied the new parameters into every replica; a serial update leaves that to the next tasks.
+        replicasStale = sharded == null;
         double loss = totals.meanLoss();
         primary.setScore(loss);
         lastLoss = loss;
