@@ -2,7 +2,9 @@ package dev.poniard.trainer;
 
 import java.util.Collection;
 import java.util.List;
+import org.deeplearning4j.nn.api.Layer;
 import org.deeplearning4j.nn.api.Model;
+import org.deeplearning4j.nn.api.Updater;
 import org.deeplearning4j.nn.gradient.Gradient;
 import org.deeplearning4j.nn.graph.ComputationGraph;
 import org.deeplearning4j.nn.multilayer.MultiLayerNetwork;
@@ -84,6 +86,27 @@ abstract class ModelReplica {
     /** The updater's flattened state (Adam moments...), or null for a stateless updater such as SGD. */
     abstract INDArray updaterState();
 
+    /** The model's updater, created on first use as {@code model.fit} creates it. */
+    abstract Updater updater();
+
+    /** Whether any layer has constraints (max-norm...), which the update must apply after {@code params -= update}. */
+    abstract boolean hasConstraints();
+
+    /** Whether the updater divides gradients by the minibatch size (the configuration's {@code miniBatch}). */
+    final boolean miniBatch() {
+        return model.conf().isMiniBatch();
+    }
+
+    static boolean hasConstraints(Layer[] layers) {
+        for (Layer l : layers) {
+            if (l.conf() != null && l.conf().getLayer() != null && l.conf().getLayer().getConstraints() != null
+                    && !l.conf().getLayer().getConstraints().isEmpty()) {
+                return true;
+            }
+        }
+        return false;
+    }
+
     abstract INDArray output(INDArray features, INDArray featuresMask);
 
     abstract int iterationCount();
@@ -153,6 +176,16 @@ abstract class ModelReplica {
         @Override
         INDArray updaterState() {
             return net.getUpdater().getStateViewArray();
+        }
+
+        @Override
+        Updater updater() {
+            return net.getUpdater();
+        }
+
+        @Override
+        boolean hasConstraints() {
+            return hasConstraints(net.getLayers());
         }
 
         @Override
@@ -245,6 +278,16 @@ abstract class ModelReplica {
         @Override
         INDArray updaterState() {
             return cg.getUpdater().getStateViewArray();
+        }
+
+        @Override
+        Updater updater() {
+            return cg.getUpdater();
+        }
+
+        @Override
+        boolean hasConstraints() {
+            return hasConstraints(cg.getLayers());
         }
 
         @Override

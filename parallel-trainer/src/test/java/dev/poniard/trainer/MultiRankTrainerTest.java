@@ -186,6 +186,28 @@ class MultiRankTrainerTest {
     }
 
     @Test
+    void shouldGatherEachBatchWhenAskedIntoArraysOfItsOwn() {
+        DataSet all = data(50, 4);
+        INDArray before = all.getFeatures().dup();
+        DataSetIterator it = EpochShards.forRank(all, 9, 0, 10, 0, 1);
+        List<Double> first = values(it, 10);
+        it.reset();
+        assertEquals(first, values(it, 10), "reset() must start the same epoch over");
+        assertThrows(java.util.NoSuchElementException.class, it::next);
+        it.reset();
+        it.next().getFeatures().assign(-1); // a batch is a copy: training code may keep or change it
+        assertEquals(before, all.getFeatures(), "changing a batch must leave the data set alone");
+        it.reset();
+        it.setPreProcessor(ds -> ds.getFeatures().addi(1000));
+        List<Double> shifted = values(it, 10);
+        for (int i = 0; i < first.size(); i++) {
+            assertEquals(first.get(i) + 1000, shifted.get(i), 1e-3, "the pre-processor runs on every batch");
+        }
+        assertEquals(ParallelTrainerTest.IN, it.inputColumns());
+        assertEquals(10, it.batch());
+    }
+
+    @Test
     void shouldShardSequencesAsWholeExamples() {
         // [examples, features, time steps]: an example is a whole [features, time] slice, kept intact.
         INDArray seq = org.nd4j.linalg.factory.Nd4j.arange(12 * 3 * 5).reshape(12, 3, 5)
