@@ -156,48 +156,103 @@ public final class SimBenchSuite implements BenchSuite {
     }
 
     /**
-     * Times a 2-rank all-reduce over Aeron IPC in this process and predicts it with the simulator, pricing
-     * the collective by the α, β, γ the communicator measures after a warm-up (as in steady state). Five paired
-     * rounds (measure the model, time the all-reduce, predict); the median ratio is reported, because on a shared
-     * 2-core machine a single round's β and timing each move by 2x. The ranks' shared-memory all-reduce is off:
-     * the simulator prices message passing over α-β links, which is what ranks on different hosts run.
+     * Times a 2-rank ring all-reduce over Aeron IPC in this process and predicts it with the simulator. The link the
+     * simulator prices is fitted, as t = α + β·m, to the median times of simultaneous exchanges of 1, 2, 3 and 4 MiB
+     * (the sizes the ring's steps move), timed interleaved with the all-reduces, so that both see the same state of
+     * this shared machine: timed apart, each moved by ±30% between rounds. γ is the reduction speed the
+     * communicator measures. The intercept α is a large message's fixed cost (its handshake and first chunk), not an
+     * 8-byte round trip: the all-reduce's two 2 MiB steps pay it twice. Five rounds; the median ratio is reported.
+     * The ranks' shared-memory all-reduce is off: the simulator prices message passing over α-β links, which is what
+     * ranks on different hosts run.
      */
     static BenchResult validateAllReduce(int bytes) {
         final int rounds = 5;
+        final int reps = 9;
+        final int[] mib = {1, 2, 3, 4};
         double[] ratios = new double[rounds];
         try (LocalCluster cluster = LocalCluster.launch(2, ctx -> ctx.sharedMemoryMinBytes(-1))) {
             for (int round = 0; round < rounds; round++) {
                 List<double[]> results = cluster.run(comm -> {
-                    ByteBuffer buf = ByteBuffer.allocateDirect(bytes).order(ByteOrder.nativeOrder());
+                    ByteBuffer buf = ByteBuffer.allocateDirect(Math.max(bytes, 4 << 20)).order(ByteOrder.nativeOrder());
+                    ByteBuffer in = ByteBuffer.allocateDirect(4 << 20).order(ByteOrder.nativeOrder());
+                    ByteBuffer data = buf.duplicate().order(ByteOrder.nativeOrder());
+                    data.limit(bytes);
                     for (int i = 0; i < 3; i++) {
-                        comm.allReduce(buf, DataType.FLOAT32, ReduceOp.SUM);
+                        comm.allReduce(data, DataType.FLOAT32, ReduceOp.SUM, Algorithm.RING);
                     }
-                    // α, β, γ measured now that the path is compiled (as a user would after a warm-up step); the
-                    // timed all-reduces below choose their algorithm with them, and the simulator prices with them.
-                    // the first measurement of a process runs on cold buffers (page faults cost ~13 us each here)
-                    comm.measureCostModel();
-                    CostModel m = comm.measureCostModel();
-                    comm.barrier();
-                    // the median, as the cost model's α and β are medians: a best-of would compare a lucky run
-                    // against a typical one
-                    long[] times = new long[11];
-                    for (int i = 0; i < times.length; i++) {
+                    double gamma = comm.measureCostModel().gamma();
+                    int peer = 1 - comm.rank();
+                    long[] allReduce = new long[reps];
+                    long[][] exchange = new long[mib.length][reps];
+                    for (int r = 0; r < reps; r++) {
+                        comm.barrier();
                         long t0 = System.nanoTime();
-                        comm.allReduce(buf, DataType.FLOAT32, ReduceOp.SUM);
-                        times[i] = System.nanoTime() - t0;
+                        comm.allReduce(data, DataType.FLOAT32, ReduceOp.SUM, Algorithm.RING);
+                        allReduce[r] = System.nanoTime() - t0;
+                        for (int k = 0; k < mib.length; k++) {
+                            ByteBuffer out = buf.duplicate();
+                            out.limit(mib[k] << 20);
+                            ByteBuffer into = in.duplicate();
+                            into.limit(mib[k] << 20);
+                            comm.barrier();
+                            t0 = System.nanoTime();
+                            java.util.concurrent.CompletableFuture<Long> got = comm.irecv(into, peer, 7);
+                            comm.isend(out, peer, 7).join();
+                            got.join();
+                            exchange[k][r] = System.nanoTime() - t0;
+                        }
                     }
-                    Arrays.sort(times);
-                    return new double[] {times[times.length / 2], m.alpha(), m.beta(), m.gamma()};
+                    double[] row = new double[2 + mib.length];
+                    row[0] = median(allReduce);
+                    row[1] = gamma;
+                    for (int k = 0; k < mib.length; k++) {
+                        row[2 + k] = median(exchange[k]);
+                    }
+                    return row;
                 });
                 double measured = Math.max(results.get(0)[0], results.get(1)[0]);
-                double[] model = results.get(0);
-                LinkSpec link = new LinkSpec(model[1] * 1e6, 1e-9 / model[2]);
-                ratios[round] = Simulator.collectiveNs(SimDag.Collective.ALL_REDUCE, Algorithm.AUTO, 2, bytes, link,
-                        model[3] * 1e9) / measured;
+                // an exchange ends when both ranks have sent and received: the slower rank's medians
+                double[] t = new double[mib.length];
+                for (int k = 0; k < mib.length; k++) {
+                    t[k] = Math.max(results.get(0)[2 + k], results.get(1)[2 + k]);
+                }
+                double[] fit = lineFit(mib, t);
+                double alphaNs = Math.max(0, fit[0]);
+                // noisy medians could make the slope tiny or negative: never below half the 4 MiB average
+                double nsPerByte = Math.max(fit[1], 0.5 * t[mib.length - 1] / mib[mib.length - 1]) / (1 << 20);
+                LinkSpec link = new LinkSpec(alphaNs / 1e3, 1 / nsPerByte);
+                ratios[round] = Simulator.collectiveNs(SimDag.Collective.ALL_REDUCE, Algorithm.RING, 2, bytes, link,
+                        results.get(0)[1] * 1e9) / measured;
             }
         }
         Arrays.sort(ratios);
         return BenchResult.standalone("validate_allreduce_n2", "predicted_over_measured", "x", ratios[rounds / 2]);
+    }
+
+    private static double median(long[] v) {
+        long[] s = v.clone();
+        Arrays.sort(s);
+        return s[s.length / 2];
+    }
+
+    /** Least-squares intercept and slope of {@code y} over {@code x}. */
+    static double[] lineFit(int[] x, double[] y) {
+        double mx = 0;
+        double my = 0;
+        for (int i = 0; i < x.length; i++) {
+            mx += x[i];
+            my += y[i];
+        }
+        mx /= x.length;
+        my /= x.length;
+        double sxy = 0;
+        double sxx = 0;
+        for (int i = 0; i < x.length; i++) {
+            sxy += (x[i] - mx) * (y[i] - my);
+            sxx += (x[i] - mx) * (x[i] - mx);
+        }
+        double slope = sxy / sxx;
+        return new double[] {my - slope * mx, slope};
     }
 
     /** Heavy-tailed task durations: Pareto(α = 1.5) with a mean of about 50 us, capped at 20 ms. */
