@@ -87,16 +87,25 @@ public final class PipelineBenchSuite implements BenchSuite {
         return Map.of("in", randn(r, 1.0, n, WIDTH), "label", y);
     }
 
+    /** Warm-up: at least {@code steps} steps and at least {@code millis} of them. */
+    private record Warmup(int steps, long millis) {
+        void run(java.util.function.IntConsumer step) {
+            long end = System.nanoTime() + millis * 1_000_000;
+            for (int s = 0; s < steps || System.nanoTime() < end; s++) {
+                step.accept(s);
+            }
+        }
+    }
+
     /** Median bubble and the peak activation bytes of {@code steps} timed steps after a warm-up. */
     private record PipelineRun(double bubble, double theory, long peakBytes) {
     }
 
-    private static PipelineRun pipeline(SameDiffPipeline.Schedule schedule, int batch, int warmup, int steps) {
+    private static PipelineRun pipeline(SameDiffPipeline.Schedule schedule, int batch, Warmup warmup, int steps) {
         try (SameDiffPipeline p = SameDiffPipeline.launch(new SameDiffPipeline.Context().sameDiff(model(7))
                 .stages(STAGES).microBatches(MICRO).schedule(schedule).sample(batch(4, 1)))) {
-            for (int s = 0; s < warmup; s++) {
-                p.step(batch(batch, 100 + s));
-            }
+            Map<String, INDArray> warm = batch(batch, 100);
+            warmup.run(s -> p.step(warm));
             double[] bubbles = new double[steps];
             long peak = 0;
             for (int s = 0; s < steps; s++) {
@@ -109,12 +118,11 @@ public final class PipelineBenchSuite implements BenchSuite {
         }
     }
 
-    private static double dataParallel(int workers, int batch, int warmup, int steps) {
+    private static double dataParallel(int workers, int batch, Warmup warmup, int steps) {
         try (SameDiffDataParallel dp = SameDiffDataParallel.launch(new SameDiffDataParallel.Context().sameDiff(model(7))
                 .workers(workers))) {
-            for (int s = 0; s < warmup; s++) {
-                dp.step(batch(batch, 100 + s));
-            }
+            Map<String, INDArray> warm = batch(batch, 100);
+            warmup.run(s -> dp.step(warm));
             List<Map<String, INDArray>> data = new ArrayList<>();
             for (int s = 0; s < steps; s++) {
                 data.add(batch(batch, 200 + s));
@@ -130,7 +138,9 @@ public final class PipelineBenchSuite implements BenchSuite {
         NativeThreads.oneThreadPerWorker();
         boolean quick = options.quick();
         int batch = quick ? 256 : 512;
-        int warmup = quick ? 2 : 4;
+        // Steady state: the JIT keeps compiling SameDiff's op dispatch for dozens of steps, and a worker it preempts
+        // stretches its task and idles the other stage (bubble 0.37-0.47 after 6 steps, 0.14-0.18 after 60).
+        Warmup warmup = quick ? new Warmup(30, 2_000) : new Warmup(60, 4_000);
         int steps = quick ? 4 : 12;
         List<BenchResult> results = new ArrayList<>();
 
