@@ -157,24 +157,27 @@ public final class SimBenchSuite implements BenchSuite {
 
     /**
      * Times a 2-rank ring all-reduce over Aeron IPC in this process and predicts it with the simulator. The link the
-     * simulator prices is fitted, as t = α + β·m, to the median times of simultaneous exchanges of 1, 2, 3 and 4 MiB
-     * (the sizes the ring's steps move), timed interleaved with the all-reduces, so that both see the same state of
-     * this shared machine: timed apart, each moved by ±30% between rounds. γ is the reduction speed the
-     * communicator measures. The intercept α is a large message's fixed cost (its handshake and first chunk), not an
-     * 8-byte round trip: the all-reduce's two 2 MiB steps pay it twice. Five rounds; the median ratio is reported.
+     * simulator prices is fitted, as t = α + β·m, to the median times of simultaneous exchanges of a quarter to all of
+     * a ring step's bytes (half the all-reduce's), timed interleaved with the all-reduces, so that both see the same
+     * state of this shared machine: timed apart, each moved by ±30% between rounds. γ is the reduction cost the
+     * communicator measures (on the receive path). The intercept α is a large message's fixed cost (its handshake and
+     * first chunk), not an 8-byte round trip: the all-reduce's two steps pay it twice. Five rounds; the median ratio
+     * is reported.
      * The ranks' shared-memory all-reduce is off: the simulator prices message passing over α-β links, which is what
      * ranks on different hosts run.
      */
     static BenchResult validateAllReduce(int bytes) {
         final int rounds = 5;
         final int reps = 9;
-        final int[] mib = {1, 2, 3, 4};
+        // exchanges of 1/4, 2/4, 3/4 and 4/4 of a ring step (half the all-reduce's bytes), in units of `unit` bytes
+        final int unit = bytes / 8;
+        final int[] parts = {1, 2, 3, 4};
         double[] ratios = new double[rounds];
         try (LocalCluster cluster = LocalCluster.launch(2, ctx -> ctx.sharedMemoryMinBytes(-1))) {
             for (int round = 0; round < rounds; round++) {
                 List<double[]> results = cluster.run(comm -> {
-                    ByteBuffer buf = ByteBuffer.allocateDirect(Math.max(bytes, 4 << 20)).order(ByteOrder.nativeOrder());
-                    ByteBuffer in = ByteBuffer.allocateDirect(4 << 20).order(ByteOrder.nativeOrder());
+                    ByteBuffer buf = ByteBuffer.allocateDirect(bytes).order(ByteOrder.nativeOrder());
+                    ByteBuffer in = ByteBuffer.allocateDirect(bytes / 2).order(ByteOrder.nativeOrder());
                     ByteBuffer data = buf.duplicate().order(ByteOrder.nativeOrder());
                     data.limit(bytes);
                     for (int i = 0; i < 3; i++) {
@@ -183,17 +186,17 @@ public final class SimBenchSuite implements BenchSuite {
                     double gamma = comm.measureCostModel().gamma();
                     int peer = 1 - comm.rank();
                     long[] allReduce = new long[reps];
-                    long[][] exchange = new long[mib.length][reps];
+                    long[][] exchange = new long[parts.length][reps];
                     for (int r = 0; r < reps; r++) {
                         comm.barrier();
                         long t0 = System.nanoTime();
                         comm.allReduce(data, DataType.FLOAT32, ReduceOp.SUM, Algorithm.RING);
                         allReduce[r] = System.nanoTime() - t0;
-                        for (int k = 0; k < mib.length; k++) {
+                        for (int k = 0; k < parts.length; k++) {
                             ByteBuffer out = buf.duplicate();
-                            out.limit(mib[k] << 20);
+                            out.limit(parts[k] * unit);
                             ByteBuffer into = in.duplicate();
-                            into.limit(mib[k] << 20);
+                            into.limit(parts[k] * unit);
                             comm.barrier();
                             t0 = System.nanoTime();
                             java.util.concurrent.CompletableFuture<Long> got = comm.irecv(into, peer, 7);
@@ -202,24 +205,24 @@ public final class SimBenchSuite implements BenchSuite {
                             exchange[k][r] = System.nanoTime() - t0;
                         }
                     }
-                    double[] row = new double[2 + mib.length];
+                    double[] row = new double[2 + parts.length];
                     row[0] = median(allReduce);
                     row[1] = gamma;
-                    for (int k = 0; k < mib.length; k++) {
+                    for (int k = 0; k < parts.length; k++) {
                         row[2 + k] = median(exchange[k]);
                     }
                     return row;
                 });
                 double measured = Math.max(results.get(0)[0], results.get(1)[0]);
                 // an exchange ends when both ranks have sent and received: the slower rank's medians
-                double[] t = new double[mib.length];
-                for (int k = 0; k < mib.length; k++) {
+                double[] t = new double[parts.length];
+                for (int k = 0; k < parts.length; k++) {
                     t[k] = Math.max(results.get(0)[2 + k], results.get(1)[2 + k]);
                 }
-                double[] fit = lineFit(mib, t);
+                double[] fit = lineFit(parts, t);
                 double alphaNs = Math.max(0, fit[0]);
                 // noisy medians could make the slope tiny or negative: never below half the 4 MiB average
-                double nsPerByte = Math.max(fit[1], 0.5 * t[mib.length - 1] / mib[mib.length - 1]) / (1 << 20);
+                double nsPerByte = Math.max(fit[1], 0.5 * t[parts.length - 1] / parts[parts.length - 1]) / unit;
                 LinkSpec link = new LinkSpec(alphaNs / 1e3, 1 / nsPerByte);
                 ratios[round] = Simulator.collectiveNs(SimDag.Collective.ALL_REDUCE, Algorithm.RING, 2, bytes, link,
                         results.get(0)[1] * 1e9) / measured;
