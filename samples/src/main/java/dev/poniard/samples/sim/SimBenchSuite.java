@@ -219,7 +219,7 @@ public final class SimBenchSuite implements BenchSuite {
                 for (int k = 0; k < parts.length; k++) {
                     t[k] = Math.max(results.get(0)[2 + k], results.get(1)[2 + k]);
                 }
-                double[] fit = lineFit(parts, t);
+                double[] fit = CostModel.fitLine(parts, t);
                 double alphaNs = Math.max(0, fit[0]);
                 // noisy medians could make the slope tiny or negative: never below half the 4 MiB average
                 double nsPerByte = Math.max(fit[1], 0.5 * t[parts.length - 1] / parts[parts.length - 1]) / unit;
@@ -236,26 +236,6 @@ public final class SimBenchSuite implements BenchSuite {
         long[] s = v.clone();
         Arrays.sort(s);
         return s[s.length / 2];
-    }
-
-    /** Least-squares intercept and slope of {@code y} over {@code x}. */
-    static double[] lineFit(int[] x, double[] y) {
-        double mx = 0;
-        double my = 0;
-        for (int i = 0; i < x.length; i++) {
-            mx += x[i];
-            my += y[i];
-        }
-        mx /= x.length;
-        my /= x.length;
-        double sxy = 0;
-        double sxx = 0;
-        for (int i = 0; i < x.length; i++) {
-            sxy += (x[i] - mx) * (y[i] - my);
-            sxx += (x[i] - mx) * (x[i] - mx);
-        }
-        double slope = sxy / sxx;
-        return new double[] {my - slope * mx, slope};
     }
 
     /** Heavy-tailed task durations: Pareto(α = 1.5) with a mean of about 50 us, capped at 20 ms. */

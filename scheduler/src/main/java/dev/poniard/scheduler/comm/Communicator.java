@@ -459,7 +459,7 @@ public final class Communicator implements AutoCloseable {
                     step += 2 * (2 + EXCHANGE_REPS);
                 }
                 // noisy medians could make the slope tiny or negative: never below half the largest size's average
-                beta = Math.max(slope(BETA_MIB, ns) / 1e9 / big, 0.5 * ns[ns.length - 1] / 1e9 / ((double) maxMib * big));
+                beta = Math.max(CostModel.fitLine(BETA_MIB, ns)[1] / 1e9 / big, 0.5 * ns[ns.length - 1] / 1e9 / ((double) maxMib * big));
                 // γ as collectives pay it: what adding the received data in costs over receiving it (the reduction
                 // runs on the receive path, chunk by chunk, on data another core just wrote). A local pass over
                 // buffers this core wrote ran 2-5x faster, and priced a 4 MiB ring all-reduce 15-30% short.
@@ -485,25 +485,6 @@ public final class Communicator implements AutoCloseable {
                 .putDouble(16, CostModel.DEFAULT.gamma());
         }
         return new CostModel(params.getDouble(0), params.getDouble(8), params.getDouble(16));
-    }
-
-    /** Least-squares slope of {@code y} over {@code x}. */
-    static double slope(int[] x, double[] y) {
-        double mx = 0;
-        double my = 0;
-        for (int i = 0; i < x.length; i++) {
-            mx += x[i];
-            my += y[i];
-        }
-        mx /= x.length;
-        my /= x.length;
-        double sxy = 0;
-        double sxx = 0;
-        for (int i = 0; i < x.length; i++) {
-            sxy += (x[i] - mx) * (y[i] - my);
-            sxx += (x[i] - mx) * (x[i] - mx);
-        }
-        return sxy / sxx;
     }
 
     private void pingPong(long seq, int step, int peer, long address, long bytes) {

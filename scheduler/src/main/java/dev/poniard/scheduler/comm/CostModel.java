@@ -40,6 +40,29 @@ public record CostModel(double alpha, double beta, double gamma) {
         };
     }
 
+    /**
+     * Least-squares intercept and slope of {@code y} over {@code x}: fits t = α + β·m to times measured at several
+     * message sizes, which a single pair of sizes does too noisily on a shared machine.
+     */
+    public static double[] fitLine(int[] x, double[] y) {
+        double mx = 0;
+        double my = 0;
+        for (int i = 0; i < x.length; i++) {
+            mx += x[i];
+            my += y[i];
+        }
+        mx /= x.length;
+        my /= x.length;
+        double sxy = 0;
+        double sxx = 0;
+        for (int i = 0; i < x.length; i++) {
+            sxy += (x[i] - mx) * (y[i] - my);
+            sxx += (x[i] - mx) * (x[i] - mx);
+        }
+        final double slope = sxy / sxx;
+        return new double[] {my - slope * mx, slope};
+    }
+
     /** Predicted pairwise all-to-all time on p ranks when each rank sends m bytes in all (m / p to each peer). */
     public double allToAll(int p, long m) {
         return p <= 1 ? 0 : (p - 1) * (alpha + (double) m / p * beta);

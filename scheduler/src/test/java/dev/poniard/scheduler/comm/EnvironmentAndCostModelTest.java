@@ -65,9 +65,11 @@ class EnvironmentAndCostModelTest {
     }
 
     @Test
-    void shouldFitBetaAsTheLeastSquaresSlopeOfTheExchangeTimes() {
+    void shouldFitAlphaAndBetaByLeastSquaresOverTheExchangeTimes() {
         // y = 3 + 2x with residuals +1, -1, -1, +1 around it: the fitted slope is 2 (the first two points alone say 0)
-        assertEquals(2.0, Communicator.slope(new int[] {1, 2, 3, 4}, new double[] {6, 6, 8, 12}), 1e-12);
-        assertEquals(-0.5, Communicator.slope(new int[] {0, 2}, new double[] {1, 0}), 1e-12);
+        double[] fit = CostModel.fitLine(new int[] {1, 2, 3, 4}, new double[] {6, 6, 8, 12});
+        assertEquals(3.0, fit[0], 1e-12);
+        assertEquals(2.0, fit[1], 1e-12);
+        assertEquals(-0.5, CostModel.fitLine(new int[] {0, 2}, new double[] {1, 0})[1], 1e-12);
     }
 }
