@@ -161,13 +161,13 @@ public final class SimBenchSuite implements BenchSuite {
      * a ring step's bytes (half the all-reduce's), timed interleaved with the all-reduces, so that both see the same
      * state of this shared machine: timed apart, each moved by ±30% between rounds. γ is the reduction cost the
      * communicator measures (on the receive path). The intercept α is a large message's fixed cost (its handshake and
-     * first chunk), not an 8-byte round trip: the all-reduce's two steps pay it twice. Five rounds; the median ratio
+     * first chunk), not an 8-byte round trip: the all-reduce's two steps pay it twice. Nine rounds; the median ratio
      * is reported.
      * The ranks' shared-memory all-reduce is off: the simulator prices message passing over α-β links, which is what
      * ranks on different hosts run.
      */
     static BenchResult validateAllReduce(int bytes) {
-        final int rounds = 5;
+        final int rounds = 9;
         final int reps = 9;
         // exchanges of 1/4, 2/4, 3/4 and 4/4 of a ring step (half the all-reduce's bytes), in units of `unit` bytes
         final int unit = bytes / 8;

@@ -392,19 +392,17 @@ public final class Communicator implements AutoCloseable {
     }
 
     private static final int EXCHANGE_REPS = 7;
+    /** Plain and reducing exchanges timed in pairs to measure γ on the receive path. */
+    private static final int GAMMA_PAIRS = 15;
     /** Exchange sizes, in MiB, whose median times give β as a least-squares slope. */
     private static final int[] BETA_MIB = {1, 2, 3, 4};
 
-    /**
-     * Median time of simultaneous {@code bytes} exchanges with {@code peer} (two untimed first), the received floats
-     * added into {@code in} when {@code reduce} (as a reduce-scatter step does); uses 2 * (2 + reps) steps.
-     */
-    private double medianExchangeNs(long seq, int step, int peer, long out, long in, int bytes, boolean reduce) {
+    /** Median time of simultaneous {@code bytes} exchanges with {@code peer} (two untimed first); uses 2 * (2 + reps) steps. */
+    private double medianExchangeNs(long seq, int step, int peer, long out, long in, int bytes) {
         final long[] t = new long[EXCHANGE_REPS];
         for (int i = 0; i < 2 + EXCHANGE_REPS; i++) {
             final long t0 = System.nanoTime();
-            awaitAll(reduce ? irecvReduce(seq, step, peer, in, bytes, DataType.FLOAT32, ReduceOp.SUM, true)
-                : irecv(seq, step, peer, in, bytes), isend(seq, step, peer, out, bytes));
+            awaitAll(irecv(seq, step, peer, in, bytes), isend(seq, step, peer, out, bytes));
             if (i >= 2) {
                 t[i - 2] = System.nanoTime() - t0;
             }
@@ -455,7 +453,7 @@ public final class Communicator implements AutoCloseable {
                 final double[] ns = new double[BETA_MIB.length];
                 for (int k = 0; k < BETA_MIB.length; k++) {
                     ns[k] = medianExchangeNs(seq, step, peer, BufferUtil.address(out), BufferUtil.address(in),
-                        BETA_MIB[k] * big, false);
+                        BETA_MIB[k] * big);
                     step += 2 * (2 + EXCHANGE_REPS);
                 }
                 // noisy medians could make the slope tiny or negative: never below half the largest size's average
@@ -466,12 +464,24 @@ public final class Communicator implements AutoCloseable {
                 final int gammaBytes = 2 * big;
                 new UnsafeBuffer(in).setMemory(0, gammaBytes, (byte) 0); // zeros: no denormals on the way
                 new UnsafeBuffer(out).setMemory(0, gammaBytes, (byte) 0);
-                final double plain = medianExchangeNs(seq, step, peer, BufferUtil.address(out), BufferUtil.address(in),
-                    gammaBytes, false);
-                step += 2 * (2 + EXCHANGE_REPS);
-                final double reduced = medianExchangeNs(seq, step, peer, BufferUtil.address(out), BufferUtil.address(in),
-                    gammaBytes, true);
-                gammaOnReceive = (reduced - plain) / 1e9 / gammaBytes;
+                // Pairs of a plain and a reducing exchange, and the median of their differences: two medians taken
+                // one after the other drifted apart with the machine's load and made γ swing by 2x.
+                final long[] extra = new long[GAMMA_PAIRS];
+                for (int i = 0; i < 2 + GAMMA_PAIRS; i++) {
+                    final long t0 = System.nanoTime();
+                    awaitAll(irecv(seq, step, peer, BufferUtil.address(in), gammaBytes),
+                        isend(seq, step, peer, BufferUtil.address(out), gammaBytes));
+                    final long t1 = System.nanoTime();
+                    awaitAll(irecvReduce(seq, step + 1, peer, BufferUtil.address(in), gammaBytes, DataType.FLOAT32,
+                        ReduceOp.SUM, true), isend(seq, step + 1, peer, BufferUtil.address(out), gammaBytes));
+                    final long t2 = System.nanoTime();
+                    if (i >= 2) {
+                        extra[i - 2] = (t2 - t1) - (t1 - t0);
+                    }
+                    step += 2;
+                }
+                Arrays.sort(extra);
+                gammaOnReceive = Math.max(0, extra[GAMMA_PAIRS / 2]) / 1e9 / gammaBytes;
                 release(in);
                 release(out);
             }
