@@ -596,17 +596,11 @@ public final class ParallelTrainer implements AutoCloseable {
      * all-reduces the gradient in between, and {@link #finishStep} spawns the update.
      */
     private List<TaskHandle<Boolean>> chainedUpdate(int n, List<TaskHandle<Double>> grads, List<TaskHandle<Integer>> sums) {
-        ModelReplica primary = replicas.get(0);
-        if (!(ctx.allReduce() instanceof GradientAllReduce.SingleRank) || shardedUpdate == null) {
+        ShardedUpdate sharded = ctx.allReduce() instanceof GradientAllReduce.SingleRank ? currentShardedUpdate() : null;
+        if (sharded == null) {
             return List.of();
         }
-        if (!shardedUpdate.appliesTo(primary)) {
-            shardedUpdate = ShardedUpdate.of(replicas, ctx.workers()); // the model's updater or arrays were replaced
-            if (shardedUpdate == null) {
-                return List.of();
-            }
-        }
-        ShardedUpdate sharded = shardedUpdate;
+        ModelReplica primary = replicas.get(0);
         int iteration = primary.iterationCount();
         int epoch = primary.epochCount();
         List<Object> deps = new ArrayList<>(grads);
@@ -719,12 +713,20 @@ public final class ParallelTrainer implements AutoCloseable {
         return true;
     }
 
+    /**
+     * The sharded update, cut again when the model's updater or arrays were replaced since; null when the update runs
+     * serially.
+     */
+    private ShardedUpdate currentShardedUpdate() {
+        if (shardedUpdate != null && !shardedUpdate.appliesTo(replicas.get(0))) {
+            shardedUpdate = ShardedUpdate.of(replicas, ctx.workers());
+        }
+        return shardedUpdate;
+    }
+
     /** Spawns the update of the summed gradient, sharded or serial on replica 0, and waits for it. */
     private void update(ModelReplica primary, int iteration, int epoch, int total) {
-        if (shardedUpdate != null && !shardedUpdate.appliesTo(primary)) {
-            shardedUpdate = ShardedUpdate.of(replicas, ctx.workers()); // the model's updater or arrays were replaced
-        }
-        ShardedUpdate sharded = shardedUpdate;
+        ShardedUpdate sharded = currentShardedUpdate();
         List<TaskHandle<Object>> updates = new ArrayList<>();
         try {
             if (sharded != null) {

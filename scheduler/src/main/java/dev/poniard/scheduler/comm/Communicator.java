@@ -442,11 +442,10 @@ public final class Communicator implements AutoCloseable {
                 alpha = small8[reps / 2] / 2e9;
                 // β from simultaneous exchanges (both ranks send and receive), as every step of a ring,
                 // recursive-doubling or Rabenseifner collective does: one engine thread per rank copies both
-                // directions, so a step costs about twice a one-way transfer of the same bytes. The slope between
-                // 1 MiB and 4 MiB exchanges, not the 1 MiB time over its bytes: a large message's fixed costs (the
-                // rendezvous handshake, the first chunk's latency) are paid once per message, and charging them
-                // per byte over-predicted a 4 MiB all-reduce by 1.5-2x. A least-squares slope over four sizes: the
-                // slope of two medians of five moved 1/β between 0.9 and 5.6 GB/s from one measurement to the next.
+                // directions, so a step costs about twice a one-way transfer of the same bytes. It is the slope over
+                // 1-4 MiB, not a time over its bytes: a large message's fixed costs (the rendezvous handshake, the
+                // first chunk's latency) are paid once per message, and charged per byte they over-predicted a 4 MiB
+                // all-reduce by 1.5-2x. A least-squares fit over four sizes, as two sizes scattered 1/β by 6x.
                 final int maxMib = BETA_MIB[BETA_MIB.length - 1];
                 final ByteBuffer in = acquire(big * maxMib);
                 final ByteBuffer out = acquire(big * maxMib);
@@ -457,31 +456,9 @@ public final class Communicator implements AutoCloseable {
                     step += 2 * (2 + EXCHANGE_REPS);
                 }
                 // noisy medians could make the slope tiny or negative: never below half the largest size's average
-                beta = Math.max(CostModel.fitLine(BETA_MIB, ns)[1] / 1e9 / big, 0.5 * ns[ns.length - 1] / 1e9 / ((double) maxMib * big));
-                // γ as collectives pay it: what adding the received data in costs over receiving it (the reduction
-                // runs on the receive path, chunk by chunk, on data another core just wrote). A local pass over
-                // buffers this core wrote ran 2-5x faster, and priced a 4 MiB ring all-reduce 15-30% short.
-                final int gammaBytes = 2 * big;
-                new UnsafeBuffer(in).setMemory(0, gammaBytes, (byte) 0); // zeros: no denormals on the way
-                new UnsafeBuffer(out).setMemory(0, gammaBytes, (byte) 0);
-                // Pairs of a plain and a reducing exchange, and the median of their differences: two medians taken
-                // one after the other drifted apart with the machine's load and made γ swing by 2x.
-                final long[] extra = new long[GAMMA_PAIRS];
-                for (int i = 0; i < 2 + GAMMA_PAIRS; i++) {
-                    final long t0 = System.nanoTime();
-                    awaitAll(irecv(seq, step, peer, BufferUtil.address(in), gammaBytes),
-                        isend(seq, step, peer, BufferUtil.address(out), gammaBytes));
-                    final long t1 = System.nanoTime();
-                    awaitAll(irecvReduce(seq, step + 1, peer, BufferUtil.address(in), gammaBytes, DataType.FLOAT32,
-                        ReduceOp.SUM, true), isend(seq, step + 1, peer, BufferUtil.address(out), gammaBytes));
-                    final long t2 = System.nanoTime();
-                    if (i >= 2) {
-                        extra[i - 2] = (t2 - t1) - (t1 - t0);
-                    }
-                    step += 2;
-                }
-                Arrays.sort(extra);
-                gammaOnReceive = Math.max(0, extra[GAMMA_PAIRS / 2]) / 1e9 / gammaBytes;
+                beta = Math.max(CostModel.fitLine(BETA_MIB, ns)[1] / 1e9 / big,
+                    0.5 * ns[ns.length - 1] / 1e9 / ((double) maxMib * big));
+                gammaOnReceive = gammaOnReceive(seq, step, peer, in, out, 2 * big);
                 release(in);
                 release(out);
             }
@@ -495,6 +472,35 @@ public final class Communicator implements AutoCloseable {
                 .putDouble(16, CostModel.DEFAULT.gamma());
         }
         return new CostModel(params.getDouble(0), params.getDouble(8), params.getDouble(16));
+    }
+
+    /**
+     * γ as collectives pay it, in seconds per byte: what adding the received floats in costs over receiving them. The
+     * reduction runs on the receive path, chunk by chunk, on data another core just wrote; a local pass over buffers
+     * this core wrote ran 2-5x faster and priced a 4 MiB ring all-reduce 15-30% short. Plain and reducing exchanges
+     * are timed in pairs and the median difference taken: two medians taken one after the other drifted apart with
+     * the machine's load. Uses steps {@code step .. step + 2 * (2 + GAMMA_PAIRS)}.
+     */
+    private double gammaOnReceive(long seq, int step, int peer, ByteBuffer in, ByteBuffer out, int bytes) {
+        final long inAddress = BufferUtil.address(in);
+        final long outAddress = BufferUtil.address(out);
+        new UnsafeBuffer(in).setMemory(0, bytes, (byte) 0); // zeros: no denormals on the way
+        new UnsafeBuffer(out).setMemory(0, bytes, (byte) 0);
+        final long[] extra = new long[GAMMA_PAIRS];
+        for (int i = 0; i < 2 + GAMMA_PAIRS; i++) {
+            final long t0 = System.nanoTime();
+            awaitAll(irecv(seq, step, peer, inAddress, bytes), isend(seq, step, peer, outAddress, bytes));
+            final long t1 = System.nanoTime();
+            awaitAll(irecvReduce(seq, step + 1, peer, inAddress, bytes, DataType.FLOAT32, ReduceOp.SUM, true),
+                isend(seq, step + 1, peer, outAddress, bytes));
+            final long t2 = System.nanoTime();
+            if (i >= 2) {
+                extra[i - 2] = (t2 - t1) - (t1 - t0);
+            }
+            step += 2;
+        }
+        Arrays.sort(extra);
+        return Math.max(0, extra[GAMMA_PAIRS / 2]) / 1e9 / bytes;
     }
 
     private void pingPong(long seq, int step, int peer, long address, long bytes) {
