@@ -732,13 +732,11 @@ public final class TileAlgebra implements AutoCloseable {
 
     /** Applies step k's interchanges (global rows in {@code pivotTile}) to tiles k.. of one tile column. */
     private static void swapRows(int nb, int k, Tile pivotTile, Tile[] column) {
-        for (int r = 0; r < pivotTile.rows(); r++) {
-            int row = k * nb + r;
-            int p = (int) pivotTile.getFlat(r);
-            if (p != row) {
-                TileCopy.swapRows(column[row / nb - k], row % nb, column[p / nb - k], p % nb);
-            }
+        int[] to = new int[pivotTile.rows()];
+        for (int r = 0; r < to.length; r++) {
+            to[r] = (int) pivotTile.getFlat(r) - k * nb;
         }
+        TileCopy.interchangeRows(column, nb, to);
     }
 
     /** Access list: one extra access, then inout on tiles (k..mt-1, j). */
@@ -775,13 +773,15 @@ public final class TileAlgebra implements AutoCloseable {
     /** Applies step k's row interchanges (in order) to tile column j. */
     private static void applyPivots(DistributedMatrix a, int[] piv, int k, int j) {
         int nb = a.tileSize();
-        int end = Math.min(piv.length, (k + 1) * nb);
-        for (int r = k * nb; r < end; r++) {
-            int p = piv[r];
-            if (p != r) {
-                TileCopy.swapRows(a.tile(r / nb, j), r % nb, a.tile(p / nb, j), p % nb);
-            }
+        int[] to = new int[Math.min(piv.length, (k + 1) * nb) - k * nb];
+        for (int r = 0; r < to.length; r++) {
+            to[r] = piv[k * nb + r] - k * nb;
         }
+        Tile[] column = new Tile[a.mt() - k];
+        for (int i = k; i < a.mt(); i++) {
+            column[i - k] = a.tile(i, j);
+        }
+        TileCopy.interchangeRows(column, nb, to);
     }
 
     /**

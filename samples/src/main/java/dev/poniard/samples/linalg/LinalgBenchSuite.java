@@ -52,7 +52,7 @@ public final class LinalgBenchSuite implements BenchSuite {
         int workers = Runtime.getRuntime().availableProcessors();
         int n = options.quick() ? 2048 : 4096;
         int reps = options.quick() ? 1 : 3;
-        int[] tiles = options.quick() ? new int[] {256} : new int[] {256, 512};
+        int[] tiles = options.quick() ? new int[] {256} : new int[] {256, 384, 512};
         LOG.info("linalg bench: N = {} (case names keep 4096), {} workers, tile sizes {}, best of {}", n, workers,
                 java.util.Arrays.toString(tiles), reps);
         List<BenchResult> results = new ArrayList<>();
