@@ -32,11 +32,14 @@ import org.nd4j.linalg.api.ndarray.INDArray;
 class SpmdTileAlgebraTest extends TwoRankFixture {
 
 
-    /** Two-rank distributions: 2D block-cyclic 1x2 and 2x1, 1D cyclic by columns, 1D block by rows. */
+    /**
+     * Two-rank distributions: 2D block-cyclic 1x2 and 2x1, 1D cyclic by columns, 1D block by rows, 1D block-cyclic by
+     * columns, and 2x1 with reflected rows (5 tile rows, as the tests' matrices have).
+     */
     static Stream<Distribution> distributions() {
         return Stream.of(Distribution.blockCyclic2d(1, 2, 1, 1, 1), Distribution.blockCyclic2d(2, 1, 1, 1, 1),
                 Distribution.cyclic1d(Distribution.Axis.COLUMNS, 2, 1), Distribution.block1d(Distribution.Axis.ROWS, 5, 2, 1),
-                Distribution.blockCyclic1d(Distribution.Axis.COLUMNS, 2, 2, 1));
+                Distribution.blockCyclic1d(Distribution.Axis.COLUMNS, 2, 2, 1), Distribution.reflectedCyclic2d(2, 1, 5, 1));
     }
 
     static Stream<Arguments> gemmCases() {

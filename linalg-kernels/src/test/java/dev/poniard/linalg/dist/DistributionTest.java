@@ -32,6 +32,40 @@ class DistributionTest {
     }
 
     @Test
+    void reflectedRowsGoBackAndForthFromTheLastTileRowAndColumnsCyclically() {
+        Distribution d = Distribution.reflectedCyclic2d(2, 2, 8, 1);
+        int[] gridRow = {0, 1, 1, 0, 0, 1, 1, 0}; // tile rows 0..7: the last row on grid row 0, then 1, 1, 0, 0, ...
+        for (int i = 0; i < 8; i++) {
+            for (int j = 0; j < 4; j++) {
+                assertEquals(new TileOwner(gridRow[i] * 2 + j % 2, 0), d.owner(i, j), "tile (" + i + ", " + j + ")");
+            }
+        }
+        assertEquals(d.owner(0, 0), d.owner(8, 0)); // past the last row the pattern continues: row 8 is one after row 7's
+        assertEquals(4, d.ranks());
+        assertThrows(IllegalArgumentException.class, () -> Distribution.reflectedCyclic2d(2, 1, 0, 1));
+    }
+
+    @Test
+    void reflectedRowsBalanceCholeskyWorkBetterThanCyclicRows() {
+        for (int mt = 6; mt <= 20; mt++) {
+            double cyclic = heaviestShare(Distribution.blockCyclic2d(2, 1, 1, 1, 1), mt);
+            double reflected = heaviestShare(Distribution.reflectedCyclic2d(2, 1, mt, 1), mt);
+            assertTrue(reflected <= cyclic && reflected < 0.55, mt + " tile rows: reflected " + reflected + ", cyclic " + cyclic);
+        }
+    }
+
+    /** The largest share of the lower-triangular updates (tile row i: i(i+1)/2 of them) that one of 2 ranks holds. */
+    private static double heaviestShare(Distribution d, int mt) {
+        double[] work = new double[2];
+        double total = 0;
+        for (int i = 0; i < mt; i++) {
+            work[d.owner(i, 0).rank()] += i * (i + 1) / 2.0;
+            total += i * (i + 1) / 2.0;
+        }
+        return Math.max(work[0], work[1]) / total;
+    }
+
+    @Test
     void shouldMapSlotsToRanksAndDevices() {
         // 2 ranks with 2 devices each: slots 0..3 are (0,0), (0,1), (1,0), (1,1).
         Distribution d = Distribution.cyclic1d(Axis.COLUMNS, 2, 2);

@@ -160,7 +160,7 @@ public final class LinalgCommand implements Callable<Integer> {
                 ctx.strategy(strategy);
             }
             LinalgRank.Op o = LinalgRank.Op.valueOf(op.name());
-            Distribution d = grid == null ? LinalgRank.distribution(o, comm.size()) : parseGrid(grid, comm.size());
+            Distribution d = grid == null ? LinalgRank.distribution(o, comm.size(), n, tile) : parseGrid(grid, comm.size());
             try (TileAlgebra la = TileAlgebra.launch(ctx)) {
                 LinalgRank.run(comm, la, o, n, tile, 1, false, d); // warms up the JIT, OpenBLAS and the cost model
                 la.scheduler().resetStats(); // also restarts the trace: it shows the timed run only
