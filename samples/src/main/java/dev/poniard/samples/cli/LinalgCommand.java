@@ -30,7 +30,8 @@ import picocli.CommandLine.Parameters;
  * With {@code --ranks N} (or under {@code ./poniard launch -n N -- linalg ...}) the operation runs SPMD
  * over N rank processes, one worker each by default, on a 2D block-cyclic grid (by default 1 x N for LU and QR,
  * which factor each panel on one rank: on a grid that splits tile columns they factor a copy redistributed by
- * columns and copy it back, as solve does with its copy of A); {@code --grid PxQxC} runs gemm 2.5D on C layers
+ * columns and copy it back, as solve does with its copy of A; for Cholesky a tall grid whose tile rows are dealt
+ * back and forth, which balances its triangular work); {@code --grid PxQxC} runs gemm 2.5D on C layers
  * of a P x Q grid, A, B and C replicated on every layer;
  * rank 0 prints the result
  * and every rank its summary and, with {@code --trace FILE}, its own timeline {@code FILE-rankK.json}.
@@ -60,7 +61,7 @@ public final class LinalgCommand implements Callable<Integer> {
     int ranks;
 
     @Option(names = "--grid", paramLabel = "PxQ[xC]",
-            description = "Process grid of the 2D block-cyclic distribution across ranks, P x Q = ranks (default: the most square, 1xN for lu and qr, which redistribute by columns on any other). "
+            description = "Process grid of the 2D block-cyclic distribution across ranks, P x Q = ranks (default: the most square; for cholesky its tall transpose with tile rows dealt back and forth; 1xN for lu and qr, which redistribute by columns on any other). "
                     + "For gemm, PxQxC replicates A, B and C on C layers of a P x Q grid (P x Q x C = ranks) and runs 2.5D GEMM.")
     String grid;
 
