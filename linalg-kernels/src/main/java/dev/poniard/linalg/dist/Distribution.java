@@ -102,16 +102,9 @@ public interface Distribution {
      * grid), blocks of {@code mb x nb} tiles. Needs {@code p * q == ranks * devicesPerRank}.
      */
     static Distribution blockCyclic2d(int p, int q, int mb, int nb, int devicesPerRank) {
-        positive("p", p);
-        positive("q", q);
         positive("mb", mb);
         positive("nb", nb);
-        positive("devicesPerRank", devicesPerRank);
-        if ((p * q) % devicesPerRank != 0) {
-            throw new IllegalArgumentException("a " + p + "x" + q + " grid has " + p * q + " slots, not a multiple of "
-                    + devicesPerRank + " devices per rank");
-        }
-        return new Grid(p, q, mb, nb, 1, p * q / devicesPerRank, devicesPerRank);
+        return new Grid(p, q, mb, nb, 1, gridRanks(p, q, devicesPerRank), devicesPerRank);
     }
 
     /**
@@ -122,15 +115,8 @@ public interface Distribution {
      * rows over 2 ranks it gets 60% of the work, here 52%. Tile rows at or past {@code mt} continue the pattern.
      */
     static Distribution reflectedCyclic2d(int p, int q, int mt, int devicesPerRank) {
-        positive("p", p);
-        positive("q", q);
         positive("mt", mt);
-        positive("devicesPerRank", devicesPerRank);
-        if ((p * q) % devicesPerRank != 0) {
-            throw new IllegalArgumentException("a " + p + "x" + q + " grid has " + p * q + " slots, not a multiple of "
-                    + devicesPerRank + " devices per rank");
-        }
-        return new Reflected(p, q, mt, p * q / devicesPerRank, devicesPerRank);
+        return new Reflected(p, q, mt, gridRanks(p, q, devicesPerRank), devicesPerRank);
     }
 
     /**
@@ -169,6 +155,18 @@ public interface Distribution {
             p--;
         }
         return replicated25d(p, perLayer / p, c, 1);
+    }
+
+    /** Ranks of a {@code p x q} grid of slots with {@code devicesPerRank} slots per rank. */
+    private static int gridRanks(int p, int q, int devicesPerRank) {
+        positive("p", p);
+        positive("q", q);
+        positive("devicesPerRank", devicesPerRank);
+        if ((p * q) % devicesPerRank != 0) {
+            throw new IllegalArgumentException("a " + p + "x" + q + " grid has " + p * q + " slots, not a multiple of "
+                    + devicesPerRank + " devices per rank");
+        }
+        return p * q / devicesPerRank;
     }
 
     private static int slots(int ranks, int devicesPerRank) {
