@@ -3,9 +3,11 @@ package dev.poniard.scheduler.stream.cpu;
 import dev.poniard.scheduler.stream.Buffer;
 import dev.poniard.scheduler.stream.BufferPool;
 import dev.poniard.scheduler.stream.Device;
+import dev.poniard.scheduler.stream.DeviceCall;
 import dev.poniard.scheduler.stream.Event;
 import dev.poniard.scheduler.stream.KernelLaunch;
 import dev.poniard.scheduler.stream.Stream;
+import dev.poniard.scheduler.stream.StreamScheduler.Access;
 import java.nio.ByteBuffer;
 import java.util.ArrayList;
 import java.util.Collections;
@@ -23,7 +25,8 @@ import java.util.concurrent.locks.LockSupport;
  *
  * <p><b>Implementation overview.</b> Every stream is a lane: one daemon thread taking operations from its
  * queue in order. Kernels run on the compute lanes, at most {@link Context#computeCapacity()} at once (a
- * semaphore), so K compute streams never make more busy threads than cores. Each copy stream is a copy
+ * semaphore), so K compute streams never make more busy threads than cores; library calls
+ * ({@link DeviceCall#runOnHost()}) and host functions run there the same way. Each copy stream is a copy
  * engine: it copies for real and then parks until {@code bytes / bandwidth} has passed, which emulates a
  * PCIe or NVLink engine without burning a core. Events are futures completed by the lane when it reaches
  * them; {@code waitFor} parks the lane (never the host) until the event completes. A failing operation
@@ -325,6 +328,23 @@ public final class CpuDevice implements Device {
                 }
             }
             launch(() -> kernel.kernel().runOnCpu(kernel), estimateNs);
+        }
+
+        @Override
+        public void launch(DeviceCall call, long estimateNs) {
+            for (Access a : call.accesses()) {
+                if (a.buffer().memory().bytes() == null) {
+                    throw new IllegalArgumentException(call.name() + ": memory of a GPU cannot be used by the CPU"
+                            + " emulation " + ctx.name());
+                }
+            }
+            launch(call::runOnHost, estimateNs);
+        }
+
+        /** Host code is CPU work here like a kernel, so it takes a compute slot too (no more busy threads than cores). */
+        @Override
+        public void launchHostFunction(Runnable fn, long estimateNs) {
+            launch(fn, estimateNs);
         }
 
         @Override
