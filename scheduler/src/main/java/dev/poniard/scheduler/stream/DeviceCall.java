@@ -3,6 +3,8 @@ package dev.poniard.scheduler.stream;
 import dev.poniard.scheduler.stream.StreamScheduler.Access;
 import dev.poniard.scheduler.stream.cuda.CudaCallSite;
 import java.util.List;
+import java.util.Objects;
+import java.util.function.Consumer;
 
 /**
  * A library call enqueued on a stream as one unit of device work — a cuBLAS GEMM on a GPU, the same BLAS
@@ -32,4 +34,38 @@ public interface DeviceCall {
      * beyond what the library had already accepted.
      */
     void enqueueOnCuda(CudaCallSite site);
+
+    /** A call from its parts: {@code onHost} is {@link #runOnHost()}, {@code onCuda} is {@link #enqueueOnCuda}. */
+    static DeviceCall of(String name, List<Access> accesses, Runnable onHost, Consumer<CudaCallSite> onCuda) {
+        Objects.requireNonNull(name, "name");
+        List<Access> acc = List.copyOf(accesses);
+        Objects.requireNonNull(onHost, "onHost");
+        Objects.requireNonNull(onCuda, "onCuda");
+        return new DeviceCall() {
+            @Override
+            public String name() {
+                return name;
+            }
+
+            @Override
+            public List<Access> accesses() {
+                return acc;
+            }
+
+            @Override
+            public void runOnHost() {
+                onHost.run();
+            }
+
+            @Override
+            public void enqueueOnCuda(CudaCallSite site) {
+                onCuda.accept(site);
+            }
+
+            @Override
+            public String toString() {
+                return name;
+            }
+        };
+    }
 }

@@ -264,33 +264,17 @@ public abstract class StreamContractTest {
 
     /** {@code n} floats of {@code out} set to {@code value}: Java on the host, a driver memset on CUDA. */
     private static DeviceCall fill(Buffer out, float value, int n) {
-        return new DeviceCall() {
-            @Override
-            public String name() {
-                return "fill " + n;
+        return DeviceCall.of("fill " + n, List.of(StreamScheduler.Access.out(out)), () -> {
+            for (int i = 0; i < n; i++) {
+                out.bytes().putFloat(i * 4, value);
             }
-
-            @Override
-            public List<StreamScheduler.Access> accesses() {
-                return List.of(StreamScheduler.Access.out(out));
+        }, site -> {
+            int rc = jcuda.driver.JCudaDriver.cuMemsetD32Async(site.pointer(out), Float.floatToRawIntBits(value), n,
+                    site.handle());
+            if (rc != 0) {
+                throw new IllegalStateException("cuMemsetD32Async failed: " + rc);
             }
-
-            @Override
-            public void runOnHost() {
-                for (int i = 0; i < n; i++) {
-                    out.bytes().putFloat(i * 4, value);
-                }
-            }
-
-            @Override
-            public void enqueueOnCuda(dev.poniard.scheduler.stream.cuda.CudaCallSite site) {
-                int rc = jcuda.driver.JCudaDriver.cuMemsetD32Async(site.pointer(out), Float.floatToRawIntBits(value), n,
-                        site.handle());
-                if (rc != 0) {
-                    throw new IllegalStateException("cuMemsetD32Async failed: " + rc);
-                }
-            }
-        };
+        });
     }
 
     @Test

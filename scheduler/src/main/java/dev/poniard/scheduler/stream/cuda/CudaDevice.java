@@ -282,8 +282,11 @@ public final class CudaDevice implements Device {
         return cs;
     }
 
-    /** Makes this device's context current on the calling thread. */
-    void bind() {
+    /**
+     * Makes this device's context (the GPU's primary context) current on the calling thread: needed before
+     * calling a CUDA library directly, e.g. to create a cuBLAS handle; the device's own calls do it themselves.
+     */
+    public void bind() {
         check(cuCtxSetCurrent(context), "cuCtxSetCurrent(" + ctx.name() + ")");
     }
 
@@ -429,6 +432,11 @@ public final class CudaDevice implements Device {
     /** The GPU architecture, e.g. {@code sm_90}. */
     public String arch() {
         return arch;
+    }
+
+    /** The driver handle of one of this device's streams, for a library bound to a stream once ({@code cublasSetStream}). */
+    public CUstream handle(Stream s) {
+        return own(s).handle;
     }
 
     /** The priority the driver gave a stream (lower numbers are higher priorities). */
