@@ -12,4 +12,9 @@ class DeviceTileAlgebraCpuTest extends DeviceTileAlgebraTest {
         return CpuDevice.launch(new CpuDevice.Context().name("linalg-cpu-device").computeStreams(3).computeCapacity(2)
                 .copyBytesPerSecond(50e9).memoryBytes(64L << 20).stagingBytes(64L << 20));
     }
+
+    @Override
+    protected boolean sameBitsOnEveryStream() {
+        return true;
+    }
 }

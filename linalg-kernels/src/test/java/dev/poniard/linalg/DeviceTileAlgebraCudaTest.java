@@ -16,4 +16,10 @@ class DeviceTileAlgebraCudaTest extends DeviceTileAlgebraTest {
         return CudaDevice.launch(new CudaDevice.Context().computeStreams(3).memoryBytes(256L << 20)
                 .stagingBytes(64L << 20));
     }
+
+    /** cuBLAS promises the same bits per architecture and SM count, not per stream and handle: allow rounding. */
+    @Override
+    protected boolean sameBitsOnEveryStream() {
+        return false;
+    }
 }
