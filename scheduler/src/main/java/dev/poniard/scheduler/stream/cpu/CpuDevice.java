@@ -192,8 +192,23 @@ public final class CpuDevice implements Device {
 
     @Override
     public void synchronize() {
+        // every lane drains before the first failure is thrown, so callers may reuse their buffers afterwards
+        List<Event> ends = new ArrayList<>();
         for (Lane l : lanes) {
-            l.record().synchronize();
+            ends.add(l.record());
+        }
+        IllegalStateException first = null;
+        for (Event e : ends) {
+            try {
+                e.synchronize();
+            } catch (IllegalStateException ex) {
+                if (first == null) {
+                    first = ex;
+                }
+            }
+        }
+        if (first != null) {
+            throw first;
         }
     }
 
