@@ -40,8 +40,8 @@ public interface Stream {
 
     /**
      * Enqueues a library call ({@link DeviceCall}) on device buffers of this stream's device: its CUDA
-     * implementation on a GPU, its host implementation on the CPU emulation. A buffer the device cannot use is
-     * refused with {@link IllegalArgumentException}.
+     * implementation on a GPU, its host implementation on the CPU emulation. Pinned host memory, or memory of
+     * another device, is refused with {@link IllegalArgumentException}.
      *
      * @param estimateNs expected run time, for load balancing across streams (0 if unknown)
      */

@@ -296,6 +296,15 @@ public abstract class StreamContractTest {
     }
 
     @Test
+    void shouldRefuseALibraryCallOnPinnedHostMemory() {
+        try (Device d = open(); Buffer host = d.staging().acquire(1024)) {
+            IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                    () -> d.computeStreams().get(1).launch(fill(host, 1f, 256), 0));
+            assertTrue(e.getMessage().contains("fill 256"), e.getMessage());
+        }
+    }
+
+    @Test
     void shouldRunHostFunctionsBetweenCopiesInOrder() {
         int n = 1000;
         float[] data = new float[n];

@@ -352,6 +352,11 @@ public final class CpuDevice implements Device {
                     throw new IllegalArgumentException(call.name() + ": memory of a GPU cannot be used by the CPU"
                             + " emulation " + ctx.name());
                 }
+                // as on a GPU, where a library call gets device pointers: refused here too, so tests catch it
+                if (a.buffer().host()) {
+                    throw new IllegalArgumentException(call.name() + ": a buffer is pinned host memory; library calls"
+                            + " work on device memory: acquire it from Device.memory() and copy the data in first");
+                }
             }
             launch(call::runOnHost, estimateNs);
         }
