@@ -39,6 +39,26 @@ public interface Stream {
     void launch(KernelLaunch kernel, long estimateNs);
 
     /**
+     * Enqueues a library call ({@link DeviceCall}) on device buffers of this stream's device: its CUDA
+     * implementation on a GPU, its host implementation on the CPU emulation. Pinned host memory, or memory of
+     * another device, is refused with {@link IllegalArgumentException}.
+     *
+     * @param estimateNs expected run time, for load balancing across streams (0 if unknown)
+     */
+    void launch(DeviceCall call, long estimateNs);
+
+    /**
+     * Enqueues host code in stream order (as {@code cuLaunchHostFunc}): {@code fn} runs on a host thread once
+     * the work before it on this stream is done, and later work on the stream waits for it. It may read and
+     * write pinned host buffers ({@link Device#staging()}) but must not call into the device's API (a CUDA
+     * rule). If {@code fn} throws, the CPU emulation fails the stream; a CUDA stream cannot be failed from the
+     * host, so the CUDA device reports the first such failure from its next {@link Device#synchronize()}.
+     *
+     * @param estimateNs expected run time, for load balancing across streams (0 if unknown)
+     */
+    void launchHostFunction(Runnable fn, long estimateNs);
+
+    /**
      * Enqueues an asynchronous copy of {@code bytes} bytes: the copy runs on this stream's engine at the
      * device's copy bandwidth.
      */

@@ -6,9 +6,10 @@ import java.util.List;
 import java.util.Objects;
 
 /**
- * Puts device work on streams: copies in on the host-to-device stream, copies out on the device-to-host
- * stream, kernels on the least-loaded compute stream — or the high-priority one for critical-path work —
- * and orders work that touches the same buffers with events, never with host-blocking synchronisation.
+ * Puts device work on streams: copies in on the host-to-device stream, copies out and host steps on the
+ * device-to-host stream, kernels and library calls ({@link DeviceCall}) on the least-loaded compute stream —
+ * or the high-priority one for critical-path work — and orders work that touches the same buffers with
+ * events, never with host-blocking synchronisation.
  *
  * <p><b>Implementation overview.</b> Like a {@code DataDeps} region over buffers: for every buffer the
  * scheduler remembers the event of its last writer and the events of its readers since. Work that reads a
@@ -90,6 +91,29 @@ public final class StreamScheduler {
         acc.addAll(List.of(extra));
         Stream s = computeStream(critical);
         return submit(s, () -> s.launch(kernel, estimateNs), acc.toArray(new Access[0]));
+    }
+
+    /**
+     * Launches a library call; the buffers it reads and writes come from {@link DeviceCall#accesses()}, and
+     * {@code extra} adds accesses the call does not declare.
+     *
+     * @param critical on the critical path: runs on the high-priority stream
+     */
+    public Event launch(DeviceCall call, long estimateNs, boolean critical, Access... extra) {
+        List<Access> acc = new ArrayList<>(call.accesses());
+        acc.addAll(List.of(extra));
+        Stream s = computeStream(critical);
+        return submit(s, () -> s.launch(call, estimateNs), acc.toArray(new Access[0]));
+    }
+
+    /**
+     * Runs host code on pinned host buffers in order with the device work on them
+     * ({@link Stream#launchHostFunction}): on the device-to-host stream, which the data it reads has usually
+     * just come in on, so no event is needed between the copy out and the host step.
+     */
+    public Event host(Runnable fn, long estimateNs, Access... accesses) {
+        Stream s = singleStream ? device.computeStreams().get(0) : device.deviceToHost();
+        return submit(s, () -> s.launchHostFunction(fn, estimateNs), accesses);
     }
 
     private Stream computeStream(boolean critical) {

@@ -261,4 +261,83 @@ public abstract class StreamContractTest {
             assertEquals(Stream.Kind.DEVICE_TO_HOST, d.deviceToHost().kind());
         }
     }
+
+    /** {@code n} floats of {@code out} set to {@code value}: Java on the host, a driver memset on CUDA. */
+    private static DeviceCall fill(Buffer out, float value, int n) {
+        return DeviceCall.of("fill " + n, List.of(StreamScheduler.Access.out(out)), () -> {
+            for (int i = 0; i < n; i++) {
+                out.bytes().putFloat(i * 4, value);
+            }
+        }, site -> {
+            int rc = jcuda.driver.JCudaDriver.cuMemsetD32Async(site.pointer(out), Float.floatToRawIntBits(value), n,
+                    site.handle());
+            if (rc != 0) {
+                throw new IllegalStateException("cuMemsetD32Async failed: " + rc);
+            }
+        });
+    }
+
+    @Test
+    void shouldOrderALibraryCallWithKernelsOnOtherStreams() {
+        int n = 4096;
+        try (Device d = open(); Buffer x = upload(d, constant(n, 3f), n * 4L); Buffer y = d.memory().acquire(n * 4L)) {
+            StreamScheduler sched = new StreamScheduler(d);
+            // x = fma(x, 1, 0) for a while on one stream, the fill on another, the axpy on the high-priority
+            // stream: it must wait for both by events.
+            sched.launch(KernelLaunch.of(Kernels.SPIN_FMA_F32, x, 1f, 0f, 1, longSpinIters()), 50_000_000, false);
+            sched.launch(fill(y, 2f, n), 1000, false);
+            sched.launch(KernelLaunch.of(Kernels.AXPY_F32, 0.5f, x, y, n), 1000, true);
+            sched.synchronize();
+            float[] out = download(d, y, n);
+            for (int i = 0; i < n; i++) {
+                assertEquals(3.5f, out[i], "element " + i);
+            }
+        }
+    }
+
+    @Test
+    void shouldRefuseALibraryCallOnPinnedHostMemory() {
+        try (Device d = open(); Buffer host = d.staging().acquire(1024)) {
+            IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                    () -> d.computeStreams().get(1).launch(fill(host, 1f, 256), 0));
+            assertTrue(e.getMessage().contains("fill 256"), e.getMessage());
+        }
+    }
+
+    @Test
+    void shouldRunHostFunctionsBetweenCopiesInOrder() {
+        int n = 1000;
+        float[] data = new float[n];
+        for (int i = 0; i < n; i++) {
+            data[i] = i;
+        }
+        try (Device d = open(); Buffer dev = upload(d, data, n * 4L); Buffer back = d.memory().acquire(n * 4L);
+             Buffer host = d.staging().acquire(n * 4L)) {
+            StreamScheduler sched = new StreamScheduler(d);
+            sched.copyOut(dev, host, n * 4L);
+            sched.host(() -> {
+                for (int i = 0; i < n; i++) {
+                    host.bytes().putFloat(i * 4, host.bytes().getFloat(i * 4) * 2);
+                }
+            }, 1000, StreamScheduler.Access.out(host));
+            sched.copyIn(host, back, n * 4L);
+            sched.launch(KernelLaunch.of(Kernels.AXPY_F32, 1f, dev, back, n), 1000, false);
+            sched.synchronize();
+            float[] out = download(d, back, n);
+            for (int i = 0; i < n; i++) {
+                assertEquals(3f * i, out[i], "element " + i);
+            }
+        }
+    }
+
+    @Test
+    void shouldReportAFailedHostFunctionWhenSynchronizing() {
+        try (Device d = open()) {
+            d.deviceToHost().launchHostFunction(() -> {
+                throw new ArithmeticException("host step failed");
+            }, 0);
+            IllegalStateException e = assertThrows(IllegalStateException.class, d::synchronize);
+            assertTrue(e.getMessage().contains("host step failed"), e.getMessage());
+        }
+    }
 }

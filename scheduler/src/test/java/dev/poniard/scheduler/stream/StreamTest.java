@@ -174,6 +174,33 @@ class StreamTest {
 
     @ParameterizedTest
     @MethodSource("devices")
+    void shouldDrainEveryStreamBeforeReportingAFailure(Supplier<Device> make) {
+        try (Device d = make.get()) {
+            dev.poniard.scheduler.stream.Stream a = d.computeStreams().get(0);
+            a.launch(() -> {
+                throw new ArithmeticException("kernel fault");
+            }, 0);
+            Event failed = a.record();
+            boolean[] finished = new boolean[1];
+            // runs on past the failure: synchronize() must wait for it rather than throw at the first failed stream
+            d.computeStreams().get(1).launch(() -> {
+                while (!failed.isComplete()) {
+                    Thread.onSpinWait();
+                }
+                double x = 1;
+                for (int i = 0; i < 20_000_000; i++) {
+                    x = Math.fma(x, 1.0000001, 1e-9);
+                }
+                finished[0] = x > 0;
+            }, 0);
+            IllegalStateException e = assertThrows(IllegalStateException.class, d::synchronize);
+            assertTrue(e.getCause() instanceof ArithmeticException, e.toString());
+            assertTrue(finished[0], "synchronize() returned before the other stream drained");
+        }
+    }
+
+    @ParameterizedTest
+    @MethodSource("devices")
     void shouldRefuseACopyOutOfBounds(Supplier<Device> make) {
         try (Device d = make.get(); Buffer small = d.memory().acquire(64); Buffer host = d.staging().acquire(1024)) {
             IllegalArgumentException e = assertThrows(IllegalArgumentException.class,

@@ -3,9 +3,11 @@ package dev.poniard.scheduler.stream.cpu;
 import dev.poniard.scheduler.stream.Buffer;
 import dev.poniard.scheduler.stream.BufferPool;
 import dev.poniard.scheduler.stream.Device;
+import dev.poniard.scheduler.stream.DeviceCall;
 import dev.poniard.scheduler.stream.Event;
 import dev.poniard.scheduler.stream.KernelLaunch;
 import dev.poniard.scheduler.stream.Stream;
+import dev.poniard.scheduler.stream.StreamScheduler.Access;
 import java.nio.ByteBuffer;
 import java.util.ArrayList;
 import java.util.Collections;
@@ -23,7 +25,8 @@ import java.util.concurrent.locks.LockSupport;
  *
  * <p><b>Implementation overview.</b> Every stream is a lane: one daemon thread taking operations from its
  * queue in order. Kernels run on the compute lanes, at most {@link Context#computeCapacity()} at once (a
- * semaphore), so K compute streams never make more busy threads than cores. Each copy stream is a copy
+ * semaphore), so K compute streams never make more busy threads than cores; library calls
+ * ({@link DeviceCall#runOnHost()}) and host functions run there the same way. Each copy stream is a copy
  * engine: it copies for real and then parks until {@code bytes / bandwidth} has passed, which emulates a
  * PCIe or NVLink engine without burning a core. Events are futures completed by the lane when it reaches
  * them; {@code waitFor} parks the lane (never the host) until the event completes. A failing operation
@@ -189,8 +192,23 @@ public final class CpuDevice implements Device {
 
     @Override
     public void synchronize() {
+        // every lane drains before the first failure is thrown, so callers may reuse their buffers afterwards
+        List<Event> ends = new ArrayList<>();
         for (Lane l : lanes) {
-            l.record().synchronize();
+            ends.add(l.record());
+        }
+        IllegalStateException first = null;
+        for (Event e : ends) {
+            try {
+                e.synchronize();
+            } catch (IllegalStateException ex) {
+                if (first == null) {
+                    first = ex;
+                }
+            }
+        }
+        if (first != null) {
+            throw first;
         }
     }
 
@@ -325,6 +343,28 @@ public final class CpuDevice implements Device {
                 }
             }
             launch(() -> kernel.kernel().runOnCpu(kernel), estimateNs);
+        }
+
+        @Override
+        public void launch(DeviceCall call, long estimateNs) {
+            for (Access a : call.accesses()) {
+                if (a.buffer().memory().bytes() == null) {
+                    throw new IllegalArgumentException(call.name() + ": memory of a GPU cannot be used by the CPU"
+                            + " emulation " + ctx.name());
+                }
+                // as on a GPU, where a library call gets device pointers: refused here too, so tests catch it
+                if (a.buffer().host()) {
+                    throw new IllegalArgumentException(call.name() + ": a buffer is pinned host memory; library calls"
+                            + " work on device memory: acquire it from Device.memory() and copy the data in first");
+                }
+            }
+            launch(call::runOnHost, estimateNs);
+        }
+
+        /** Host code is CPU work here like a kernel, so it takes a compute slot too (no more busy threads than cores). */
+        @Override
+        public void launchHostFunction(Runnable fn, long estimateNs) {
+            launch(fn, estimateNs);
         }
 
         @Override

@@ -13,6 +13,7 @@ import static jcuda.driver.JCudaDriver.cuEventQuery;
 import static jcuda.driver.JCudaDriver.cuEventRecord;
 import static jcuda.driver.JCudaDriver.cuEventSynchronize;
 import static jcuda.driver.JCudaDriver.cuInit;
+import static jcuda.driver.JCudaDriver.cuLaunchHostFunc;
 import static jcuda.driver.JCudaDriver.cuLaunchKernel;
 import static jcuda.driver.JCudaDriver.cuMemAlloc;
 import static jcuda.driver.JCudaDriver.cuMemFree;
@@ -33,10 +34,12 @@ import static jcuda.driver.JCudaDriver.cuStreamWaitEvent;
 import dev.poniard.scheduler.stream.Buffer;
 import dev.poniard.scheduler.stream.BufferPool;
 import dev.poniard.scheduler.stream.Device;
+import dev.poniard.scheduler.stream.DeviceCall;
 import dev.poniard.scheduler.stream.Event;
 import dev.poniard.scheduler.stream.Kernel;
 import dev.poniard.scheduler.stream.KernelLaunch;
 import dev.poniard.scheduler.stream.Stream;
+import dev.poniard.scheduler.stream.StreamScheduler.Access;
 import java.io.IOException;
 import java.io.InputStream;
 import java.lang.ref.ReferenceQueue;
@@ -52,6 +55,7 @@ import java.util.HashSet;
 import java.util.List;
 import java.util.Map;
 import java.util.Set;
+import java.util.concurrent.atomic.AtomicReference;
 import jcuda.Pointer;
 import jcuda.driver.CUcontext;
 import jcuda.driver.CUdevice;
@@ -60,6 +64,7 @@ import jcuda.driver.CUdeviceptr;
 import jcuda.driver.CUevent;
 import jcuda.driver.CUevent_flags;
 import jcuda.driver.CUfunction;
+import jcuda.driver.CUhostFn;
 import jcuda.driver.CUmodule;
 import jcuda.driver.CUresult;
 import jcuda.driver.CUstream;
@@ -88,7 +93,9 @@ import org.slf4j.LoggerFactory;
  * handles are recycled once their Java {@link Event} has become unreachable (a weak reference queue), so
  * recording does not create driver objects in the steady state. A stream's {@link Stream#pendingNs()} is
  * the estimate of work enqueued since its last record plus that of every recorded event not yet complete
- * ({@code cuEventQuery}).
+ * ({@code cuEventQuery}). Library calls ({@link DeviceCall}) enqueue themselves on the stream's handle
+ * ({@link CudaCallSite}); host functions are {@code cuLaunchHostFunc}, and since a host function cannot fail
+ * a CUDA stream, the first one that throws is kept and rethrown by {@link #synchronize()}.
  *
  * <p>Errors: a failed driver call throws {@link IllegalStateException} naming the call and the CUDA error.
  * A fault inside a kernel is sticky in CUDA: it surfaces at the next synchronisation, and the context is
@@ -209,6 +216,8 @@ public final class CudaDevice implements Device {
     private final Map<String, CUmodule> modules = new HashMap<>();
     private final Map<Kernel, CUfunction> functions = new HashMap<>();
     private final Events events = new Events();
+    /** The first host function that threw since the last synchronize(). */
+    private final AtomicReference<Throwable> hostFailure = new AtomicReference<>();
     private boolean closed;
 
     /**
@@ -273,8 +282,11 @@ public final class CudaDevice implements Device {
         return cs;
     }
 
-    /** Makes this device's context current on the calling thread. */
-    void bind() {
+    /**
+     * Makes this device's context (the GPU's primary context) current on the calling thread: needed before
+     * calling a CUDA library directly, e.g. to create a cuBLAS handle; the device's own calls do it themselves.
+     */
+    public void bind() {
         check(cuCtxSetCurrent(context), "cuCtxSetCurrent(" + ctx.name() + ")");
     }
 
@@ -422,6 +434,11 @@ public final class CudaDevice implements Device {
         return arch;
     }
 
+    /** The driver handle of one of this device's streams, for a library bound to a stream once ({@code cublasSetStream}). */
+    public CUstream handle(Stream s) {
+        return own(s).handle;
+    }
+
     /** The priority the driver gave a stream (lower numbers are higher priorities). */
     public int priority(Stream s) {
         bind();
@@ -488,6 +505,10 @@ public final class CudaDevice implements Device {
                 failure = new CudaCalls.CudaFailure("cuStreamSynchronize(" + s.name + ")", rc);
             }
             s.drain();
+        }
+        Throwable host = hostFailure.getAndSet(null);
+        if (failure == null && host != null) {
+            failure = new IllegalStateException("a host function enqueued on " + ctx.name() + " failed: " + host, host);
         }
         if (failure != null) {
             throw failure;
@@ -601,7 +622,7 @@ public final class CudaDevice implements Device {
     }
 
     /** One non-blocking CUDA stream. Thread-safe (each operation is a short synchronized driver call). */
-    private final class CudaStream implements Stream {
+    private final class CudaStream implements Stream, CudaCallSite {
         final String name;
         final Kind kind;
         final boolean high;
@@ -668,6 +689,45 @@ public final class CudaDevice implements Device {
             check(cuLaunchKernel(f, k.grid(), 1, 1, k.block(), 1, 1, 0, handle, Pointer.to(params), null),
                     "cuLaunchKernel(" + k + ") on " + name);
             unrecordedNs += Math.max(0, estimateNs);
+        }
+
+        @Override
+        public synchronized void launch(DeviceCall call, long estimateNs) {
+            for (Access a : call.accesses()) {
+                devicePointer(a.buffer(), call.name() + " buffer");
+            }
+            bind();
+            call.enqueueOnCuda(this);
+            unrecordedNs += Math.max(0, estimateNs);
+        }
+
+        @Override
+        public synchronized void launchHostFunction(Runnable fn, long estimateNs) {
+            CUhostFn hostFn = userData -> {
+                try {
+                    fn.run();
+                } catch (RuntimeException | Error e) {
+                    hostFailure.compareAndSet(null, e);
+                }
+            };
+            bind();
+            check(cuLaunchHostFunc(handle, hostFn, null), "cuLaunchHostFunc on " + name);
+            unrecordedNs += Math.max(0, estimateNs);
+        }
+
+        @Override
+        public Stream stream() {
+            return this;
+        }
+
+        @Override
+        public CUstream handle() {
+            return handle;
+        }
+
+        @Override
+        public CUdeviceptr pointer(Buffer deviceBuffer) {
+            return devicePointer(deviceBuffer, "buffer");
         }
 
         @Override
