@@ -25,7 +25,7 @@ class MultiRankLinalgTest {
         Path trace = dir.resolve("chol.json");
         CliRun run = CliRun.of("linalg", "cholesky", "--n", "300", "--tile", "64", "--ranks", "2", "--trace", trace.toString());
         assertEquals(0, run.code(), run.out() + run.err());
-        Matcher m = Pattern.compile("\\[rank 0\\] cholesky n=300 tile=64 ranks=2 \\(blockCyclic2d\\(2x1.* scaled residual (\\S+)").matcher(run.out());
+        Matcher m = Pattern.compile("\\[rank 0\\] cholesky n=300 tile=64 ranks=2 \\(reflectedCyclic2d\\(2x1.* scaled residual (\\S+)").matcher(run.out());
         assertTrue(m.find(), run.out());
         assertTrue(Double.parseDouble(m.group(1)) < 10, m.group());
         for (int r = 0; r < 2; r++) {
