@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Builds the self-contained GPU bundle (issue #4, DESIGN §5): a jlink'd Java runtime, the scheduler and samples
-# jars with JCuda, the stream test classes, the JUnit console launcher, the PTX (inside the scheduler jar) and
-# run.sh, which runs the gpu-tagged tests and the GPU streams benchmark on a host that has an NVIDIA driver
-# and no JDK. Usage: scripts/gpu-bundle.sh [OUT_DIR]   (default build/gpu-bundle; prints the bundle's size)
+# Builds the self-contained GPU bundle (issues #4 and #5, DESIGN §5): a jlink'd Java runtime, the scheduler,
+# linear algebra and samples jars with JCuda, JCublas and OpenBLAS, the stream and device-algebra test classes,
+# the JUnit console launcher, the PTX (inside the scheduler jar) and run.sh, which runs the gpu-tagged tests and
+# the GPU streams benchmark on a host that has an NVIDIA driver and no JDK. The directory is over 64 MiB
+# unpacked (libjvm and OpenBLAS), so it travels as poniard-gpu.tar.gz, whose size is checked:
+#   tar xzf poniard-gpu.tar.gz && poniard-gpu/run.sh
+# Usage: scripts/gpu-bundle.sh [OUT_DIR]   (default build/gpu-bundle; prints the sizes)
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -16,8 +19,8 @@ if ! command -v jlink >/dev/null 2>&1 || ! command -v jdeps >/dev/null 2>&1; the
 fi
 
 cd "$root"
-echo "gpu-bundle: building scheduler and samples (tests compiled, not run)..." >&2
-./mvnw -q -B -pl scheduler,samples -am -DskipTests package >&2
+echo "gpu-bundle: building scheduler, linear algebra and samples (tests compiled, not run)..." >&2
+./mvnw -q -B -pl scheduler,linalg-kernels,samples -am -DskipTests package >&2
 
 junit_version="$(sed -n 's:.*<junit.version>\(.*\)</junit.version>.*:\1:p' pom.xml | head -1)"
 platform_version="1.${junit_version#5.}"   # JUnit 5.x.y ships with Platform 1.x.y
@@ -34,7 +37,12 @@ trap 'rm -f "$cp_file"' EXIT
 # Aeron is left out too: device streams do not use the transport.
 tr ':' '\n' < "$cp_file" | grep -v -e '/org/junit/' -e '/opentest4j/' -e '/apiguardian/' -e '/io/aeron/' \
   | while read -r jar; do cp "$jar" "$bundle/lib/"; done
-cp scheduler/target/poniard-scheduler-*.jar "$bundle/lib/"
+# The device algebra's run time beyond the scheduler's: OpenBLAS (the host side and POTRF), JavaCPP and JCublas;
+# not ND4J and its dependencies, which the device algebra does not load.
+./mvnw -q -B -pl linalg-kernels dependency:build-classpath -Dmdep.includeScope=runtime -Dmdep.outputFile="$cp_file" >&2
+tr ':' '\n' < "$cp_file" | grep -e '/org/bytedeco/' -e '/org/jcuda/jcublas' \
+  | while read -r jar; do cp -n "$jar" "$bundle/lib/"; done
+cp scheduler/target/poniard-scheduler-*.jar linalg-kernels/target/poniard-linalg-kernels-*.jar "$bundle/lib/"
 # From samples only the streams benchmark and the report writer (the CLI jar also carries DL4J code and MNIST).
 (cd samples/target/classes && jar --create --file "$bundle/lib/poniard-samples-streams.jar" \
   dev/poniard/samples/streams dev/poniard/samples/bench/BenchReport.class dev/poniard/samples/bench/BenchResult.class \
@@ -45,6 +53,8 @@ mv "$bundle/junit/"junit-platform-console-standalone-*.jar "$bundle/junit/junit-
 # Only the stream tests travel (the rest of the scheduler's tests need no GPU and run in the normal build).
 (cd scheduler/target/test-classes && cp --parents -r dev/poniard/scheduler/stream "$bundle/test-classes/" \
   && cp junit-platform.properties logback-test.xml "$bundle/test-classes/")
+(cd linalg-kernels/target/test-classes && cp --parents dev/poniard/linalg/DeviceTileAlgebra*.class \
+  dev/poniard/linalg/Dense.class dev/poniard/linalg/device/*.class "$bundle/test-classes/")
 
 # A runtime with the modules these jars use (jdeps over them lists java.base, java.logging (JCuda), java.xml
 # (logback's configuration), java.sql (the JUnit console, Jackson), java.naming and java.management (logback,
@@ -72,7 +82,7 @@ java="$here/runtime/bin/java"
 cp="$(ls "$here"/lib/*.jar | tr '\n' ':')$here/test-classes"
 mkdir -p "$here/results" "$here/tmp" 2>/dev/null
 tmp="$here/tmp"; [ -w "$tmp" ] || tmp="${TMPDIR:-/tmp}"
-flags="-Djava.io.tmpdir=$tmp --add-exports java.base/jdk.internal.misc=ALL-UNNAMED --add-opens java.base/java.nio=ALL-UNNAMED ${PONIARD_JAVA_OPTS:-}"
+flags="-Djava.io.tmpdir=$tmp -Dorg.bytedeco.javacpp.cachedir=$tmp/javacpp --add-exports java.base/jdk.internal.misc=ALL-UNNAMED --add-opens java.base/java.nio=ALL-UNNAMED ${PONIARD_JAVA_OPTS:-}"
 limit() { if command -v timeout >/dev/null 2>&1; then timeout "$@"; else shift; "$@"; fi; }
 
 detect() {
@@ -82,7 +92,8 @@ detect() {
 tests() { # $1: extra launcher options
   limit 240 "$java" $flags -cp "$cp:$here/junit/junit-platform-console-standalone.jar" \
     org.junit.platform.console.ConsoleLauncher execute --disable-banner --disable-ansi-colors --details=tree \
-    --select-package dev.poniard.scheduler.stream $1 --reports-dir "$here/results/junit"
+    --select-package dev.poniard.scheduler.stream --select-package dev.poniard.linalg $1 \
+    --reports-dir "$here/results/junit"
 }
 bench() {
   limit 240 "$java" $flags -cp "$cp" dev.poniard.samples.streams.StreamsBenchMain ${BENCH_ARGS---gpu-only} \
@@ -108,8 +119,10 @@ RUN
 chmod +x "$bundle/run.sh"
 
 size_kib="$(du -sk "$bundle" | cut -f1)"
-echo "gpu-bundle: $bundle is $((size_kib / 1024)) MiB (limit $limit_mib MiB)" >&2
-if [ "$size_kib" -ge $((limit_mib * 1024)) ]; then
-  echo "gpu-bundle: the bundle is over $limit_mib MiB; it cannot travel to the GPU host" >&2
+tar -czf "$out/poniard-gpu.tar.gz" -C "$out" poniard-gpu
+tar_kib="$(du -sk "$out/poniard-gpu.tar.gz" | cut -f1)"
+echo "gpu-bundle: $bundle is $((size_kib / 1024)) MiB; $out/poniard-gpu.tar.gz is $((tar_kib / 1024)) MiB (limit $limit_mib MiB)" >&2
+if [ "$tar_kib" -ge $((limit_mib * 1024)) ]; then
+  echo "gpu-bundle: the bundle is over $limit_mib MiB packed; it cannot travel to the GPU host" >&2
   exit 1
 fi
