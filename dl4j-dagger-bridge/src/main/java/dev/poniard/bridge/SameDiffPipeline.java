@@ -325,9 +325,13 @@ public final class SameDiffPipeline implements SameDiffTraining, AutoCloseable {
      * @param peakHeldBytes       the most bytes held between tasks at once: the stage outputs of
      *                            {@code peakActivationBytes} plus the forward values kept for backward (none with
      *                            {@link Context#recomputeForward(boolean)})
+     * @param replayedBubble      the bubble of this step's schedule replayed with its measured task times and no time
+     *                            between tasks: what the tasks' own times cost (stages of unequal cost, and tasks that
+     *                            other threads slowed down), so that {@code bubbleFraction} minus it is the time between
+     *                            tasks (hand-offs, wake-ups); NaN when the stages span ranks
      */
     public record StepStats(double bubbleFraction, double theoreticalBubble, long peakActivationBytes, long makespanNs,
-                            int microBatches, long peakHeldBytes) {
+                            int microBatches, long peakHeldBytes, double replayedBubble) {
     }
 
     /** An activation handed from stage {@code producer} to stage {@code consumer} on another rank. */
@@ -591,6 +595,64 @@ public final class SameDiffPipeline implements SameDiffTraining, AutoCloseable {
         return seq;
     }
 
+    /**
+     * The bubble of a step replayed: each stage runs its tasks in {@code orders} (items {forward?, micro-batch}) for
+     * the times in {@code taskNs} [stage][FORWARD or BACKWARD][micro-batch], each as soon as its stage is free and its
+     * inputs are done (F(s, m) after F(p, m) for every producer p of s; B(s, m) after F(s, m) and B(c, m) for every
+     * consumer c), with nothing between tasks. The measured run keeps the same order and precedence, so its bubble is
+     * never below this one.
+     */
+    static double replayBubble(List<List<int[]>> orders, long[][][] taskNs, int[][] producers, int[][] consumers) {
+        int stages = orders.size();
+        int m = taskNs[0][FORWARD].length;
+        long[][][] end = new long[stages][2][m];
+        for (long[][] st : end) {
+            for (long[] e : st) {
+                Arrays.fill(e, -1);
+            }
+        }
+        long[] free = new long[stages];
+        int[] next = new int[stages];
+        long busy = 0;
+        long makespan = 0;
+        int remaining = orders.stream().mapToInt(List::size).sum();
+        while (remaining > 0) {
+            boolean progress = false;
+            for (int s = 0; s < stages; s++) {
+                while (next[s] < orders.get(s).size()) {
+                    int[] item = orders.get(s).get(next[s]);
+                    int dir = item[0] == 1 ? FORWARD : BACKWARD;
+                    int mb = item[1];
+                    long ready = free[s];
+                    boolean inputsDone = true;
+                    for (int d : dir == FORWARD ? producers[s] : consumers[s]) {
+                        long e = end[d][dir][mb];
+                        inputsDone &= e >= 0;
+                        ready = Math.max(ready, e);
+                    }
+                    if (dir == BACKWARD) {
+                        inputsDone &= end[s][FORWARD][mb] >= 0;
+                        ready = Math.max(ready, end[s][FORWARD][mb]);
+                    }
+                    if (!inputsDone) {
+                        break;
+                    }
+                    long t = taskNs[s][dir][mb];
+                    end[s][dir][mb] = free[s] = ready + t;
+                    busy += t;
+                    makespan = Math.max(makespan, free[s]);
+                    next[s]++;
+                    remaining--;
+                    progress = true;
+                }
+            }
+            if (!progress) {
+                throw new IllegalStateException("the stage orders wait on each other; they cannot be replayed");
+            }
+        }
+        return makespan == 0 ? 0 : 1 - busy / ((double) stages * makespan);
+    }
+
     /** Per-step state shared by the step's tasks (each stage's fields are only touched by that stage's processor). */
     private final class StepState {
         final long step;
@@ -599,6 +661,8 @@ public final class SameDiffPipeline implements SameDiffTraining, AutoCloseable {
         final Map<String, INDArray>[] gradSums;
         final double[] lossSums;
         final long[] busyNs;
+        /** [stage][FORWARD or BACKWARD][micro-batch]: each task's measured time, for {@link #replayBubble}. */
+        final long[][][] taskNs;
         final AtomicLong firstStart = new AtomicLong(Long.MAX_VALUE);
         final AtomicLong lastEnd = new AtomicLong(Long.MIN_VALUE);
         final AtomicLong liveBytes = new AtomicLong();
@@ -625,10 +689,12 @@ public final class SameDiffPipeline implements SameDiffTraining, AutoCloseable {
             }
             lossSums = new double[stages.size()];
             busyNs = new long[stages.size()];
+            taskNs = new long[stages.size()][2][m];
         }
 
-        void timed(int s, long start, long end) {
+        void timed(int s, int direction, int mb, long start, long end) {
             busyNs[s] += end - start;
+            taskNs[s][direction][mb] = end - start;
             firstStart.accumulateAndGet(start, Math::min);
             lastEnd.accumulateAndGet(end, Math::max);
         }
@@ -795,8 +861,19 @@ public final class SameDiffPipeline implements SameDiffTraining, AutoCloseable {
         }
         int busyStages = Math.max(1, localStages.length);
         double bubble = makespan <= 0 ? 0 : Math.max(0, 1 - busy / ((double) busyStages * makespan));
+        double replayed = Double.NaN;
+        if (localStages.length == S) {
+            int[][] producers = new int[S][];
+            int[][] consumers = new int[S][];
+            for (int s = 0; s < S; s++) {
+                producers[s] = localProducers(s).stream().mapToInt(Integer::intValue).toArray();
+                consumers[s] = graphs[s].outputs.stream().flatMap(o -> consumerStages.getOrDefault(o, List.of()).stream())
+                        .distinct().mapToInt(Integer::intValue).toArray();
+            }
+            replayed = replayBubble(orders, st.taskNs, producers, consumers);
+        }
         lastStep = new StepStats(bubble, (S - 1) / (double) (m + S - 1), st.peakBytes.get(), Math.max(0, makespan), m,
-                st.peakHeldBytes.get());
+                st.peakHeldBytes.get(), replayed);
         return loss;
     }
 
@@ -1072,7 +1149,7 @@ public final class SameDiffPipeline implements SameDiffTraining, AutoCloseable {
             for (Edge e : out) {
                 send(st, result.outputs.get(e.activation()), e, FORWARD, mb);
             }
-            st.timed(s, t0, System.nanoTime());
+            st.timed(s, FORWARD, mb, t0, System.nanoTime());
             return result;
         }), args);
     }
@@ -1220,7 +1297,7 @@ public final class SameDiffPipeline implements SameDiffTraining, AutoCloseable {
             g.releaseGradients(og, stillUsed, feeds);
             // The activations this stage received for mb are no longer needed once every local receiver ran backward.
             release(st, g, feeds, keptBytes);
-            st.timed(s, t0, System.nanoTime());
+            st.timed(s, BACKWARD, mb, t0, System.nanoTime());
             return inGrads;
         }), args);
     }

@@ -7,6 +7,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import dev.poniard.bridge.SameDiffPipeline.Schedule;
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.HashSet;
 import java.util.List;
 import java.util.Map;
@@ -269,6 +270,27 @@ class SameDiffPipelineTest {
         return b.toString();
     }
 
+    @Test
+    void replayingEqualStagesGivesTheTheoreticalBubbleAndAHeavierStageMore() {
+        int[][] producers = {{}, {0}, {1}};
+        int[][] consumers = {{1}, {2}, {}};
+        for (Schedule schedule : Schedule.values()) {
+            List<List<int[]>> orders = new ArrayList<>();
+            long[][][] ns = new long[3][2][8];
+            for (int s = 0; s < 3; s++) {
+                orders.add(SameDiffPipeline.order(schedule, s, 3, 8));
+                Arrays.fill(ns[s][0], 1_000);
+                Arrays.fill(ns[s][1], 2_000);
+            }
+            assertEquals(2.0 / 10.0, SameDiffPipeline.replayBubble(orders, ns, producers, consumers), 1e-12, schedule.name());
+            // the middle stage 50% heavier: the others wait for it every cycle
+            Arrays.fill(ns[1][0], 1_500);
+            Arrays.fill(ns[1][1], 3_000);
+            double replayed = SameDiffPipeline.replayBubble(orders, ns, producers, consumers);
+            assertTrue(replayed > 0.25, schedule + ": " + replayed);
+        }
+    }
+
     /** With S = 2 and M = 8 equal micro-batches, GPipe keeps 8 micro-batches' boundary activations, 1F1B 2. */
     @Test
     void shouldHoldAtMostSMicroBatchesOfActivationsWithOneForwardOneBackward() {
@@ -286,6 +308,9 @@ class SameDiffPipelineTest {
                 assertEquals(8, st.microBatches());
                 assertTrue(st.bubbleFraction() >= 0 && st.bubbleFraction() < 1, "bubble " + st.bubbleFraction());
                 assertTrue(st.makespanNs() > 0);
+                // the same order and task times without gaps can only be as fast or faster
+                assertTrue(st.replayedBubble() >= 0 && st.replayedBubble() <= st.bubbleFraction() + 1e-9,
+                        "replayed " + st.replayedBubble() + ", measured " + st.bubbleFraction());
             }
         }
         assertTrue(peak[0] > 0, "GPipe kept no activations");

@@ -19,6 +19,8 @@ import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
 import org.nd4j.linalg.learning.config.Adam;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
 
 /**
  * {@code ./poniard bench pipeline}: pipeline and data-parallel training of a SameDiff graph through the bridge.
@@ -27,7 +29,9 @@ import org.nd4j.linalg.learning.config.Adam;
  * <ul>
  *   <li>{@code pipeline_gpipe_s2_m8}, {@code pipeline_1f1b_s2_m8}: the median, over the timed steps, of the idle
  *       share of the 2 stage processors between a step's first task start and last task end; baseline the
- *       theoretical bubble (S−1)/(M+S−1) = 1/9; ratio theoretical / measured (1.0 = as good as theory).</li>
+ *       theoretical bubble (S−1)/(M+S−1) = 1/9; ratio theoretical / measured (1.0 = as good as theory). The log also
+ *       gives the median bubble of the same steps replayed with their measured task times and no time between tasks
+ *       ({@code StepStats.replayedBubble}): what the tasks' own times cost, apart from hand-offs.</li>
  *   <li>{@code pipeline_1f1b_peak_activations}: the most bytes held between tasks at once in a 1F1B step (stage
  *       outputs and the forward values kept for backward); baseline GPipe's on the same batch; ratio GPipe / 1F1B
  *       (M/S = 4 for stage outputs alone; above it with kept forward values, of which 1F1B's last stage holds one
@@ -37,6 +41,7 @@ import org.nd4j.linalg.learning.config.Adam;
  * </ul>
  */
 public final class PipelineBenchSuite implements BenchSuite {
+    private static final Logger LOG = LoggerFactory.getLogger(PipelineBenchSuite.class);
     private static final int WIDTH = 256;
     private static final int LAYERS = 6;
     private static final int CLASSES = 10;
@@ -97,8 +102,11 @@ public final class PipelineBenchSuite implements BenchSuite {
         }
     }
 
-    /** Median bubble and the peak activation bytes of {@code steps} timed steps after a warm-up. */
-    private record PipelineRun(double bubble, double theory, long peakBytes) {
+    /**
+     * Median bubble, median bubble of the same steps replayed with their measured task times and no gaps, and the peak
+     * activation bytes of {@code steps} timed steps after a warm-up.
+     */
+    private record PipelineRun(double bubble, double replayed, double theory, long peakBytes) {
     }
 
     private static PipelineRun pipeline(SameDiffPipeline.Schedule schedule, int batch, Warmup warmup, int steps) {
@@ -107,14 +115,21 @@ public final class PipelineBenchSuite implements BenchSuite {
             Map<String, INDArray> warm = batch(batch, 100);
             warmup.run(s -> p.step(warm));
             double[] bubbles = new double[steps];
+            double[] replayed = new double[steps];
             long peak = 0;
             for (int s = 0; s < steps; s++) {
                 p.step(batch(batch, 200 + s));
                 bubbles[s] = p.lastStep().bubbleFraction();
+                replayed[s] = p.lastStep().replayedBubble();
                 peak = Math.max(peak, p.lastStep().peakHeldBytes());
             }
             Arrays.sort(bubbles);
-            return new PipelineRun(bubbles[steps / 2], p.lastStep().theoreticalBubble(), peak);
+            Arrays.sort(replayed);
+            PipelineRun run = new PipelineRun(bubbles[steps / 2], replayed[steps / 2], p.lastStep().theoreticalBubble(), peak);
+            LOG.info("{}: bubble {} (median of {} steps); the same steps replayed with their measured task times and no "
+                    + "time between tasks {} (what the tasks' own times cost: unequal stages, tasks slowed by other "
+                    + "threads); theory {}", schedule, fmt(run.bubble()), steps, fmt(run.replayed()), fmt(run.theory()));
+            return run;
         }
     }
 
@@ -163,5 +178,9 @@ public final class PipelineBenchSuite implements BenchSuite {
     private static void add(List<BenchResult> results, Consumer<BenchResult> progress, BenchResult r) {
         results.add(r);
         progress.accept(r);
+    }
+
+    private static String fmt(double v) {
+        return String.format(java.util.Locale.ROOT, "%.3f", v);
     }
 }
