@@ -867,8 +867,7 @@ public final class SameDiffPipeline implements SameDiffTraining, AutoCloseable {
             int[][] consumers = new int[S][];
             for (int s = 0; s < S; s++) {
                 producers[s] = localProducers(s).stream().mapToInt(Integer::intValue).toArray();
-                consumers[s] = graphs[s].outputs.stream().flatMap(o -> consumerStages.getOrDefault(o, List.of()).stream())
-                        .distinct().mapToInt(Integer::intValue).toArray();
+                consumers[s] = localConsumers(s).stream().mapToInt(Integer::intValue).toArray();
             }
             replayed = replayBubble(orders, st.taskNs, producers, consumers);
         }
@@ -1093,6 +1092,19 @@ public final class SameDiffPipeline implements SameDiffTraining, AutoCloseable {
         return from;
     }
 
+    /** The stages on this rank that read an output of stage {@code s}: their backwards feed its backward. */
+    private List<Integer> localConsumers(int s) {
+        List<Integer> to = new ArrayList<>();
+        for (String o : graphs[s].outputs) {
+            for (int c : consumerStages.getOrDefault(o, List.of())) {
+                if (processorOf[c] >= 0 && !to.contains(c)) {
+                    to.add(c);
+                }
+            }
+        }
+        return to;
+    }
+
     private List<Edge> edgesInto(int s) {
         return edges.stream().filter(e -> e.consumer() == s).toList();
     }
@@ -1194,18 +1206,10 @@ public final class SameDiffPipeline implements SameDiffTraining, AutoCloseable {
         List<Integer> from = localProducers(s);
         List<Edge> in = edgesInto(s);
         List<Edge> out = edgesOutOf(s);
-        List<Integer> gradFrom = new ArrayList<>();
-        for (String o : g.outputs) {
-            for (int c : consumerStages.getOrDefault(o, List.of())) {
-                if (processorOf[c] < 0) {
-                    continue;
-                }
-                if (bwd[c][mb] == null) {
-                    return null;
-                }
-                if (!gradFrom.contains(c)) {
-                    gradFrom.add(c);
-                }
+        List<Integer> gradFrom = localConsumers(s);
+        for (int c : gradFrom) {
+            if (bwd[c][mb] == null) {
+                return null;
             }
         }
         // args: [previous task on the stage, local producers' forwards..., receives of remote activations...,

@@ -83,6 +83,13 @@ final class Dense {
         return frobDiff(pa, lu);
     }
 
+    /** A fresh seed for a test's random matrices, printed so that a failure can be replayed. */
+    static long seed(String test) {
+        long seed = System.nanoTime();
+        System.out.println(test + " seed " + seed);
+        return seed;
+    }
+
     static double[] identity(int n) {
         double[] a = new double[n * n];
         for (int i = 0; i < n; i++) {

@@ -1,5 +1,6 @@
 package dev.poniard.linalg;
 
+import static dev.poniard.linalg.Dense.seed;
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
@@ -50,12 +51,6 @@ abstract class DeviceTileAlgebraTest {
         if (device != null) {
             device.close();
         }
-    }
-
-    private static long seed(String test) {
-        long seed = System.nanoTime();
-        System.out.println(test + " seed " + seed);
-        return seed;
     }
 
     /** The same entries in one tile: the reference operand for a single OpenBLAS call. */

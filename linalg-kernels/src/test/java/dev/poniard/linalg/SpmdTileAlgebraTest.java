@@ -1,5 +1,6 @@
 package dev.poniard.linalg;
 
+import static dev.poniard.linalg.Dense.seed;
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertInstanceOf;

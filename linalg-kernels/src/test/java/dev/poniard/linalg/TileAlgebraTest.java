@@ -1,5 +1,6 @@
 package dev.poniard.linalg;
 
+import static dev.poniard.linalg.Dense.seed;
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
@@ -29,12 +30,6 @@ class TileAlgebraTest {
     @AfterAll
     static void stop() {
         la.close();
-    }
-
-    private static long seed(String test) {
-        long seed = System.nanoTime();
-        System.out.println(test + " seed " + seed);
-        return seed;
     }
 
     private static double eps(DType t) {

@@ -31,13 +31,6 @@ abstract class TwoRankFixture {
         }
     }
 
-    /** A fresh seed, printed so that a failure can be replayed. */
-    static long seed(String test) {
-        long seed = System.nanoTime();
-        System.out.println(test + " seed " + seed);
-        return seed;
-    }
-
     /** The whole matrix on rank 0 as column-major doubles, null elsewhere. */
     static double[] gathered(DistributedMatrix m, Communicator comm) {
         try (DistributedMatrix whole = m.gather(comm, 0)) {

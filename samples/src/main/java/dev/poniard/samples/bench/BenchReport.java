@@ -29,7 +29,8 @@ public final class BenchReport {
                 fmt(r.value()), r.baseline() == null ? "-" : r.baseline(), fmt(r.baselineValue()), fmt(r.ratio()));
     }
 
-    private static String fmt(double v) {
+    /** A figure as the report prints it: 3 decimals, 1 from 100 up, "-" for NaN. */
+    public static String fmt(double v) {
         if (Double.isNaN(v)) {
             return "-";
         }

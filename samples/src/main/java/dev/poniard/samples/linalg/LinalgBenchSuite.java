@@ -63,7 +63,9 @@ public final class LinalgBenchSuite implements BenchSuite {
                 int bestTile = 0;
                 // GEMM has no panel on its critical path, so it also tries 1024 (4 x 4 tiles at N = 4096): a bigger tile
                 // runs OpenBLAS's kernel closer to its whole-matrix speed (by ~3% over 512 in single runs here).
-                int[] kindTiles = kind == Kind.GEMM && !options.quick() ? new int[] {256, 384, 512, 1024} : tiles;
+                int[] kindTiles = kind == Kind.GEMM && !options.quick()
+                        ? java.util.stream.IntStream.concat(java.util.Arrays.stream(tiles), java.util.stream.IntStream.of(1024)).toArray()
+                        : tiles;
                 for (int nb : kindTiles) {
                     TileKernels.setBlasThreads(1);
                     double g = kind.ours(la, n, nb, reps);

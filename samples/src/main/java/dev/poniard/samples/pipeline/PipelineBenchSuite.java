@@ -4,6 +4,7 @@ import dev.poniard.bridge.NativeThreads;
 import dev.poniard.bridge.SameDiffDataParallel;
 import dev.poniard.bridge.SameDiffPipeline;
 import dev.poniard.samples.bench.BenchOptions;
+import dev.poniard.samples.bench.BenchReport;
 import dev.poniard.samples.bench.BenchResult;
 import dev.poniard.samples.bench.BenchSuite;
 import java.util.ArrayList;
@@ -128,7 +129,7 @@ public final class PipelineBenchSuite implements BenchSuite {
             PipelineRun run = new PipelineRun(bubbles[steps / 2], replayed[steps / 2], p.lastStep().theoreticalBubble(), peak);
             LOG.info("{}: bubble {} (median of {} steps); the same steps replayed with their measured task times and no "
                     + "time between tasks {} (what the tasks' own times cost: unequal stages, tasks slowed by other "
-                    + "threads); theory {}", schedule, fmt(run.bubble()), steps, fmt(run.replayed()), fmt(run.theory()));
+                    + "threads); theory {}", schedule, BenchReport.fmt(run.bubble()), steps, BenchReport.fmt(run.replayed()), BenchReport.fmt(run.theory()));
             return run;
         }
     }
@@ -178,9 +179,5 @@ public final class PipelineBenchSuite implements BenchSuite {
     private static void add(List<BenchResult> results, Consumer<BenchResult> progress, BenchResult r) {
         results.add(r);
         progress.accept(r);
-    }
-
-    private static String fmt(double v) {
-        return String.format(java.util.Locale.ROOT, "%.3f", v);
     }
 }
