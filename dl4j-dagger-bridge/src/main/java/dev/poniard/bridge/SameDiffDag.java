@@ -12,6 +12,7 @@ import java.util.BitSet;
 import java.util.Collection;
 import java.util.Collections;
 import java.util.HashMap;
+import java.util.HashSet;
 import java.util.LinkedHashMap;
 import java.util.LinkedHashSet;
 import java.util.List;
@@ -31,11 +32,11 @@ import org.nd4j.linalg.api.ops.DynamicCustomOp;
 
 /**
  * A SameDiff graph as a DAG of op tasks: every op with its input and output variables, a topological order, a cost
- * estimate per op from its shapes, and a partition into contiguous pipeline stages.
+ * per op (estimated from its shapes, or timed), and a partition into contiguous pipeline stages.
  *
  * <pre>{@code
  * SameDiffDag dag = SameDiffDag.importGraph(sd).estimateCosts(Map.of("in", sampleBatch));
- * List<Stage> stages = dag.partition(2);                       // balanced by estimated time and parameter memory
+ * List<Stage> stages = dag.partition(2);                       // balanced by time, then parameter memory
  * try (Scheduler s = Scheduler.launch(new Scheduler.Context().workers(2))) {
  *     INDArray out = dag.output(s, Map.of("in", batch), "softmax").get("softmax");   // == sd.output(...)
  * }
@@ -76,10 +77,11 @@ public final class SameDiffDag {
         private final List<String> parameters;
         private final long parameterBytes;
         private final OpCost cost;
+        private final int backwardWeight;
         final DifferentialFunction fn;
 
         OpNode(int index, String name, String type, List<String> inputs, List<String> outputs, int[] predecessors,
-               List<String> parameters, long parameterBytes, OpCost cost, DifferentialFunction fn) {
+               List<String> parameters, long parameterBytes, OpCost cost, int backwardWeight, DifferentialFunction fn) {
             this.index = index;
             this.name = name;
             this.type = type;
@@ -89,11 +91,13 @@ public final class SameDiffDag {
             this.parameters = List.copyOf(parameters);
             this.parameterBytes = parameterBytes;
             this.cost = cost;
+            this.backwardWeight = backwardWeight;
             this.fn = fn;
         }
 
         OpNode withCost(OpCost c) {
-            return new OpNode(index, name, type, inputs, outputs, predecessors, parameters, parameterBytes, c, fn);
+            return new OpNode(index, name, type, inputs, outputs, predecessors, parameters, parameterBytes, c,
+                    backwardWeight, fn);
         }
 
         /** Position in {@link SameDiffDag#ops()}, a topological order. */
@@ -133,9 +137,30 @@ public final class SameDiffDag {
             return parameterBytes;
         }
 
-        /** The shape-based estimate; {@link OpCost#ZERO} until {@link SameDiffDag#estimateCosts} ran. */
+        /**
+         * The forward's cost: a shape-based estimate, or timed; {@link OpCost#ZERO} until {@link SameDiffDag#estimateCosts}
+         * or {@link SameDiffDag#timeCosts} ran.
+         */
         public OpCost cost() {
             return cost;
+        }
+
+        /**
+         * The op's backward cost in units of its forward: one product per input that needs a gradient for a matrix
+         * product or convolution (of its first two inputs), 1 for any other op that has an input needing a gradient
+         * (a trainable parameter, or an activation computed from one), 0 for ops off the gradient path.
+         */
+        public int backwardWeight() {
+            return backwardWeight;
+        }
+
+        /**
+         * Forward and backward, what the partition balances: the timed times where {@link SameDiffDag#timeCosts}
+         * measured the backward, else {@code cost().nanos() * (1 + backwardWeight())}.
+         */
+        public double trainingNanos() {
+            double backward = cost.timedBackwardNanos();
+            return Double.isNaN(backward) ? cost.nanos() * (1 + backwardWeight) : cost.nanos() + backward;
         }
 
         @Override
@@ -143,6 +168,11 @@ public final class SameDiffDag {
             return name + " (" + type + ")";
         }
     }
+
+    /** Op types that are matrix products, and convolutions: costed by flops, two gradient products each. */
+    static final Set<String> PRODUCTS = Set.of("matmul", "mmul", "xw_plus_b", "tensormmul", "batched_gemm");
+    static final Set<String> CONVOLUTIONS = Set.of("conv1d", "conv2d", "conv3dnew", "deconv2d", "deconv3d",
+            "depthwise_conv2d", "sconv2d");
 
     private final SameDiff sd;
     private final List<OpNode> ops;
@@ -214,6 +244,23 @@ public final class SameDiffDag {
             preds.add(p);
         }
         int[] order = topologicalOrder(names, preds);
+        // Ops a loss depends on (all ops when the graph has no loss): only they run backward.
+        BitSet towardLoss = new BitSet(n);
+        List<String> losses = sd.getLossVariables();
+        ArrayDeque<Integer> work = new ArrayDeque<>();
+        for (String l : losses == null ? List.<String>of() : losses) {
+            addProducer(work, sdVars.get(l), insertion);
+        }
+        while (!work.isEmpty()) {
+            int i = work.poll();
+            if (!towardLoss.get(i)) {
+                towardLoss.set(i);
+                work.addAll(preds.get(i));
+            }
+        }
+        if (towardLoss.isEmpty()) {
+            towardLoss.set(0, n);
+        }
         int[] position = new int[n];
         for (int k = 0; k < n; k++) {
             position[order[k]] = k;
@@ -221,6 +268,7 @@ public final class SameDiffDag {
 
         // Each parameter is charged to the first op that reads it.
         Set<String> charged = new LinkedHashSet<>();
+        Set<String> needGradient = new HashSet<>();
         List<OpNode> nodes = new ArrayList<>(n);
         for (int k = 0; k < n; k++) {
             SameDiffOp op = sdOps.get(names.get(order[k]));
@@ -236,8 +284,24 @@ public final class SameDiffDag {
                 }
             }
             int[] p = preds.get(order[k]).stream().mapToInt(j -> position[j]).sorted().toArray();
-            nodes.add(new OpNode(k, op.getName(), op.getOp().opName(), inputs, nullSafe(op.getOutputsOfOp()), p, params,
-                    paramBytes, OpCost.ZERO, op.getOp()));
+            String type = op.getOp().opName();
+            int needing = 0;
+            int productsNeeding = 0;
+            for (int i = 0; i < inputs.size(); i++) {
+                SDVariable v = sd.getVariable(inputs.get(i));
+                if (v.getVariableType() == VariableType.VARIABLE && v.dataType().isFPType()
+                        || needGradient.contains(inputs.get(i))) {
+                    needing++;
+                    productsNeeding += i < 2 ? 1 : 0;
+                }
+            }
+            if (needing > 0) {
+                needGradient.addAll(nullSafe(op.getOutputsOfOp()));
+            }
+            int backward = needing == 0 || !towardLoss.get(order[k]) ? 0 : PRODUCTS.contains(type) || CONVOLUTIONS.contains(type)
+                    ? Math.max(1, productsNeeding) : 1;
+            nodes.add(new OpNode(k, op.getName(), type, inputs, nullSafe(op.getOutputsOfOp()), p, params,
+                    paramBytes, OpCost.ZERO, backward, op.getOp()));
         }
 
         Map<String, Var> vars = new LinkedHashMap<>();
@@ -286,7 +350,7 @@ public final class SameDiffDag {
         return m;
     }
 
-    private static void addProducer(Set<Integer> p, Variable v, Map<String, Integer> insertion) {
+    private static void addProducer(Collection<Integer> p, Variable v, Map<String, Integer> insertion) {
         if (v != null && v.getOutputOfOp() != null) {
             Integer j = insertion.get(v.getOutputOfOp());
             if (j != null) {
@@ -411,24 +475,47 @@ public final class SameDiffDag {
 
     /** The ops that {@code outputs} depend on, as a set of op indices. */
     public BitSet requiredOps(Collection<String> outputs) {
+        return requiredOps(outputs, Set.of());
+    }
+
+    /**
+     * The ops that {@code outputs} depend on when the variables {@code given} are supplied from outside: their
+     * producers, and what only those need, are left out.
+     */
+    public BitSet requiredOps(Collection<String> outputs, Set<String> given) {
         BitSet need = new BitSet(ops.size());
         ArrayDeque<Integer> work = new ArrayDeque<>();
         for (String o : outputs) {
-            int p = variable(o).producer();
+            int p = given.contains(o) ? -1 : variable(o).producer();
             if (p >= 0 && !need.get(p)) {
                 need.set(p);
                 work.add(p);
             }
         }
         while (!work.isEmpty()) {
-            for (int p : ops.get(work.poll()).predecessors) {
-                if (!need.get(p)) {
+            OpNode q = ops.get(work.poll());
+            for (int p : q.predecessors) {
+                if (!need.get(p) && !onlyThroughGiven(q, p, given)) {
                     need.set(p);
                     work.add(p);
                 }
             }
         }
         return need;
+    }
+
+    /** Whether op {@code q} reads what op {@code p} produces only through {@code given} variables (not control deps). */
+    private boolean onlyThroughGiven(OpNode q, int p, Set<String> given) {
+        boolean reads = false;
+        for (String in : q.inputs) {
+            if (variable(in).producer() == p) {
+                if (!given.contains(in)) {
+                    return false;
+                }
+                reads = true;
+            }
+        }
+        return reads;
     }
 
     // ------------------------------------------------------------------------------------------------
@@ -463,6 +550,165 @@ public final class SameDiffDag {
         return new SameDiffDag(sd, costed, new LinkedHashMap<>(vars), seen);
     }
 
+    /**
+     * {@link #estimateCosts} with each op's times measured on {@code sampleFeeds}: for a graph with a loss its
+     * gradient function (forward and gradient ops) runs op by op {@code passes} times, stopping early once
+     * {@code budget} has passed after at least three, and each op's median time becomes its forward cost, the median
+     * times of the gradient ops that compute its inputs' gradients from its outputs' its backward cost (a gradient op
+     * shared by several ops counts for the last of them). A graph without a loss, or whose gradient function holds an
+     * op the bridge cannot run, has its forward ops timed alone.
+     *
+     * <p>Stages balanced by these times match the run when the sample has the shape of a micro-batch: shape-based
+     * estimates miss what an op costs beyond its flops and bytes (a transcendental function per element, a fixed launch
+     * cost of tens of microseconds), which on small layers is most of it. The graph is left as it was (the gradient
+     * function is built on a duplicate).
+     *
+     * @param sampleFeeds a value for every placeholder that some op reads
+     * @param passes      timed passes (the untimed pass of {@link #estimateCosts} comes before them)
+     * @param budget      wall time after which no further pass starts
+     * @throws IllegalArgumentException if {@code passes} is below 1, or naming a missing placeholder
+     */
+    public SameDiffDag timeCosts(Map<String, INDArray> sampleFeeds, int passes, Duration budget) {
+        if (passes < 1) {
+            throw new IllegalArgumentException("passes must be at least 1, got " + passes);
+        }
+        SameDiffDag estimated = estimateCosts(sampleFeeds);
+        SameDiffDag timedDag = this;
+        Map<String, BitSet> backwardOps = Map.of();
+        List<String> losses = sd.getLossVariables();
+        if (losses != null && !losses.isEmpty()) {
+            try {
+                requireDifferentiable();
+                SameDiff withGradient = sd.dup();
+                // Gradients of the trainable parameters only, as training computes them: not of the placeholders.
+                withGradient.createGradFunction(vars.values().stream()
+                        .filter(v -> v.kind() == VarKind.PARAMETER && v.dataType().isFPType()).map(Var::name)
+                        .toArray(String[]::new));
+                timedDag = importGraph(withGradient.getFunction("grad"));
+                backwardOps = attributeGradientOps(withGradient, timedDag);
+            } catch (UnsupportedGraphException e) {
+                timedDag = this;
+            }
+        }
+        long[] median = timedDag.medianOpTimes(sampleFeeds, passes, budget);
+        List<OpNode> timed = new ArrayList<>(ops.size());
+        for (OpNode op : estimated.ops) {
+            Integer at = timedDag.opIndex.get(op.name);
+            double forward = at == null ? Double.NaN : median[at];
+            BitSet b = backwardOps.get(op.name);
+            double backward = Double.NaN;
+            if (b != null) {
+                backward = 0;
+                for (int i = b.nextSetBit(0); i >= 0; i = b.nextSetBit(i + 1)) {
+                    backward += median[i];
+                }
+            }
+            timed.add(op.withCost(op.cost.timed(forward, backward)));
+        }
+        return new SameDiffDag(sd, timed, new LinkedHashMap<>(vars), estimated.shapes);
+    }
+
+    /**
+     * For every op of this graph, in reverse topological order, the ops of {@code gd} (the gradient function of
+     * {@code withGradient}, a duplicate of this graph) that compute the gradients of its inputs from the gradients of
+     * everything else, less the forward ops, the ops already given to a later op and the ops that no parameter's
+     * gradient needs.
+     */
+    private Map<String, BitSet> attributeGradientOps(SameDiff withGradient, SameDiffDag gd) {
+        Map<String, String> gradOf = new HashMap<>();
+        for (SDVariable v : withGradient.variables()) {
+            SDVariable g = v.getGradient();
+            if (g != null && gd.vars.containsKey(g.name())) {
+                gradOf.put(v.name(), g.name());
+            }
+        }
+        BitSet claimed = new BitSet(gd.ops.size());
+        for (OpNode op : ops) {
+            Integer at = gd.opIndex.get(op.name);
+            if (at != null) {
+                claimed.set(at);
+            }
+        }
+        // Only what the parameters' gradients need runs in training (not, say, the gradient of a placeholder).
+        List<String> parameterGradients = new ArrayList<>();
+        for (Var v : vars.values()) {
+            if (v.kind() == VarKind.PARAMETER && gradOf.containsKey(v.name())) {
+                parameterGradients.add(gradOf.get(v.name()));
+            }
+        }
+        BitSet needed = gd.requiredOps(parameterGradients);
+        Set<String> allGradients = new HashSet<>(gradOf.values());
+        Map<String, BitSet> attributed = new HashMap<>();
+        for (int k = ops.size() - 1; k >= 0; k--) {
+            OpNode op = ops.get(k);
+            Set<String> targets = new LinkedHashSet<>();
+            for (String in : op.inputs) {
+                if (gradOf.containsKey(in)) {
+                    targets.add(gradOf.get(in));
+                }
+            }
+            BitSet b = new BitSet(gd.ops.size());
+            if (!targets.isEmpty()) {
+                Set<String> given = new HashSet<>(allGradients);
+                given.removeAll(targets);
+                b = gd.requiredOps(targets, given);
+                b.and(needed);
+                b.andNot(claimed);
+                claimed.or(b);
+            }
+            attributed.put(op.name, b);
+        }
+        return attributed;
+    }
+
+    /** Runs every op in topological order on {@code feeds}, passes times (see {@link #timeCosts}); median per op. */
+    private long[] medianOpTimes(Map<String, INDArray> feeds, int passes, Duration budget) {
+        long[][] times = new long[ops.size()][passes];
+        int done = 0;
+        long end = System.nanoTime() + budget.toNanos();
+        while (done < passes && (done < 3 || System.nanoTime() < end)) {
+            Map<String, INDArray> values = new HashMap<>();
+            for (OpNode op : ops) {
+                INDArray[] in = new INDArray[op.inputs.size()];
+                for (int i = 0; i < in.length; i++) {
+                    in[i] = valueOf(op.inputs.get(i), feeds, values, op);
+                }
+                long start = System.nanoTime();
+                INDArray[] out = OpRunner.run(sd, op.fn, in);
+                times[op.index][done] = System.nanoTime() - start;
+                for (int i = 0; i < out.length; i++) {
+                    values.put(op.outputs.get(i), out[i]);
+                }
+            }
+            closeComputed(values.values(), feeds.values());
+            done++;
+        }
+        long[] median = new long[ops.size()];
+        for (int k = 0; k < median.length; k++) {
+            long[] t = Arrays.copyOf(times[k], done);
+            Arrays.sort(t);
+            median[k] = Math.max(1, t[done / 2]);
+        }
+        return median;
+    }
+
+    /** Frees the arrays a pass computed, but never a feed, parameter or constant that an op passed through. */
+    private void closeComputed(Collection<INDArray> computed, Collection<INDArray> feeds) {
+        Set<INDArray> keep = Collections.newSetFromMap(new java.util.IdentityHashMap<>());
+        keep.addAll(feeds);
+        for (Var v : vars.values()) {
+            if (v.kind() == VarKind.PARAMETER || v.kind() == VarKind.CONSTANT) {
+                keep.add(sd.getArrForVarName(v.name()));
+            }
+        }
+        Set<INDArray> closed = Collections.newSetFromMap(new java.util.IdentityHashMap<>());
+        for (INDArray a : computed) {
+            if (a != null && !keep.contains(a) && closed.add(a) && !a.wasClosed() && a.closeable()) {
+                a.close();
+            }
+        }
+    }
+
     private INDArray valueOf(String name, Map<String, INDArray> feeds, Map<String, INDArray> computed, OpNode reader) {
         Var v = variable(name);
         INDArray a = switch (v.kind()) {
@@ -491,24 +737,19 @@ public final class SameDiffDag {
         if (in.length >= 2 && out.length >= 1 && out[0].rank() >= 2) {
             double pa = in[0].length(), pb = in[1].length(), po = out[0].length();
             long[] os = out[0].shape();
-            switch (type) {
-                case "matmul", "mmul", "xw_plus_b", "tensormmul", "batched_gemm" -> {
-                    // a = batch·M·K, b = batch·K·N, out = batch·M·N, so K = sqrt(pa·pb / (po·batch)), whatever the
-                    // transposes: no need to read the op's flags.
-                    double batch = po / ((double) os[os.length - 2] * os[os.length - 1]);
-                    double k = Math.sqrt(pa * pb / (po * Math.max(1, batch)));
-                    flops = 2 * po * Math.max(1, k);
-                }
-                case "conv1d", "conv2d", "conv3dnew", "deconv2d", "deconv3d", "depthwise_conv2d", "sconv2d" -> {
-                    // Each output element is a dot product over one output channel's slice of the weights.
-                    long[] w = in[1].shape();
-                    long last = w[w.length - 1];
-                    boolean lastIsOut = os[1] == last || os[os.length - 1] == last;
-                    double outChannels = lastIsOut ? last : w[0];
-                    flops = 2 * po * (pb / Math.max(1, outChannels));
-                }
-                default -> {
-                }
+            if (PRODUCTS.contains(type)) {
+                // a = batch·M·K, b = batch·K·N, out = batch·M·N, so K = sqrt(pa·pb / (po·batch)), whatever the
+                // transposes: no need to read the op's flags.
+                double batch = po / ((double) os[os.length - 2] * os[os.length - 1]);
+                double k = Math.sqrt(pa * pb / (po * Math.max(1, batch)));
+                flops = 2 * po * Math.max(1, k);
+            } else if (CONVOLUTIONS.contains(type)) {
+                // Each output element is a dot product over one output channel's slice of the weights.
+                long[] w = in[1].shape();
+                long last = w[w.length - 1];
+                boolean lastIsOut = os[1] == last || os[os.length - 1] == last;
+                double outChannels = lastIsOut ? last : w[0];
+                flops = 2 * po * (pb / Math.max(1, outChannels));
             }
         }
         return new OpCost(flops, bytes);
@@ -569,28 +810,43 @@ public final class SameDiffDag {
     // ------------------------------------------------------------------------------------------------
     // Stages
 
+    /** How much slower than the fastest cut a cut may be and still be chosen for a smaller parameter memory. */
+    static final double TIME_TOLERANCE = 0.02;
+
     /**
      * Splits the topological order into {@code stages} contiguous, non-empty groups that minimise the largest stage
-     * weight, where an op weighs its share of the estimated time plus its share of the parameter memory (so both
-     * compute and memory are balanced; a graph without parameters is balanced by time alone).
+     * time, forward and backward ({@link OpNode#trainingNanos}: the slowest stage paces the pipeline); among the cuts whose largest stage time is within
+     * {@link #TIME_TOLERANCE} of that minimum, the one with the smallest largest stage parameter memory. Adding the
+     * two as one weight would trade time for memory: on an MLP with a loss head it cut mid-layer, 15% off balance.
      */
     public List<Stage> partition(int stages) {
         int n = ops.size();
         if (stages < 1 || stages > n) {
             throw new IllegalArgumentException("stages must be between 1 and the number of ops (" + n + "), got " + stages);
         }
-        double totalCost = totalCostNanos();
-        long totalParams = 0;
-        for (OpNode o : ops) {
-            totalParams += o.parameterBytes;
-        }
-        double[] prefix = new double[n + 1];
+        double[] time = new double[n + 1];
+        double[] params = new double[n + 1];
         for (int i = 0; i < n; i++) {
-            double w = ops.get(i).cost.nanos() / totalCost
-                    + (totalParams == 0 ? 0 : ops.get(i).parameterBytes / (double) totalParams);
-            prefix[i + 1] = prefix[i] + w;
+            time[i + 1] = time[i] + ops.get(i).trainingNanos();
+            params[i + 1] = params[i] + ops.get(i).parameterBytes;
         }
-        // best[s][i]: the smallest possible largest weight when ops [0, i) form s stages; cut[s][i] the last cut.
+        int[] fastest = minMaxCut(time, stages, time, Double.POSITIVE_INFINITY);
+        double slowest = 0;
+        for (int s = 0; s < stages; s++) {
+            slowest = Math.max(slowest, time[fastest[s + 1]] - time[fastest[s]]);
+        }
+        int[] bounds = params[n] == 0 ? fastest : minMaxCut(params, stages, time, slowest * (1 + TIME_TOLERANCE));
+        return stagesAt(bounds);
+    }
+
+    /**
+     * The bounds of {@code stages} contiguous, non-empty groups of ops that minimise the largest group weight, weights
+     * given as prefix sums, among the groups whose {@code limited} prefix-sum difference is at most {@code limit} (the
+     * unconstrained optimum always satisfies its own limit).
+     */
+    private static int[] minMaxCut(double[] weight, int stages, double[] limited, double limit) {
+        int n = weight.length - 1;
+        // best[s][i]: the smallest possible largest weight when ops [0, i) form s groups; cut[s][i] the last cut.
         double[][] best = new double[stages + 1][n + 1];
         int[][] cut = new int[stages + 1][n + 1];
         for (double[] row : best) {
@@ -600,7 +856,10 @@ public final class SameDiffDag {
         for (int s = 1; s <= stages; s++) {
             for (int i = s; i <= n - (stages - s); i++) {
                 for (int j = s - 1; j < i; j++) {
-                    double v = Math.max(best[s - 1][j], prefix[i] - prefix[j]);
+                    if (limited[i] - limited[j] > limit) {
+                        continue;
+                    }
+                    double v = Math.max(best[s - 1][j], weight[i] - weight[j]);
                     if (v < best[s][i]) {
                         best[s][i] = v;
                         cut[s][i] = j;
@@ -613,7 +872,7 @@ public final class SameDiffDag {
         for (int s = stages; s >= 1; s--) {
             bounds[s - 1] = cut[s][bounds[s]];
         }
-        return stagesAt(bounds);
+        return bounds;
     }
 
     /**
@@ -641,6 +900,7 @@ public final class SameDiffDag {
 
     private Stage stage(int index, int from, int to) {
         double cost = 0;
+        double backward = 0;
         long paramBytes = 0;
         List<String> params = new ArrayList<>();
         Set<String> inputs = new LinkedHashSet<>();
@@ -648,6 +908,7 @@ public final class SameDiffDag {
         for (int i = from; i < to; i++) {
             OpNode op = ops.get(i);
             cost += op.cost.nanos();
+            backward += op.trainingNanos() - op.cost.nanos();
             paramBytes += op.parameterBytes;
             params.addAll(op.parameters);
             for (String in : op.inputs) {
@@ -665,7 +926,7 @@ public final class SameDiffDag {
                 }
             }
         }
-        return new Stage(index, from, to, cost, paramBytes, params, new ArrayList<>(inputs), new ArrayList<>(outputs));
+        return new Stage(index, from, to, cost, backward, paramBytes, params, new ArrayList<>(inputs), new ArrayList<>(outputs));
     }
 
     // ------------------------------------------------------------------------------------------------

@@ -43,7 +43,8 @@ import org.nd4j.linalg.factory.Nd4j;
 
 /**
  * Pipeline (model-parallel) training of a SameDiff graph: the ops are cut into S contiguous stages balanced by
- * estimated time and parameter memory ({@link SameDiffDag#partition}), each stage runs on its own scheduler
+ * their ops' times on the sample batch, then by parameter memory ({@link SameDiffDag#partition}), each stage runs on
+ * its own scheduler
  * processor, and every step's global batch is split into M micro-batches that flow through the stages under a
  * GPipe or 1F1B (PipeDream-Flush) schedule. The stages live in one process, or on several ranks of a
  * {@link Communicator} (stage s on rank s mod size by default), in which case activations and their gradients travel
@@ -60,7 +61,7 @@ import org.nd4j.linalg.factory.Nd4j;
  * SameDiffPipeline.launch(new SameDiffPipeline.Context().sameDiff(sd).communicator(comm).sample(sampleBatch));
  * }</pre>
  *
- * <p><b>Implementation overview.</b> At launch the graph is imported and costed on the sample batch, partitioned, and
+ * <p><b>Implementation overview.</b> At launch the graph is imported and timed op by op on the sample batch, partitioned, and
  * each stage becomes a {@link StageGraph}: a pruned duplicate whose received activations are placeholders and whose
  * backward is SameDiff's gradient of Σ losses + Σ sum(output ⊙ ∂L/∂output). One step spawns, per stage s and
  * micro-batch m, a forward task F(s,m) and a backward task B(s,m), all scoped to stage s's processor:
@@ -178,7 +179,11 @@ public final class SameDiffPipeline implements SameDiffTraining, AutoCloseable {
             return sample;
         }
 
-        /** A small batch of every placeholder, used once at launch to learn shapes and estimate op costs. */
+        /**
+         * A batch of every placeholder, used at launch to learn shapes and to time each op for the partition
+         * ({@link SameDiffDag#timeCosts}): give it the rows of one micro-batch so that the stages balance at the
+         * run's sizes (a smaller sample balances the ops' fixed costs, which dominate only on small layers).
+         */
         public Context sample(Map<String, INDArray> value) {
             sample = value;
             return this;
@@ -290,8 +295,8 @@ public final class SameDiffPipeline implements SameDiffTraining, AutoCloseable {
             Objects.requireNonNull(schedule, "schedule");
             Objects.requireNonNull(lossReduction, "lossReduction");
             if (sample == null || sample.isEmpty()) {
-                throw new IllegalArgumentException("sample must be set: a small batch of every placeholder, to learn shapes "
-                        + "and estimate op costs for the partition");
+                throw new IllegalArgumentException("sample must be set: a micro-batch of every placeholder, to learn shapes "
+                        + "and time the ops for the partition");
             }
             int size = communicator == null ? 1 : communicator.size();
             if (placement != null) {
@@ -338,6 +343,9 @@ public final class SameDiffPipeline implements SameDiffTraining, AutoCloseable {
     private record Edge(int id, String activation, int producer, int consumer) {
     }
 
+    /** Timed passes over the sample for the partition; the budget bounds them on large graphs. */
+    private static final int TIMING_PASSES = 15;
+    private static final java.time.Duration TIMING_BUDGET = java.time.Duration.ofMillis(500);
     private static final int FORWARD = 0;
     private static final int BACKWARD = 1;
     /** "PNPP" */
@@ -387,7 +395,7 @@ public final class SameDiffPipeline implements SameDiffTraining, AutoCloseable {
         SameDiffDag full = SameDiffDag.importGraph(master);
         full.requireDifferentiable();
         this.losses = List.copyOf(master.getLossVariables());
-        SameDiffDag dag = full.estimateCosts(ctx.sample());
+        SameDiffDag dag = full.timeCosts(ctx.sample(), TIMING_PASSES, TIMING_BUDGET);
         if (comm != null) {
             agree(dag);
         }
@@ -1234,7 +1242,8 @@ public final class SameDiffPipeline implements SameDiffTraining, AutoCloseable {
             args[remoteAt + k] = bwdIn[out.get(k).id()][mb];
         }
         TaskOptions opt = TaskOptions.named("B s" + s + " m" + mb).scope(Scope.processors(processorOf[s]))
-                .costHint(java.time.Duration.ofNanos(Math.max(1, (long) (3 * g.stage.costNanos()))));
+                .costHint(java.time.Duration.ofNanos(Math.max(1, (long) (g.stage.backwardNanos()
+                        + (g.recomputes() ? g.stage.costNanos() : 0)))));
         return scheduler.spawnN(opt, a -> guarded(st, "backward of stage " + s + " micro-batch " + mb, () -> {
             long t0 = System.nanoTime();
             Map<String, INDArray> feeds = feeds(st, g, mb, a, nFrom, in);

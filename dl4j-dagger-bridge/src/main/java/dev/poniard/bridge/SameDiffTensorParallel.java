@@ -195,9 +195,11 @@ public final class SameDiffTensorParallel implements SameDiffTraining, AutoClose
         for (TensorParallelPlan.Segment s : segs) {
             List<String> outs = new ArrayList<>();
             double cost = 0;
+            double backward = 0;
             for (int i = s.firstOp(); i < s.endOp(); i++) {
                 SameDiffDag.OpNode op = dag.ops().get(i);
                 cost += op.cost().nanos();
+                backward += op.trainingNanos() - op.cost().nanos();
                 for (String o : op.outputs()) {
                     producer.put(o, s.index());
                     for (int c : dag.variable(o).consumers()) {
@@ -207,7 +209,7 @@ public final class SameDiffTensorParallel implements SameDiffTraining, AutoClose
                     }
                 }
             }
-            stages.add(new Stage(s.index(), s.firstOp(), s.endOp(), cost, 0, List.of(), List.of(), outs));
+            stages.add(new Stage(s.index(), s.firstOp(), s.endOp(), cost, backward, 0, List.of(), List.of(), outs));
         }
 
         this.graphs = new StageGraph[segs.size()][workers];
@@ -483,7 +485,7 @@ public final class SameDiffTensorParallel implements SameDiffTraining, AutoClose
                     a -> new Backward(Map.of(), Map.of(), 0), args);
         }
         TaskOptions opt = TaskOptions.named("tp-B k" + k + " w" + w).scope(Scope.processors(w))
-                .costHint(java.time.Duration.ofNanos(Math.max(1, (long) (3 * g.stage.costNanos()))));
+                .costHint(java.time.Duration.ofNanos(Math.max(1, (long) (g.stage.costNanos() + g.stage.backwardNanos()))));
         return scheduler.spawnN(opt, a -> {
             Map<String, INDArray> feeds = feeds(batch, g, a, 0);
             Map<String, INDArray> outGrads = new HashMap<>();

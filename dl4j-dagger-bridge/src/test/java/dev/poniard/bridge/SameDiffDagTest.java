@@ -75,17 +75,16 @@ class SameDiffDagTest {
 
     @ParameterizedTest(name = "{0}")
     @MethodSource("models")
-    void shouldPartitionIntoContiguousStagesBalancedByCostAndParameters(Models.Factory m) {
+    void shouldPartitionIntoContiguousStagesBalancedByTimeThenParameters(Models.Factory m) {
         SameDiffDag dag = SameDiffDag.importGraph(m.build().apply(new Sgd(0.1))).estimateCosts(m.batch().apply(4, 1L));
         int n = dag.ops().size();
-        double total = dag.totalCostNanos();
-        long params = dag.ops().stream().mapToLong(SameDiffDag.OpNode::parameterBytes).sum();
         for (int s = 1; s <= 4; s++) {
             List<Stage> stages = dag.partition(s);
             assertEquals(s, stages.size());
             assertEquals(0, stages.get(0).firstOp());
             assertEquals(n, stages.get(s - 1).endOp());
-            double largest = 0;
+            double slowest = 0;
+            long largest = 0;
             Set<String> available = new HashSet<>();
             for (Stage st : stages) {
                 assertTrue(st.size() > 0);
@@ -97,28 +96,93 @@ class SameDiffDagTest {
                             "stage " + st.index() + " reads " + in + " which no earlier stage hands over");
                 }
                 available.addAll(st.outputs());
-                largest = Math.max(largest, st.costNanos() / total + (double) st.parameterBytes() / params);
+                slowest = Math.max(slowest, dag.ops().subList(st.firstOp(), st.endOp()).stream()
+                        .mapToDouble(SameDiffDag.OpNode::trainingNanos).sum());
+                largest = Math.max(largest, st.parameterBytes());
             }
-            // Exhaustive check of optimality for two stages: no single cut gives a smaller largest stage.
+            // Exhaustive check for two stages: no cut has a faster slowest stage, and none within the time tolerance
+            // of the fastest has a smaller largest parameter memory.
             if (s == 2) {
-                double bestCut = Double.MAX_VALUE;
+                double fastest = Double.MAX_VALUE;
+                double[] time = new double[n];
+                long[] params = new long[n];
                 for (int cut = 1; cut < n; cut++) {
                     double a = 0, b = 0;
+                    long pa = 0, pb = 0;
                     for (SameDiffDag.OpNode op : dag.ops()) {
-                        double w = op.cost().nanos() / total + (double) op.parameterBytes() / params;
                         if (op.index() < cut) {
-                            a += w;
+                            a += op.trainingNanos();
+                            pa += op.parameterBytes();
                         } else {
-                            b += w;
+                            b += op.trainingNanos();
+                            pb += op.parameterBytes();
                         }
                     }
-                    bestCut = Math.min(bestCut, Math.max(a, b));
+                    time[cut] = Math.max(a, b);
+                    params[cut] = Math.max(pa, pb);
+                    fastest = Math.min(fastest, time[cut]);
                 }
-                assertEquals(bestCut, largest, 1e-9);
+                long leanest = Long.MAX_VALUE;
+                for (int cut = 1; cut < n; cut++) {
+                    if (time[cut] <= fastest * (1 + SameDiffDag.TIME_TOLERANCE)) {
+                        leanest = Math.min(leanest, params[cut]);
+                    }
+                }
+                assertTrue(slowest <= fastest * (1 + SameDiffDag.TIME_TOLERANCE) * (1 + 1e-12), slowest + " vs " + fastest);
+                assertEquals(leanest, largest);
             }
         }
         assertThrows(IllegalArgumentException.class, () -> dag.partition(0));
         assertThrows(IllegalArgumentException.class, () -> dag.partition(n + 1));
+    }
+
+    /**
+     * Backward weights: two products for a matrix product whose data and weights both need gradients, one when its
+     * data is a placeholder, one for other ops on the gradient path, none off it.
+     */
+    @org.junit.jupiter.api.Test
+    void shouldWeighEachOpsBackwardByTheGradientsItComputes() {
+        SameDiffDag dag = SameDiffDag.importGraph(Models.mlp(new Sgd(0.1)));
+        assertEquals(1, dag.producerOf("l1").backwardWeight(), "input placeholder: only the weight gradient");
+        assertEquals(2, dag.producerOf("l2").backwardWeight());
+        assertEquals(1, dag.producerOf("h1").backwardWeight());
+        assertEquals(2, dag.producerOf("logits0").backwardWeight());
+        assertEquals(0, dag.producerOf("out").backwardWeight(), "the softmax output is off the loss path");
+        SameDiffDag.OpNode l2 = dag.estimateCosts(Models.mlpBatch(2, 1L)).producerOf("l2");
+        assertEquals(3 * l2.cost().nanos(), l2.trainingNanos(), 1e-9);
+    }
+
+    /**
+     * Timed costs are the ops' measured times, in place of the shape-based prior (shapes and flops stay): the
+     * forward's, and for an op on the way to the loss the gradient ops that compute its inputs' gradients.
+     */
+    @ParameterizedTest(name = "{0}")
+    @MethodSource("models")
+    void shouldTimeEveryOpAndItsGradientOnTheSample(Models.Factory m) {
+        SameDiff sd = m.build().apply(new Sgd(0.1));
+        SameDiffDag dag = SameDiffDag.importGraph(sd);
+        SameDiffDag estimated = dag.estimateCosts(m.batch().apply(4, 1L));
+        SameDiffDag timed = dag.timeCosts(m.batch().apply(4, 1L), 5, java.time.Duration.ofSeconds(10));
+        assertFalse(sd.hasGradientFunction(), "timing built the gradient function on the caller's graph");
+        assertEquals(estimated.ops().size(), timed.ops().size());
+        int withBackward = 0;
+        for (SameDiffDag.OpNode op : timed.ops()) {
+            SameDiffDag.OpNode e = estimated.ops().get(op.index());
+            assertTrue(op.cost().timedNanos() > 0, op.name() + " was not timed");
+            assertEquals(op.cost().timedNanos(), op.cost().nanos());
+            assertEquals(e.cost().flops(), op.cost().flops());
+            assertTrue(Double.isNaN(e.cost().timedNanos()));
+            assertTrue(op.cost().timedBackwardNanos() >= 0, op.name() + " has no backward time");
+            assertEquals(op.cost().nanos() + op.cost().timedBackwardNanos(), op.trainingNanos(), 1e-9);
+            if (op.backwardWeight() == 0) {
+                assertEquals(0, op.cost().timedBackwardNanos(), op.name() + " is off the gradient path");
+            }
+            withBackward += op.cost().timedBackwardNanos() > 0 ? 1 : 0;
+        }
+        assertTrue(withBackward > 0);
+        // The sample's arrays survive the passes (only what the passes computed is freed).
+        assertEquals(estimated.totalCostNanos(), dag.estimateCosts(m.batch().apply(4, 1L)).totalCostNanos(), 1e-6);
+        assertThrows(IllegalArgumentException.class, () -> dag.timeCosts(m.batch().apply(4, 1L), 0, java.time.Duration.ZERO));
     }
 
     @Test

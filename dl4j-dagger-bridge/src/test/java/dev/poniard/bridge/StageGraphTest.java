@@ -107,6 +107,25 @@ class StageGraphTest {
         }
     }
 
+    /**
+     * The gradient of the objective's term sum(o ⊙ g) for an output o is g itself: backward is seeded with it and
+     * runs neither the product nor anything that reads g.
+     */
+    @ParameterizedTest(name = "{0}")
+    @MethodSource("models")
+    void shouldSeedTheOutputGradientsInsteadOfDifferentiatingTheOutputTerms(Models.Factory m) {
+        SameDiff sd = m.build().apply(new Sgd(0.1));
+        SameDiffDag dag = SameDiffDag.importGraph(sd).estimateCosts(m.batch().apply(2, 1L));
+        for (Stage st : dag.partition(3)) {
+            StageGraph g = StageGraph.build(dag, st, sd.getLossVariables());
+            assertFalse(g.backwardOps().isEmpty(), "stage " + st.index() + " has no split backward");
+            for (SameDiffDag.OpNode op : g.backwardOps()) {
+                assertFalse(op.inputs().stream().anyMatch(in -> in.startsWith(StageGraph.GRAD_PREFIX)),
+                        "stage " + st.index() + " runs " + op);
+            }
+        }
+    }
+
     static Map<String, INDArray> feeds(StageGraph g, Map<String, INDArray> acts) {
         Map<String, INDArray> f = new HashMap<>();
         for (String x : g.receivedActivations) {
