@@ -30,7 +30,8 @@ import org.slf4j.LoggerFactory;
  * ‖A x − (factors) x‖ / (‖A‖ ‖x‖ n ε) on a random vector, and a residual above 10 fails the bench.
  * The {@code _2proc} cases run GEMM and Cholesky SPMD over rank processes ({@link LinalgRank}: one worker
  * each, 2D block-cyclic tiles, point to point by default, {@code _p2p} / {@code _collective} / {@code _rma}
- * forcing a strategy) against the same single-process OpenBLAS figures.
+ * forcing a strategy, {@code _25d} 2.5D GEMM on 2 layers that each hold A, B and C) against the same
+ * single-process OpenBLAS figures.
  */
 public final class LinalgBenchSuite implements BenchSuite {
     private static final Logger LOG = LoggerFactory.getLogger(LinalgBenchSuite.class);

@@ -237,16 +237,22 @@ public final class LinalgRank {
     }
 
     /** A case of the two-process benchmark: its name, operation and strategy (null: the default). */
-    record Case(String name, Op op, TileAlgebra.Strategy strategy) {
+    /** A bench case: {@code layers} > 1 runs 2.5D GEMM with A, B and C replicated over that many layers. */
+    record Case(String name, Op op, TileAlgebra.Strategy strategy, int layers) {
+        Distribution distribution(int ranks, int n, int nb) {
+            return layers > 1 ? Distribution.replicated25d(ranks, layers) : LinalgRank.distribution(op, ranks, n, nb);
+        }
     }
 
     static List<Case> benchCases() {
         List<Case> cases = new ArrayList<>();
-        cases.add(new Case("gemm_4096_f64_2proc", Op.gemm, null));
-        cases.add(new Case("cholesky_4096_f64_2proc", Op.cholesky, null));
-        cases.add(new Case("gemm_4096_f64_2proc_p2p", Op.gemm, TileAlgebra.Strategy.POINT_TO_POINT));
-        cases.add(new Case("gemm_4096_f64_2proc_collective", Op.gemm, TileAlgebra.Strategy.COLLECTIVE));
-        cases.add(new Case("gemm_4096_f64_2proc_rma", Op.gemm, TileAlgebra.Strategy.RMA));
+        cases.add(new Case("gemm_4096_f64_2proc", Op.gemm, null, 1));
+        cases.add(new Case("cholesky_4096_f64_2proc", Op.cholesky, null, 1));
+        cases.add(new Case("gemm_4096_f64_2proc_p2p", Op.gemm, TileAlgebra.Strategy.POINT_TO_POINT, 1));
+        cases.add(new Case("gemm_4096_f64_2proc_collective", Op.gemm, TileAlgebra.Strategy.COLLECTIVE, 1));
+        cases.add(new Case("gemm_4096_f64_2proc_rma", Op.gemm, TileAlgebra.Strategy.RMA, 1));
+        // 2.5D: each rank holds all of A and B and computes half of k; the layers' C copies are then summed.
+        cases.add(new Case("gemm_4096_f64_2proc_25d", Op.gemm, null, 2));
         return cases;
     }
 
@@ -275,7 +281,7 @@ public final class LinalgRank {
                     }
                     try (TileAlgebra la = TileAlgebra.launch(ctx)) {
                         for (int r = 0; r <= reps; r++) {
-                            Run run = run(comm, la, c.op(), n, nb, 2024, true);
+                            Run run = run(comm, la, c.op(), n, nb, 2024, true, c.distribution(comm.size(), n, nb));
                             if (comm.rank() == 0) {
                                 if (!(run.residual() < 10)) {
                                     throw new IllegalStateException(c.name() + " tile " + nb + ": scaled residual "

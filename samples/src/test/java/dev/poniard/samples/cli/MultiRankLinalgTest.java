@@ -114,7 +114,7 @@ class MultiRankLinalgTest {
             assertEquals(0, l.waitFor(), String.join("\n", lines));
         }
         for (String name : List.of("gemm_4096_f64_2proc", "cholesky_4096_f64_2proc", "gemm_4096_f64_2proc_p2p",
-                "gemm_4096_f64_2proc_collective", "gemm_4096_f64_2proc_rma")) {
+                "gemm_4096_f64_2proc_collective", "gemm_4096_f64_2proc_rma", "gemm_4096_f64_2proc_25d")) {
             String line = lines.stream().filter(s -> s.startsWith("[rank 0] LINALG|" + name + "|")).findFirst()
                     .orElseThrow(() -> new AssertionError("no result for " + name + " in:\n" + String.join("\n", lines)));
             String[] f = line.substring(line.indexOf('|') + 1).split("\\|");
