@@ -334,9 +334,20 @@ public final class SameDiffPipeline implements SameDiffTraining, AutoCloseable {
      *                            between tasks: what the tasks' own times cost (stages of unequal cost, and tasks that
      *                            other threads slowed down), so that {@code bubbleFraction} minus it is the time between
      *                            tasks (hand-offs, wake-ups); NaN when the stages span ranks
+     * @param stageBusyNs         per stage, the time its forward and backward tasks ran in this step (0 for a stage on
+     *                            another rank): unequal figures are stages of unequal cost, or processors of unequal
+     *                            speed
      */
     public record StepStats(double bubbleFraction, double theoreticalBubble, long peakActivationBytes, long makespanNs,
-                            int microBatches, long peakHeldBytes, double replayedBubble) {
+                            int microBatches, long peakHeldBytes, double replayedBubble, long[] stageBusyNs) {
+        public StepStats {
+            stageBusyNs = stageBusyNs.clone();
+        }
+
+        @Override
+        public long[] stageBusyNs() {
+            return stageBusyNs.clone();
+        }
     }
 
     /** An activation handed from stage {@code producer} to stage {@code consumer} on another rank. */
@@ -880,7 +891,7 @@ public final class SameDiffPipeline implements SameDiffTraining, AutoCloseable {
             replayed = replayBubble(orders, st.taskNs, producers, consumers);
         }
         lastStep = new StepStats(bubble, (S - 1) / (double) (m + S - 1), st.peakBytes.get(), Math.max(0, makespan), m,
-                st.peakHeldBytes.get(), replayed);
+                st.peakHeldBytes.get(), replayed, st.busyNs);
         return loss;
     }
 

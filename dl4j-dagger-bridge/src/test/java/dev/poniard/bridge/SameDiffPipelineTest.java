@@ -311,6 +311,11 @@ class SameDiffPipelineTest {
                 // the same order and task times without gaps can only be as fast or faster
                 assertTrue(st.replayedBubble() >= 0 && st.replayedBubble() <= st.bubbleFraction() + 1e-9,
                         "replayed " + st.replayedBubble() + ", measured " + st.bubbleFraction());
+                // the bubble is the idle share left by the stages' busy times
+                long[] busy = st.stageBusyNs();
+                assertEquals(2, busy.length);
+                assertTrue(busy[0] > 0 && busy[1] > 0, java.util.Arrays.toString(busy));
+                assertEquals(st.bubbleFraction(), 1 - (busy[0] + busy[1]) / (2.0 * st.makespanNs()), 1e-9);
             }
         }
         assertTrue(peak[0] > 0, "GPipe kept no activations");

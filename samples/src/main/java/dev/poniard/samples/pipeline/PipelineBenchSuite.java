@@ -159,19 +159,30 @@ public final class PipelineBenchSuite implements BenchSuite {
             warmup.run(schedule.toString(), s -> p.step(warm));
             double[] bubbles = new double[steps];
             double[] replayed = new double[steps];
+            long[][] busy = new long[STAGES][steps];
             long peak = 0;
             for (int s = 0; s < steps; s++) {
                 p.step(batch(batch, 200 + s));
                 bubbles[s] = p.lastStep().bubbleFraction();
                 replayed[s] = p.lastStep().replayedBubble();
                 peak = Math.max(peak, p.lastStep().peakHeldBytes());
+                long[] b = p.lastStep().stageBusyNs();
+                for (int st = 0; st < STAGES; st++) {
+                    busy[st][s] = b[st];
+                }
             }
             Arrays.sort(bubbles);
             Arrays.sort(replayed);
+            StringBuilder stageBusy = new StringBuilder();
+            for (long[] b : busy) {
+                Arrays.sort(b);
+                stageBusy.append(stageBusy.length() == 0 ? "" : " / ").append(BenchReport.fmt(b[steps / 2] / 1e6));
+            }
             PipelineRun run = new PipelineRun(bubbles[steps / 2], replayed[steps / 2], p.lastStep().theoreticalBubble(), peak);
             LOG.info("{}: bubble {} (median of {} steps); the same steps replayed with their measured task times and no "
                     + "time between tasks {} (what the tasks' own times cost: unequal stages, tasks slowed by other "
-                    + "threads); theory {}", schedule, BenchReport.fmt(run.bubble()), steps, BenchReport.fmt(run.replayed()), BenchReport.fmt(run.theory()));
+                    + "threads); theory {}; stage busy per step {} ms (medians)", schedule, BenchReport.fmt(run.bubble()),
+                    steps, BenchReport.fmt(run.replayed()), BenchReport.fmt(run.theory()), stageBusy);
             return run;
         }
     }
