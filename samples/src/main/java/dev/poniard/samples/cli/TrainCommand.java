@@ -367,7 +367,9 @@ public final class TrainCommand implements Callable<Integer> {
         TrainingSample.Model m = s.models(seed).get(0);
         SameDiff sd = m.sameDiff();
         int nStages = stages != null ? stages : comm == null ? workers : ranks;
-        DataSet first = (DataSet) data.train().getRange(0, Math.min(2, data.train().numExamples()));
+        // One micro-batch: the pipeline times its ops on it to balance the stages at the run's sizes.
+        DataSet first = (DataSet) data.train().getRange(0, Math.min(Math.max(2, batch / microBatches),
+                data.train().numExamples()));
         Map<String, INDArray> sample = Map.of("in", first.getFeatures(), "label", first.getLabels());
         SameDiffPipeline.Context ctx = new SameDiffPipeline.Context().sameDiff(sd).stages(nStages).microBatches(microBatches)
                 .schedule(sched).sample(sample).trace(trace != null).communicator(comm);
