@@ -298,8 +298,8 @@ public final class SameDiffDag {
             if (needing > 0) {
                 needGradient.addAll(nullSafe(op.getOutputsOfOp()));
             }
-            int backward = needing == 0 || !towardLoss.get(order[k]) ? 0 : PRODUCTS.contains(type) || CONVOLUTIONS.contains(type)
-                    ? Math.max(1, productsNeeding) : 1;
+            boolean product = PRODUCTS.contains(type) || CONVOLUTIONS.contains(type);
+            int backward = needing == 0 || !towardLoss.get(order[k]) ? 0 : product ? Math.max(1, productsNeeding) : 1;
             nodes.add(new OpNode(k, op.getName(), type, inputs, nullSafe(op.getOutputsOfOp()), p, params,
                     paramBytes, OpCost.ZERO, backward, op.getOp()));
         }

@@ -44,9 +44,8 @@ import org.nd4j.linalg.factory.Nd4j;
 /**
  * Pipeline (model-parallel) training of a SameDiff graph: the ops are cut into S contiguous stages balanced by
  * their ops' times on the sample batch, then by parameter memory ({@link SameDiffDag#partition}), each stage runs on
- * its own scheduler
- * processor, and every step's global batch is split into M micro-batches that flow through the stages under a
- * GPipe or 1F1B (PipeDream-Flush) schedule. The stages live in one process, or on several ranks of a
+ * its own scheduler processor, and every step's global batch is split into M micro-batches that flow through the
+ * stages under a GPipe or 1F1B (PipeDream-Flush) schedule. The stages live in one process, or on several ranks of a
  * {@link Communicator} (stage s on rank s mod size by default), in which case activations and their gradients travel
  * between ranks as tagged point-to-point messages. After each step the parameters equal {@code sd.fit} on the whole
  * batch.
@@ -61,9 +60,10 @@ import org.nd4j.linalg.factory.Nd4j;
  * SameDiffPipeline.launch(new SameDiffPipeline.Context().sameDiff(sd).communicator(comm).sample(sampleBatch));
  * }</pre>
  *
- * <p><b>Implementation overview.</b> At launch the graph is imported and timed op by op on the sample batch, partitioned, and
- * each stage becomes a {@link StageGraph}: a pruned duplicate whose received activations are placeholders and whose
- * backward is SameDiff's gradient of Σ losses + Σ sum(output ⊙ ∂L/∂output). One step spawns, per stage s and
+ * <p><b>Implementation overview.</b> At launch the graph is imported, timed op by op on the sample batch
+ * ({@link SameDiffDag#timeCosts}) and partitioned, and each stage becomes a {@link StageGraph}: a pruned duplicate
+ * whose received activations are placeholders and whose backward is SameDiff's gradient of Σ losses +
+ * Σ sum(output ⊙ ∂L/∂output), with ∂L/∂output seeded rather than differentiated. One step spawns, per stage s and
  * micro-batch m, a forward task F(s,m) and a backward task B(s,m), all scoped to stage s's processor:
  * <ul>
  *   <li>F(s,m) runs the stage's forward ops (the last stage's too: its loss) and keeps the values its gradient ops

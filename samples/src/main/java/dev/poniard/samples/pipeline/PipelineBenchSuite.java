@@ -31,8 +31,8 @@ import org.slf4j.LoggerFactory;
  * The model is a 7-layer tanh MLP (width 256, float32) with a softmax cross-entropy loss, built in SameDiff. Its loss
  * head costs about as much as a layer (per-op costs, not flops, dominate at a micro-batch of 64 rows), so the stages,
  * cut by the ops' times on a micro-batch, get four layers and three layers with the head. The theoretical bubble
- * assumes equal stages: with six layers the best cut left the last stage 14-30% slower. Every figure is measured in
- * this run:
+ * assumes equal stages: with six layers the best cut left the last stage 14% slower by its ops' measured times, and
+ * 30% once the stages stopped differentiating their output terms. Every figure is measured in this run:
  * <ul>
  *   <li>{@code pipeline_gpipe_s2_m8}, {@code pipeline_1f1b_s2_m8}: the median, over the timed steps, of the idle
  *       share of the 2 stage processors between a step's first task start and last task end; baseline the
@@ -102,9 +102,9 @@ public final class PipelineBenchSuite implements BenchSuite {
     /**
      * Warm-up: at least {@code steps} steps and {@code millis} of them, then on until the JIT compilers are quiet (they
      * used under {@link #QUIET_COMPILE_SHARE} of a window of {@link #QUIET_WINDOW_MS}) or {@code maxMillis} has passed.
-     * SameDiff's op dispatch is a lot of code that each step runs a few hundred times, so C2 keeps compiling for
-     * 20-30 s on these machines; a stage worker that shares its core with the compiler stretches its tasks and idles
-     * the other stage (bubble 0.21-0.26 after 4 s of warm-up, 0.15-0.17 once the compilers were quiet).
+     * SameDiff's op dispatch is a lot of code that each step runs a few hundred times: sampled per thread, C2 used
+     * 10-70% of a core for the first 20-30 s of this bench, and a stage worker that shares its core with the compiler
+     * stretches its tasks and idles the other stage.
      */
     private record Warmup(int steps, long millis, long maxMillis) {
         static final long QUIET_WINDOW_MS = 1_000;
