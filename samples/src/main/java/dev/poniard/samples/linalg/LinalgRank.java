@@ -257,9 +257,10 @@ public final class LinalgRank {
     }
 
     /**
-     * Bench rank program: {@code LinalgRank N TILE[,TILE...] REPS}. For every case and tile size: one
-     * warm-up run, then REPS timed runs, each with its residual checked (a failing residual ends the job
-     * with an error); rank 0 prints {@code LINALG|case|gflops|tile|worst residual} with the best tile.
+     * Bench rank program: {@code LinalgRank N TILE[,TILE...] REPS}. For every tile size: one warm-up run of
+     * every case, then REPS rounds of one timed run of every case (interleaved, so that a slow spell of a
+     * shared machine falls on all cases alike), each with its residual checked (a failing residual ends the
+     * job with an error); rank 0 prints {@code LINALG|case|gflops|tile|worst residual} with the best tile.
      */
     public static void main(String[] args) {
         if (args.length != 3) {
@@ -269,37 +270,44 @@ public final class LinalgRank {
         String[] tileList = args[1].split(",");
         int reps = Integer.parseInt(args[2]);
         try (Communicator comm = Communicator.connect(new Communicator.Context())) {
-            for (Case c : benchCases()) {
-                double best = 0;
-                int bestTile = 0;
-                double worstResidual = 0;
-                for (String ts : tileList) {
-                    int nb = Integer.parseInt(ts.trim());
-                    TileAlgebra.Context ctx = new TileAlgebra.Context().workers(1).communicator(comm);
-                    if (c.strategy() != null) {
-                        ctx.strategy(c.strategy());
-                    }
-                    try (TileAlgebra la = TileAlgebra.launch(ctx)) {
-                        for (int r = 0; r <= reps; r++) {
-                            Run run = run(comm, la, c.op(), n, nb, 2024, true, c.distribution(comm.size(), n, nb));
-                            if (comm.rank() == 0) {
-                                if (!(run.residual() < 10)) {
-                                    throw new IllegalStateException(c.name() + " tile " + nb + ": scaled residual "
-                                            + run.residual() + " exceeds 10; the result is wrong, the timing is void");
-                                }
-                                worstResidual = Math.max(worstResidual, run.residual());
-                                System.out.printf(Locale.ROOT, "%s tile %d run %d: %.3f s, %.1f GFLOP/s, residual %.3g%n",
-                                        c.name(), nb, r, run.seconds(), run.gflops(), run.residual());
+            List<Case> cases = benchCases();
+            double[] best = new double[cases.size()];
+            int[] bestTile = new int[cases.size()];
+            double[] worstResidual = new double[cases.size()];
+            for (String ts : tileList) {
+                int nb = Integer.parseInt(ts.trim());
+                // Run r of every case before run r + 1 of any: a slow spell of the machine falls on all cases alike.
+                for (int r = 0; r <= reps; r++) {
+                    for (int k = 0; k < cases.size(); k++) {
+                        Case c = cases.get(k);
+                        TileAlgebra.Context ctx = new TileAlgebra.Context().workers(1).communicator(comm);
+                        if (c.strategy() != null) {
+                            ctx.strategy(c.strategy());
+                        }
+                        Run run;
+                        try (TileAlgebra la = TileAlgebra.launch(ctx)) {
+                            run = run(comm, la, c.op(), n, nb, 2024, true, c.distribution(comm.size(), n, nb));
+                        }
+                        if (comm.rank() == 0) {
+                            if (!(run.residual() < 10)) {
+                                throw new IllegalStateException(c.name() + " tile " + nb + ": scaled residual "
+                                        + run.residual() + " exceeds 10; the result is wrong, the timing is void");
                             }
-                            if (r > 0 && run.gflops() > best) {
-                                best = run.gflops();
-                                bestTile = nb;
-                            }
+                            worstResidual[k] = Math.max(worstResidual[k], run.residual());
+                            System.out.printf(Locale.ROOT, "%s tile %d run %d: %.3f s, %.1f GFLOP/s, residual %.3g%n",
+                                    c.name(), nb, r, run.seconds(), run.gflops(), run.residual());
+                        }
+                        if (r > 0 && run.gflops() > best[k]) {
+                            best[k] = run.gflops();
+                            bestTile[k] = nb;
                         }
                     }
                 }
-                if (comm.rank() == 0) {
-                    System.out.println(PREFIX + c.name() + "|" + best + "|" + bestTile + "|" + worstResidual);
+            }
+            if (comm.rank() == 0) {
+                for (int k = 0; k < cases.size(); k++) {
+                    System.out.println(PREFIX + cases.get(k).name() + "|" + best[k] + "|" + bestTile[k] + "|"
+                            + worstResidual[k]);
                 }
             }
             comm.barrier();
