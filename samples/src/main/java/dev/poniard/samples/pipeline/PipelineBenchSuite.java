@@ -239,7 +239,7 @@ public final class PipelineBenchSuite implements BenchSuite {
         add(results, progress, BenchResult.lowerIsBetter("pipeline_1f1b_peak_activations", "peak_activation_bytes", "bytes",
                 f1b.peakBytes(), "GPipe, same batch", gpipe.peakBytes()));
 
-        double[] dp = dataParallel(batch, warmup, quick ? 3 : 7, quick ? 3 : 6);
+        double[] dp = dataParallel(batch, warmup, quick ? 5 : 7, quick ? 4 : 6);
         add(results, progress, BenchResult.higherIsBetter("dp_samediff_2w", "samples_per_s", "samples/s", dp[1],
                 "same graph, 1 worker", dp[0]));
         return results;
