@@ -1,5 +1,6 @@
 package dev.poniard.samples.cli;
 
+import dev.poniard.bridge.NativeMemoryGuard;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
 
@@ -12,7 +13,16 @@ public final class PoniardCli implements Runnable {
     CommandLine.Model.CommandSpec spec;
 
     public static void main(String[] args) {
-        System.exit(run(args));
+        String limit = System.getProperty("poniard.maxPhysicalBytes");
+        if (limit == null) {
+            System.exit(run(args));
+        }
+        int code;
+        try (NativeMemoryGuard guard = NativeMemoryGuard.start(new NativeMemoryGuard.Context()
+                .limitBytes(NativeMemoryGuard.parseBytes("poniard.maxPhysicalBytes", limit)))) {
+            code = run(args);
+        }
+        System.exit(code);
     }
 
     /** Runs the command line and returns its exit code (tests call this instead of main). */
