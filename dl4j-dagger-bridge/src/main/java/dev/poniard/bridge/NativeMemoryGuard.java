@@ -31,6 +31,7 @@ public final class NativeMemoryGuard implements AutoCloseable {
         private long limitBytes;
         private Duration period = Duration.ofMillis(200);
         private Duration minInterval = Duration.ofSeconds(1);
+        private Runnable afterCheck = () -> { };
 
         public Context limitBytes(long value) {
             if (value <= 0) {
@@ -48,6 +49,12 @@ public final class NativeMemoryGuard implements AutoCloseable {
         /** The least time between two collections, so a limit set below the live data does not collect nonstop. */
         public Context minInterval(Duration value) {
             minInterval = Objects.requireNonNull(value, "minInterval");
+            return this;
+        }
+
+        /** Runs on the guard's thread after each read of the resident size (and collection, if any): a test hook. */
+        Context afterCheck(Runnable value) {
+            afterCheck = Objects.requireNonNull(value, "afterCheck");
             return this;
         }
     }
@@ -108,6 +115,7 @@ public final class NativeMemoryGuard implements AutoCloseable {
                     collections.incrementAndGet();
                     last = System.nanoTime();
                 }
+                ctx.afterCheck.run();
             }
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();

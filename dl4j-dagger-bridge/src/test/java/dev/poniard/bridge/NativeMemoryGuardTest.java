@@ -6,6 +6,7 @@ import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import java.time.Duration;
+import java.util.concurrent.Semaphore;
 import java.util.concurrent.TimeUnit;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
@@ -14,29 +15,27 @@ import org.junit.jupiter.api.Timeout;
 class NativeMemoryGuardTest {
     @Test
     void shouldCollectWhileTheResidentSizeIsAboveTheLimitAndStopWhenClosed() throws Exception {
+        Semaphore checks = new Semaphore(0);
         NativeMemoryGuard guard = NativeMemoryGuard.start(new NativeMemoryGuard.Context().limitBytes(1)
-                .period(Duration.ofMillis(10)).minInterval(Duration.ofMillis(50)));
+                .period(Duration.ofMillis(10)).minInterval(Duration.ZERO).afterCheck(checks::release));
         try {
-            long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
-            while (guard.collections() < 2 && System.nanoTime() < deadline) {
-                Thread.sleep(20);
-            }
+            // Any process is above one byte: every check collects.
+            assertTrue(checks.tryAcquire(2, 30, TimeUnit.SECONDS), "the guard did not check twice");
             assertTrue(guard.collections() >= 2, "collections: " + guard.collections());
         } finally {
             guard.close();
         }
-        long after = guard.collections();
-        Thread.sleep(300);
-        assertEquals(after, guard.collections(), "the guard kept collecting after close");
+        // close() joins the guard's thread, so nothing runs after it.
         assertFalse(Thread.getAllStackTraces().keySet().stream()
                 .anyMatch(t -> t.getName().equals("poniard-native-memory-guard") && t.isAlive()));
     }
 
     @Test
     void shouldNotCollectBelowTheLimit() throws Exception {
-        try (NativeMemoryGuard guard = NativeMemoryGuard.start(new NativeMemoryGuard.Context()
-                .limitBytes(Long.MAX_VALUE).period(Duration.ofMillis(10)).minInterval(Duration.ZERO))) {
-            Thread.sleep(200);
+        Semaphore checks = new Semaphore(0);
+        try (NativeMemoryGuard guard = NativeMemoryGuard.start(new NativeMemoryGuard.Context().limitBytes(Long.MAX_VALUE)
+                .period(Duration.ofMillis(10)).minInterval(Duration.ZERO).afterCheck(checks::release))) {
+            assertTrue(checks.tryAcquire(5, 30, TimeUnit.SECONDS), "the guard did not check five times");
             assertEquals(0, guard.collections());
         }
     }
