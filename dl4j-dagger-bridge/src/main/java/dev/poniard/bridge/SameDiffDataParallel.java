@@ -417,7 +417,7 @@ public final class SameDiffDataParallel implements SameDiffTraining, AutoCloseab
                             + "' on one replica although it has a gradient variable");
                 }
                 // Not scaled in place: SameDiff may hand out one array as the gradient of two variables.
-                slice.addi(g.castTo(buffer.dataType()).mul(weight(s)));
+                Accumulate.addScaled(slice, weight(s), g);
             }
         }
         return shards;
