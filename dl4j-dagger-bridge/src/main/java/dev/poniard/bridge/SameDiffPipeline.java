@@ -834,13 +834,26 @@ public final class SameDiffPipeline implements SameDiffTraining, AutoCloseable {
         TrainingConfig tc = master.getTrainingConfig();
         int iteration = tc.getIterationCount();
         int epoch = tc.getEpochCount();
+        List<TaskHandle<?>> updates = new ArrayList<>();
         for (int s : localStages) {
             int stage = s;
             TaskOptions opt = TaskOptions.named("pp-update-s" + s).priority(2).scope(Scope.processors(processorOf[s]));
-            all.add(scheduler.spawn(opt, (Object after) -> guarded(st, "the update of stage " + stage, () -> {
+            updates.add(scheduler.spawn(opt, (Object after) -> guarded(st, "the update of stage " + stage, () -> {
                 update(st, stage, tc, iteration, epoch);
                 return null;
             }), last[s]));
+        }
+        all.addAll(updates);
+        // Every task of this rank is upstream of its stage's update (a stage's tasks are chained, receives feed them),
+        // so wait for the updates first: then the loop below finds the other tasks done and does not park. Joining the
+        // tasks one by one woke this thread at each completion: a futex wake on a worker's critical path, and a third
+        // runnable thread on the stage workers' cores.
+        for (TaskHandle<?> u : updates) {
+            try {
+                u.join();
+            } catch (RuntimeException e) {
+                // collected with the others below
+            }
         }
         // Wait for every task (a failure aborts the communicator, so none waits forever), then for the sends.
         List<Throwable> failures = new ArrayList<>();
