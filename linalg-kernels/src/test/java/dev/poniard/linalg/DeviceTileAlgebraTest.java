@@ -153,6 +153,71 @@ abstract class DeviceTileAlgebraTest {
         }
     }
 
+    @ParameterizedTest(name = "{0}x{1} tile {2} {3}")
+    @CsvSource({"64,64,16,F64", "100,100,32,F64", "130,90,32,F64", "70,110,32,F64", "257,257,64,F64",
+            "150,150,32,F32", "45,45,64,F64", "1,1,4,F64"})
+    void shouldFactorLuWithPartialPivotingLikeTheHostAlgebra(int m, int n, int nb, DType type) {
+        long seed = seed("device lu");
+        try (DistributedMatrix a = DistributedMatrix.random(type, m, n, nb, seed); DistributedMatrix f = a.copy()) {
+            LuFactorization lu = la.lu(f);
+            assertEquals(Math.min(m, n), lu.pivots().length);
+            double[] fd = f.toColumnMajor();
+            double[] ad = a.toColumnMajor();
+            double res = Dense.luResidual(ad, fd, m, n, lu.permutation()) / (Dense.frob(ad) * Math.max(m, n)
+                    * type.epsilon());
+            assertTrue(res < 10, "scaled residual ||PA - LU||/(||A|| n eps) = " + res);
+            // Partial pivoting keeps every multiplier at most 1 in magnitude.
+            for (double v : Dense.lower(fd, m, n, true)) {
+                assertTrue(Math.abs(v) <= 1 + 1e-6, "multiplier " + v + " exceeds 1");
+            }
+        }
+        assertEquals(0, device.memory().inUseBytes(), "device buffers still held");
+        assertEquals(0, device.staging().inUseBytes(), "staging buffers still held");
+    }
+
+    @Test
+    void shouldMatchLapackOnOnePanelAcrossTileRows() {
+        // One tile column of five tile rows: the panel is one getrf call on the gathered column, so the pivots (which
+        // cross tiles) and the factors equal LAPACK's on the whole matrix bit for bit.
+        long seed = seed("device lu panel");
+        try (DistributedMatrix a = DistributedMatrix.random(DType.F64, 75, 16, 16, seed);
+             DistributedMatrix ref = whole(a)) {
+            int[] ipiv = new int[16];
+            assertEquals(0, TileKernels.getrf(ref.tile(0, 0), ipiv));
+            LuFactorization lu = la.lu(a);
+            int[] expected = new int[16];
+            for (int r = 0; r < 16; r++) {
+                expected[r] = ipiv[r] - 1;
+            }
+            assertArrayEquals(expected, lu.pivots());
+            assertArrayEquals(ref.toColumnMajor(), a.toColumnMajor());
+        }
+    }
+
+    @Test
+    void shouldNameTheSingularColumnAndLeaveTheMatrixAsItWas() {
+        int n = 96;
+        try (DistributedMatrix a = DistributedMatrix.random(DType.F64, n, n, 32, 3)) {
+            // A zero column stays exactly zero under elimination: the first zero pivot is at column 50.
+            for (int r = 0; r < n; r++) {
+                a.set(r, 50, 0);
+            }
+            double[] before = a.toColumnMajor();
+            SingularMatrixException e = assertThrows(SingularMatrixException.class, () -> la.lu(a));
+            assertEquals(1, e.tile());
+            assertEquals(50, e.column(), e.getMessage());
+            assertArrayEquals(before, a.toColumnMajor());
+        }
+        for (var s : device.computeStreams()) {
+            assertEquals(0, s.pendingNs(), s.name());
+        }
+        assertEquals(0, device.memory().inUseBytes());
+        assertEquals(0, device.staging().inUseBytes());
+        try (DistributedMatrix a = DistributedMatrix.random(DType.F64, 50, 50, 16, 8)) {
+            la.lu(a);
+        }
+    }
+
     @Test
     void shouldRejectBadShapes() {
         try (DistributedMatrix a = DistributedMatrix.random(DType.F64, 40, 30, 16, 1);

@@ -2,7 +2,9 @@ package dev.poniard.linalg.device;
 
 import dev.poniard.linalg.DType;
 import dev.poniard.linalg.DistributedMatrix;
+import dev.poniard.linalg.LuFactorization;
 import dev.poniard.linalg.NotPositiveDefiniteException;
+import dev.poniard.linalg.SingularMatrixException;
 import dev.poniard.linalg.tile.Tile;
 import dev.poniard.linalg.tile.TileKernels.Diag;
 import dev.poniard.linalg.tile.TileKernels.Side;
@@ -14,12 +16,13 @@ import dev.poniard.scheduler.stream.DeviceCall;
 import dev.poniard.scheduler.stream.StreamScheduler;
 import dev.poniard.scheduler.stream.StreamScheduler.Access;
 import dev.poniard.scheduler.stream.cuda.CudaDevice;
+import java.nio.IntBuffer;
 import java.util.ArrayList;
 import java.util.List;
 import org.bytedeco.javacpp.Pointer;
 
 /**
- * Tile linear algebra on one device's streams: GEMM and Cholesky of whole (one-rank) matrices as tile DAGs
+ * Tile linear algebra on one device's streams: GEMM, Cholesky and LU of whole (one-rank) matrices as tile DAGs
  * of library calls — cuBLAS through JCuda on a {@link CudaDevice}, OpenBLAS on the CPU emulation
  * ({@link dev.poniard.scheduler.stream.cpu.CpuDevice}), the same code path on both.
  *
@@ -49,6 +52,14 @@ import org.bytedeco.javacpp.Pointer;
  * matrix not positive definite records the first failing column and later POTRFs do nothing; the kernels
  * already enqueued run to the end on meaningless data, and after the one synchronisation the operation
  * throws {@link NotPositiveDefiniteException} with the matrix left as it was and nothing left running.
+ *
+ * <p>LU is the right-looking tile algorithm with partial pivoting and the same look-ahead. Each panel (tile column
+ * k from the diagonal down) is factored by one LAPACK getrf in a host function, hybrid as POTRF is (Dagger.jl and
+ * PLASMA both found fine-grained pivot tasks far slower): its tiles are copied out, gathered into one pinned panel,
+ * factored, scattered back and copied in, and its pivots go to the device. A {@code laswp} call per other tile column
+ * then applies the interchanges on the device (the shipped {@code poniard_laswp} PTX, which gets the column's tile
+ * addresses as kernel parameters, at most 256 tile rows), and the tile columns
+ * right of the panel get their TRSM and GEMM updates. A singular panel is reported as POTRF's failure is.
  *
  * <p>On a CPU device the kernels call OpenBLAS on the emulated lanes; hold OpenBLAS to one thread
  * ({@code TileKernels.setBlasThreads(1)}), as {@code TileAlgebra}'s workers do, so the lanes use one core each.
@@ -300,6 +311,135 @@ public final class DeviceTileAlgebra implements AutoCloseable {
     }
 
     // ------------------------------------------------------------------------------------------------
+    // LU
+
+    /**
+     * LU factorization with partial pivoting, P A = L U, in place: U on and above the diagonal of {@code a}, the unit
+     * lower L below it; the result carries the row interchanges. Rectangular matrices and partial tiles work.
+     *
+     * @throws SingularMatrixException naming the column of the first exactly zero pivot; {@code a} is then unchanged
+     */
+    public synchronized LuFactorization lu(DistributedMatrix a) {
+        open();
+        check("lu", a);
+        DType t = a.type();
+        int mt = a.mt();
+        int nt = a.nt();
+        int nb = a.tileSize();
+        int steps = Math.min(mt, nt);
+        int[] piv = new int[Math.min(a.rows(), a.cols())];
+        PanelFailure failure = new PanelFailure();
+        CudaDevice gpu = device instanceof CudaDevice ? (CudaDevice) device : null;
+        try (Run run = new Run()) {
+            Slot[][] s = new Slot[mt][nt];
+            for (int j = 0; j < nt; j++) {
+                for (int i = 0; i < mt; i++) {
+                    s[i][j] = run.upload(a.tile(i, j));
+                }
+            }
+            Buffer scratch = run.staging((long) a.rows() * nb * t.bytes());
+            for (int k = 0; k < steps; k++) {
+                int w = a.tileCols(k);
+                int pm = a.rows() - k * nb;
+                int npiv = Math.min(pm, w);
+                Buffer pivHost = run.staging(4L * npiv);
+                Buffer pivDev = run.device(4L * npiv);
+                panel(run, t, a, s, k, scratch, pivHost, piv, failure);
+                run.sched.copyIn(pivHost, pivDev, 4L * npiv);
+                Slot d = s[k][k];
+                for (int j = 0; j < nt; j++) {
+                    if (j == k) {
+                        continue;
+                    }
+                    // look-ahead: tile column k + 1 is the next panel
+                    boolean next = j == k + 1;
+                    List<Buffer> column = new ArrayList<>();
+                    for (int i = k; i < mt; i++) {
+                        column.add(s[i][j].dev);
+                    }
+                    int cols = a.tileCols(j);
+                    run.launch(DeviceTileKernels.laswp(gpu, t, column, nb, a.tileRows(mt - 1), cols, pivDev, npiv),
+                            (double) npiv * cols, next);
+                    if (j < k) {
+                        continue; // the left swaps of finished columns are all they need
+                    }
+                    Slot u = s[k][j];
+                    run.launch(DeviceTileKernels.trsm(cublas, t, Side.LEFT, Uplo.LOWER, Trans.N, Diag.UNIT,
+                            u.tile.rows(), cols, 1.0, d.dev, d.ld(), u.dev, u.ld()),
+                            (double) u.tile.rows() * u.tile.rows() * cols, next);
+                    for (int i = k + 1; i < mt; i++) {
+                        Slot l = s[i][k];
+                        Slot c = s[i][j];
+                        run.launch(DeviceTileKernels.gemm(cublas, t, Trans.N, Trans.N, c.tile.rows(), cols, w, -1.0,
+                                l.dev, l.ld(), u.dev, u.ld(), 1.0, c.dev, c.ld()), 2.0 * c.tile.rows() * cols * w, next);
+                    }
+                }
+            }
+            for (int j = 0; j < nt; j++) {
+                for (int i = 0; i < mt; i++) {
+                    run.download(s[i][j]);
+                }
+            }
+            run.finish();
+            if (failure.tile >= 0) {
+                throw new SingularMatrixException(failure.tile, failure.column);
+            }
+            run.copyBack();
+        }
+        return new LuFactorization(a, piv);
+    }
+
+    /** The first panel that met an exactly zero pivot; written by a host function, read after the device synchronised. */
+    private static final class PanelFailure {
+        volatile int tile = -1;
+        volatile int column;
+    }
+
+    /**
+     * Hybrid getrf of panel k (tiles k.. of tile column k), as MAGMA does: the tiles out to their staging buffers,
+     * LAPACK on the host gathers, factors and scatters them, then they go back in. The host function writes the
+     * panel's pivots into {@code pivHost} (0-based from the panel's top, for the device's row interchanges) and into
+     * {@code piv} (global rows, the result). After a singular panel the later ones do nothing.
+     */
+    private void panel(Run run, DType t, DistributedMatrix a, Slot[][] s, int k, Buffer scratch, Buffer pivHost,
+                       int[] piv, PanelFailure failure) {
+        int mt = a.mt();
+        int nb = a.tileSize();
+        int w = a.tileCols(k);
+        List<Buffer> hosts = new ArrayList<>();
+        int[] rows = new int[mt - k];
+        List<Access> acc = new ArrayList<>();
+        for (int i = k; i < mt; i++) {
+            Slot p = s[i][k];
+            run.sched.copyOut(p.dev, p.host, p.bytes);
+            hosts.add(p.host);
+            rows[i - k] = p.tile.rows();
+            acc.add(Access.out(p.host));
+        }
+        acc.add(Access.out(scratch));
+        acc.add(Access.out(pivHost));
+        int pm = a.rows() - k * nb;
+        run.sched.host(() -> {
+            if (failure.tile >= 0) {
+                return;
+            }
+            int info = DeviceTileKernels.getrfOnHost(t, hosts, rows, w, scratch, pivHost);
+            IntBuffer rel = DeviceTileKernels.ints(pivHost);
+            for (int r = 0; r < Math.min(pm, w); r++) {
+                piv[k * nb + r] = k * nb + rel.get(r);
+            }
+            if (info > 0) {
+                failure.column = k * nb + info - 1;
+                failure.tile = k;
+            }
+        }, estimateNs((double) pm * w * w - (double) w * w * w / 3), acc.toArray(new Access[0]));
+        for (int i = k; i < mt; i++) {
+            Slot p = s[i][k];
+            run.sched.copyIn(p.host, p.dev, p.bytes);
+        }
+    }
+
+    // ------------------------------------------------------------------------------------------------
 
     private void open() {
         if (closed) {
@@ -349,6 +489,20 @@ public final class DeviceTileAlgebra implements AutoCloseable {
             Buffer host = device.staging().acquire(bytes);
             held.add(host);
             return new Slot(t, dev, host, bytes);
+        }
+
+        /** A pinned staging buffer held until the operation ends. */
+        Buffer staging(long bytes) {
+            Buffer b = device.staging().acquire(bytes);
+            held.add(b);
+            return b;
+        }
+
+        /** A device buffer held until the operation ends. */
+        Buffer device(long bytes) {
+            Buffer b = device.memory().acquire(bytes);
+            held.add(b);
+            return b;
         }
 
         Slot upload(Tile t) {

@@ -10,7 +10,9 @@ import static org.bytedeco.openblas.global.openblas.CblasTrans;
 import static org.bytedeco.openblas.global.openblas.CblasUnit;
 import static org.bytedeco.openblas.global.openblas.CblasUpper;
 import static org.bytedeco.openblas.global.openblas.LAPACK_COL_MAJOR;
+import static org.bytedeco.openblas.global.openblas.LAPACKE_dgetrf;
 import static org.bytedeco.openblas.global.openblas.LAPACKE_dpotrf;
+import static org.bytedeco.openblas.global.openblas.LAPACKE_sgetrf;
 import static org.bytedeco.openblas.global.openblas.LAPACKE_spotrf;
 import static org.bytedeco.openblas.global.openblas.cblas_dgemm;
 import static org.bytedeco.openblas.global.openblas.cblas_dsyrk;
@@ -27,9 +29,15 @@ import dev.poniard.linalg.tile.TileKernels.Uplo;
 import dev.poniard.scheduler.stream.Buffer;
 import dev.poniard.scheduler.stream.DeviceCall;
 import dev.poniard.scheduler.stream.StreamScheduler.Access;
+import dev.poniard.scheduler.stream.cuda.CudaDevice;
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
+import java.nio.IntBuffer;
+import java.util.ArrayList;
 import java.util.List;
 import org.bytedeco.javacpp.DoublePointer;
 import org.bytedeco.javacpp.FloatPointer;
+import org.bytedeco.javacpp.IntPointer;
 import org.bytedeco.javacpp.Pointer;
 
 /**
@@ -39,6 +47,12 @@ import org.bytedeco.javacpp.Pointer;
  * ({@link DeviceTileAlgebra}), which builds every call from a matrix's tile shapes.
  */
 final class DeviceTileKernels {
+    /** The row-interchange kernel's PTX module (a class-path resource) and entry. */
+    static final String LASWP_MODULE = "/dev/poniard/linalg/kernels/laswp.ptx";
+    static final String LASWP_ENTRY = "poniard_laswp";
+    /** The most tiles one interchange launch can reach: their addresses go by value in the kernel's parameters. */
+    static final int LASWP_MAX_TILES = 256;
+
     private DeviceTileKernels() {
     }
 
@@ -96,6 +110,113 @@ final class DeviceTileKernels {
             throw new IllegalStateException("LAPACK potrf rejected argument " + (-info) + " (info " + info + ")");
         }
         return info;
+    }
+
+    /**
+     * The row interchanges of one LU panel on one tile column: for r = 0 .. npiv - 1 in order, rows r and piv[r]
+     * swap, both counted from the first row of {@code column} (tiles of {@code nb} rows, the last {@code lastRows},
+     * all {@code cols} wide). {@code piv} is a device buffer of {@code npiv} ints. A CUDA device launches the shipped
+     * {@code poniard_laswp} PTX ({@code gpu} null on the CPU emulation, whose lanes run the same loop in Java).
+     */
+    static DeviceCall laswp(CudaDevice gpu, DType t, List<Buffer> column, int nb, int lastRows, int cols, Buffer piv,
+                            int npiv) {
+        if (column.size() > LASWP_MAX_TILES) {
+            throw new IllegalArgumentException("a device LU reaches at most " + LASWP_MAX_TILES + " tile rows below a "
+                    + "panel, got " + column.size() + ": use a larger tile size");
+        }
+        List<Access> acc = new ArrayList<>();
+        acc.add(Access.in(piv));
+        for (Buffer b : column) {
+            acc.add(Access.out(b));
+        }
+        int es = t.bytes();
+        return DeviceCall.of("laswp " + npiv + " rows x " + cols, acc, () -> {
+            IntBuffer p = ints(piv);
+            ByteBuffer[] tiles = new ByteBuffer[column.size()];
+            for (int i = 0; i < tiles.length; i++) {
+                tiles[i] = column.get(i).bytes().duplicate().order(ByteOrder.nativeOrder());
+            }
+            int last = tiles.length - 1;
+            for (int r = 0; r < npiv; r++) {
+                int q = p.get(r);
+                if (q == r) {
+                    continue;
+                }
+                ByteBuffer ta = tiles[r / nb], tb = tiles[q / nb];
+                int lda = r / nb == last ? lastRows : nb, ldb = q / nb == last ? lastRows : nb;
+                for (int c = 0; c < cols; c++) {
+                    int ia = (c * lda + r % nb) * es, ib = (c * ldb + q % nb) * es;
+                    if (es == 8) {
+                        long x = ta.getLong(ia);
+                        ta.putLong(ia, tb.getLong(ib));
+                        tb.putLong(ib, x);
+                    } else {
+                        int x = ta.getInt(ia);
+                        ta.putInt(ia, tb.getInt(ib));
+                        tb.putInt(ib, x);
+                    }
+                }
+            }
+        }, site -> CudaRowSwaps.launch(cuda(gpu, "laswp"), site, column, nb, lastRows, cols, es, piv, npiv));
+    }
+
+    /**
+     * LU with partial pivoting of one panel held as column-major tiles in host-visible buffers ({@code tiles}, each
+     * {@code rows[i]} x {@code w}), in place: gathered into {@code scratch} (room for the whole panel), factored by
+     * LAPACK {@code getrf}, scattered back. The min(Σrows, w) pivots go into {@code piv} as 0-based rows from the
+     * panel's top. Returns LAPACK's info: 0, or the 1-based column of the first exactly zero pivot.
+     */
+    static int getrfOnHost(DType t, List<Buffer> tiles, int[] rows, int w, Buffer scratch, Buffer piv) {
+        int pm = 0;
+        for (int r : rows) {
+            pm += r;
+        }
+        copyPanel(tiles, rows, w, pm, t.bytes(), scratch, true);
+        IntPointer ipiv = new IntPointer(new Pointer(piv.bytes().duplicate().clear()));
+        int info = t == DType.F64
+                ? LAPACKE_dgetrf(LAPACK_COL_MAJOR, pm, w, f64(scratch), pm, ipiv)
+                : LAPACKE_sgetrf(LAPACK_COL_MAJOR, pm, w, f32(scratch), pm, ipiv);
+        if (info < 0) {
+            throw new IllegalStateException("LAPACK getrf rejected argument " + (-info) + " (info " + info + ")");
+        }
+        IntBuffer p = ints(piv);
+        for (int r = 0; r < Math.min(pm, w); r++) {
+            p.put(r, p.get(r) - 1);
+        }
+        copyPanel(tiles, rows, w, pm, t.bytes(), scratch, false);
+        return info;
+    }
+
+    /** Copies the tiles of a panel into the column-major {@code pm} x {@code w} panel, or back. */
+    private static void copyPanel(List<Buffer> tiles, int[] rows, int w, int pm, int es, Buffer scratch, boolean in) {
+        ByteBuffer panel = scratch.bytes().duplicate();
+        int top = 0;
+        for (int i = 0; i < tiles.size(); i++) {
+            ByteBuffer tile = tiles.get(i).bytes().duplicate();
+            for (int c = 0; c < w; c++) {
+                int inTile = c * rows[i] * es, inPanel = (c * pm + top) * es;
+                if (in) {
+                    panel.put(inPanel, tile, inTile, rows[i] * es);
+                } else {
+                    tile.put(inTile, panel, inPanel, rows[i] * es);
+                }
+            }
+            top += rows[i];
+        }
+    }
+
+    /** A host-visible buffer as native-order ints from its start. */
+    static IntBuffer ints(Buffer b) {
+        ByteBuffer bb = b.bytes().duplicate().order(ByteOrder.nativeOrder());
+        bb.clear();
+        return bb.asIntBuffer();
+    }
+
+    private static CudaDevice cuda(CudaDevice gpu, String call) {
+        if (gpu == null) {
+            throw new IllegalStateException(call + " was built for a CPU device and cannot run on a CUDA stream");
+        }
+        return gpu;
     }
 
     private static Cublas cuda(Cublas cublas, String call) {

@@ -215,6 +215,7 @@ public final class CudaDevice implements Device {
     private final BufferPool staging;
     private final Map<String, CUmodule> modules = new HashMap<>();
     private final Map<Kernel, CUfunction> functions = new HashMap<>();
+    private final Map<String, CUfunction> namedFunctions = new HashMap<>();
     private final Events events = new Events();
     /** The first host function that threw since the last synchronize(). */
     private final AtomicReference<Throwable> hostFailure = new AtomicReference<>();
@@ -387,6 +388,32 @@ public final class CudaDevice implements Device {
         return f;
     }
 
+    /**
+     * The entry {@code entry} of a PTX module on the class path ({@code module} is its resource path, e.g.
+     * {@code /dev/poniard/linalg/kernels/laswp.ptx}), loaded on first use as the shipped kernels are: for the CUDA
+     * side of a {@link dev.poniard.scheduler.stream.DeviceCall} that launches its own PTX with {@code cuLaunchKernel}
+     * on its call site's stream.
+     *
+     * @throws IllegalStateException when the module is missing or the entry is not in it
+     */
+    public synchronized CUfunction function(String module, String entry) {
+        String key = module + '#' + entry;
+        CUfunction f = namedFunctions.get(key);
+        if (f != null) {
+            return f;
+        }
+        bind();
+        CUmodule m = modules.get(module);
+        if (m == null) {
+            m = loadModule(module);
+            modules.put(module, m);
+        }
+        f = new CUfunction();
+        check(cuModuleGetFunction(f, m, entry), "cuModuleGetFunction(" + entry + ") in " + module);
+        namedFunctions.put(key, f);
+        return f;
+    }
+
     private CUmodule loadModule(String resource) {
         String ptx = readResource(resource);
         CUmodule m = new CUmodule();
@@ -538,6 +565,7 @@ public final class CudaDevice implements Device {
             }
             modules.clear();
             functions.clear();
+            namedFunctions.clear();
             cuDevicePrimaryCtxRelease(cuDevice);
         }
     }
