@@ -30,7 +30,8 @@ final class Accumulate {
             if (x.ordering() == y.ordering() && x.elementWiseStride() == 1 && y.elementWiseStride() == 1) {
                 Nd4j.getBlasWrapper().level1().axpy(y.length(), w, x, y);
             } else {
-                // One element-wise pass across layouts: 155 us on 256 x 256 floats of opposite orders, 220-500 for mul+addi.
+                // One element-wise pass across layouts: 155 us on 256 x 256 floats of opposite orders (mul+addi:
+                // 220-500 us).
                 Nd4j.exec(new Axpy(x, y, y, w));
             }
             return;

@@ -1346,7 +1346,7 @@ public final class SameDiffPipeline implements SameDiffTraining, AutoCloseable {
     /**
      * Stage {@code s}'s gradient sum for parameter {@code p}, reused every step rather than allocated on each step's
      * first backward, and laid out as the gradient is (SameDiff returns matmul weight gradients in 'f' order), so that
-     * adding a micro-batch's gradient is one BLAS axpy (6 us on a 256 x 256 float weight, against 155 us across orders).
+     * adding a micro-batch's gradient is one BLAS axpy (6 us on a 256 x 256 float weight, 155 us across layouts).
      */
     private INDArray accumulator(int s, String p, INDArray grad) {
         INDArray acc = gradAccumulators[s].get(p);

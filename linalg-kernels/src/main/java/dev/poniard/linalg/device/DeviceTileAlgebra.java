@@ -371,7 +371,8 @@ public final class DeviceTileAlgebra implements AutoCloseable {
                         Slot l = s[i][k];
                         Slot c = s[i][j];
                         run.launch(DeviceTileKernels.gemm(cublas, t, Trans.N, Trans.N, c.tile.rows(), cols, w, -1.0,
-                                l.dev, l.ld(), u.dev, u.ld(), 1.0, c.dev, c.ld()), 2.0 * c.tile.rows() * cols * w, next);
+                                l.dev, l.ld(), u.dev, u.ld(), 1.0, c.dev, c.ld()),
+                                2.0 * c.tile.rows() * cols * w, next);
                     }
                 }
             }
@@ -389,7 +390,7 @@ public final class DeviceTileAlgebra implements AutoCloseable {
         return new LuFactorization(a, piv);
     }
 
-    /** The first panel that met an exactly zero pivot; written by a host function, read after the device synchronised. */
+    /** The first panel that met an exactly zero pivot; written by a host function, read after synchronising. */
     private static final class PanelFailure {
         volatile int tile = -1;
         volatile int column;
