@@ -5,6 +5,9 @@ import dev.poniard.scheduler.Scope;
 import dev.poniard.scheduler.TaskHandle;
 import dev.poniard.scheduler.TaskOptions;
 import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.Collections;
+import java.util.IdentityHashMap;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
@@ -33,24 +36,30 @@ import org.nd4j.linalg.indexing.NDArrayIndex;
  * }
  * }</pre>
  *
- * <p><b>Implementation overview.</b> Replica 0 is the caller's graph itself; replicas 1..W-1 are {@code dup()}s
- * (SameDiff training is not thread-safe), and replica {@code i}'s tasks are scoped to scheduler processor {@code i},
- * so each graph is touched by one thread at a time. One step:
+ * <p><b>Implementation overview.</b> Each replica is a {@link StageGraph} of the whole graph (a pruned {@code dup()}
+ * whose forward and gradient ops run one by one through {@link OpRunner}, as a pipeline stage's do, and whose arrays
+ * are freed as soon as they are used: SameDiff 1.0.0-M2.1's {@code calculateGradientsAndOutputs} turns its array cache
+ * off and leaves every intermediate to the garbage collector, ~15 MB per step on a 7-layer MLP at 512 examples, which
+ * made the first ~100 steps 3x slower while the native heap grew onto fresh pages). Replica {@code i}'s tasks are
+ * scoped to scheduler processor {@code i}, so each replica is touched by one thread at a time. The caller's graph holds
+ * the parameters; the replicas copy them when an update has made theirs stale. One step:
  * <ol>
  *   <li>The global batch (the leading dimension of every sharded placeholder) is cut into W contiguous shards as
  *       evenly as possible: sizes differ by at most one, and workers beyond the example count idle.</li>
- *   <li>Gradient task per replica: copy replica 0's parameters if the last update made them stale, slice its shard,
- *       {@code calculateGradientsAndOutputs} for the trainable parameters and the loss variables.</li>
+ *   <li>Gradient task per replica: copy the caller's parameters if the last update made the replica's stale, slice
+ *       its shard, run the forward keeping what the gradient ops read, then the gradient ops, for the trainable
+ *       parameters and the loss variables.</li>
  *   <li>Reduce tasks, one per bucket of parameters (about equal element counts, one bucket per worker): write the
  *       bucket's slice of one flat buffer with the replicas' gradients, each scaled by its example count nᵢ
  *       (SameDiff's losses are means, so the full-batch gradient is Σ (nᵢ/N)·gᵢ), added in replica order.</li>
  *   <li>Exchange task: the buffer's last two slots get the weighted loss and Σ nᵢ; the {@link GradientExchange} sums
  *       the buffer over ranks; everything is divided by the global N. The fixed order makes the result the same run to
  *       run and on every rank.</li>
- *   <li>Update tasks, one per bucket, on replica 0's parameters: exactly what SameDiff's {@code TrainingSession} does
- *       after a gradient — regularization before the updater, the {@code GradientUpdater} (one instance per parameter,
- *       created from {@code getTrainingConfig().getUpdater()}), regularization after, then {@code param -= update}
- *       (or {@code +=} when the config maximises) — and the training config's iteration count goes up by one.</li>
+ *   <li>Update tasks, one per bucket, on the caller's graph's parameters: exactly what SameDiff's
+ *       {@code TrainingSession} does after a gradient — regularization before the updater, the {@code GradientUpdater}
+ *       (one instance per parameter, created from {@code getTrainingConfig().getUpdater()}), regularization after,
+ *       then {@code param -= update} (or {@code +=} when the config maximises) — and the training config's iteration
+ *       count goes up by one.</li>
  * </ol>
  * The updater state lives here, not in the graph: calling {@code sd.fit} afterwards starts from a fresh updater state.
  * An instance is used by one thread at a time.
@@ -175,7 +184,7 @@ public final class SameDiffDataParallel implements SameDiffTraining, AutoCloseab
     private final Context ctx;
     private final SameDiff master;
     private final Scheduler scheduler;
-    private final List<SameDiff> replicas = new ArrayList<>();
+    private final List<StageGraph> replicas = new ArrayList<>();
     private final TaskOptions[] gradOptions;
     private final List<String> params;
     private final long[] offsets;
@@ -195,7 +204,8 @@ public final class SameDiffDataParallel implements SameDiffTraining, AutoCloseab
     private SameDiffDataParallel(Context ctx) {
         this.ctx = ctx;
         this.master = ctx.sameDiff();
-        SameDiffDag.importGraph(master).requireDifferentiable();
+        SameDiffDag dag = SameDiffDag.importGraph(master);
+        dag.requireDifferentiable();
         this.losses = List.copyOf(master.getLossVariables());
         if (!master.hasGradientFunction()) {
             master.createGradFunction();
@@ -234,14 +244,17 @@ public final class SameDiffDataParallel implements SameDiffTraining, AutoCloseab
         }
 
         int w = ctx.workers();
-        replicas.add(master);
-        for (int i = 1; i < w; i++) {
-            SameDiff r = master.dup();
-            r.setTrainingConfig(master.getTrainingConfig());
-            r.setLossVariables(losses.toArray(new String[0]));
-            replicas.add(r);
+        Stage whole = dag.stagesAt(new int[] {0, dag.ops().size()}).get(0);
+        for (int i = 0; i < w; i++) {
+            StageGraph g = StageGraph.build(dag, whole, losses);
+            if (!g.parameters.containsAll(params)) {
+                throw new IllegalStateException("the replica graph reads parameters " + g.parameters
+                        + " but the trainable parameters are " + params);
+            }
+            replicas.add(g);
         }
         this.replicaVersion = new long[w];
+        Arrays.fill(replicaVersion, -1);
         this.gradOptions = new TaskOptions[w];
         for (int i = 0; i < w; i++) {
             gradOptions[i] = TaskOptions.named("dp-grad-" + i).scope(Scope.processors(i));
@@ -304,9 +317,8 @@ public final class SameDiffDataParallel implements SameDiffTraining, AutoCloseab
             }
             loss = SameDiffDag.join(combined)[0];
         } finally {
-            // Even a failed update may have changed some of replica 0's parameters: the others copy them next step.
+            // Even a failed update may have changed some parameters: every replica copies them next step.
             version++;
-            replicaVersion[0] = version;
         }
         master.getTrainingConfig().incrementIterationCount();
         steps++;
@@ -367,32 +379,65 @@ public final class SameDiffDataParallel implements SameDiffTraining, AutoCloseab
 
     /** Runs on processor {@code i}: refresh the replica's parameters if stale, then its shard's gradients. */
     private ShardResult shardGradients(int i, Map<String, INDArray> batch, long from, long to) {
-        SameDiff r = replicas.get(i);
-        if (replicaVersion[i] != version) {
-            // Replica 0 was updated by the last update task, which finished before this step's tasks were spawned.
-            for (String name : params) {
-                r.getArrForVarName(name).assign(master.getArrForVarName(name));
-            }
-            replicaVersion[i] = version;
-        }
+        StageGraph g = replicas.get(i);
+        refresh(i);
         long stream = (steps * ctx.exchange().worldSize() + ctx.exchange().rank()) * replicas.size() + i;
         Nd4j.getRandom().setSeed(ctx.seed() + stream);
         Map<String, INDArray> shard = Batches.slice(batch, ctx.unsharded(), from, to);
         OutAndGrad og;
         try {
-            og = r.calculateGradientsAndOutputs(shard, losses, params);
+            og = g.backward(shard, Map.of(), g.forwardKeeping(shard));
+        } catch (UnsupportedGraphException e) {
+            throw e;
         } catch (RuntimeException e) {
-            throw new IllegalStateException("SameDiff failed to compute the gradients of replica " + i + " on examples ["
-                    + from + ", " + to + ")" + (to - from == 1 ? "; this shard has a single example, and SameDiff "
-                    + "1.0.0-M2.1 fails on some graphs for one-example batches (sd.calculateGradients fails the same way): "
-                    + "use at least 2 examples per worker" : "") + ": " + e, e);
+            throw new IllegalStateException("replica " + i + " failed to compute the gradients of examples [" + from
+                    + ", " + to + ")" + (to - from == 1 ? "; this shard has a single example, and SameDiff 1.0.0-M2.1 "
+                    + "fails on some graphs for one-example batches (sd.calculateGradients fails the same way): use at "
+                    + "least 2 examples per worker" : "") + ": " + e, e);
         }
         double loss = 0;
         for (String l : losses) {
             INDArray v = og.getOutputs().get(l);
             loss += v.isScalar() ? v.getDouble(0) : v.sumNumber().doubleValue();
         }
+        // The shard's copies of the batch and the loss values are this step's alone: freed now, not at the next GC.
+        Set<INDArray> keep = Collections.newSetFromMap(new IdentityHashMap<>());
+        keep.addAll(batch.values());
+        keep.addAll(og.getGradients().values());
+        List<INDArray> done = new ArrayList<>(shard.values());
+        done.addAll(og.getOutputs().values());
+        free(done, keep);
         return new ShardResult((int) (to - from), og.getGradients(), loss);
+    }
+
+    /** Copies the caller's parameters into replica {@code i} if an update has changed them since its last copy. */
+    private void refresh(int i) {
+        if (replicaVersion[i] != version) {
+            StageGraph g = replicas.get(i);
+            for (String name : g.parameters) {
+                g.sd.getArrForVarName(name).assign(master.getArrForVarName(name));
+            }
+            replicaVersion[i] = version;
+        }
+    }
+
+    /**
+     * Closes each array of {@code arrays} once, unless it is in {@code keep} or is one of a replica's parameters: the
+     * shards' batch slices, losses and gradients, which would otherwise wait for a garbage collection while the native
+     * heap grows onto fresh pages (see the overview).
+     */
+    private void free(List<INDArray> arrays, Set<INDArray> keep) {
+        Set<INDArray> seen = Collections.newSetFromMap(new IdentityHashMap<>());
+        for (StageGraph r : replicas) {
+            for (String name : r.parameters) {
+                keep.add(r.sd.getArrForVarName(name));
+            }
+        }
+        for (INDArray a : arrays) {
+            if (a != null && seen.add(a) && !keep.contains(a) && a.closeable() && !a.wasClosed()) {
+                a.close();
+            }
+        }
     }
 
     /**
@@ -429,6 +474,12 @@ public final class SameDiffDataParallel implements SameDiffTraining, AutoCloseab
 
     /** After the reduce tasks: the loss and example slots, the exchange between ranks, the division by N. */
     private double[] exchange(ShardResult[] shards) {
+        // Every bucket has added the shards' gradients into the buffer: they are no longer needed.
+        List<INDArray> grads = new ArrayList<>();
+        for (ShardResult s : shards) {
+            grads.addAll(s.gradients().values());
+        }
+        free(grads, Collections.newSetFromMap(new IdentityHashMap<>()));
         int p = params.size();
         double loss = 0;
         double examples = 0;
@@ -451,35 +502,31 @@ public final class SameDiffDataParallel implements SameDiffTraining, AutoCloseab
 
     /**
      * Update task of bucket {@code b}: the same per-parameter update as SameDiff's TrainingSession, on the combined
-     * gradient, for the bucket's parameters of replica 0 (buckets own disjoint parameters and updater states).
+     * gradient, for the bucket's parameters of the caller's graph (buckets own disjoint parameters and updater states).
      */
     private void applyUpdate(int b, TrainingConfig tc, int iteration, int epoch) {
         for (int i = bucketStart[b]; i < bucketStart[b + 1]; i++) {
             INDArray param = master.getArrForVarName(params.get(i));
-            INDArray grad = gradientView(i).reshape(param.ordering(), param.shape()).dup(param.ordering());
+            // The updater overwrites the gradient: the buffer's slice itself, which the next step's reduce resets.
+            INDArray grad = gradientView(i).reshape(param.ordering(), param.shape());
             updater.apply(params.get(i), param, grad, tc, iteration, epoch);
         }
     }
 
     // ------------------------------------------------------------------------------------------------
 
-    /** Replica {@code i} (0 is the caller's graph); for tests. Its parameters may lag until its next task. */
+    /** Replica {@code i}'s graph; for tests. Its parameters may lag until its next task. */
     SameDiff replica(int i) {
-        return replicas.get(i);
+        return replicas.get(i).sd;
     }
 
     /** Brings every replica's parameters up to date now (they otherwise refresh lazily in their next task). */
     void syncReplicas() {
         List<TaskHandle<Void>> hs = new ArrayList<>();
-        for (int i = 1; i < replicas.size(); i++) {
+        for (int i = 0; i < replicas.size(); i++) {
             int r = i;
             hs.add(scheduler.spawn(TaskOptions.named("dp-sync-" + i).scope(Scope.processors(i)), () -> {
-                if (replicaVersion[r] != version) {
-                    for (String name : params) {
-                        replicas.get(r).getArrForVarName(name).assign(master.getArrForVarName(name));
-                    }
-                    replicaVersion[r] = version;
-                }
+                refresh(r);
                 return null;
             }));
         }
