@@ -58,8 +58,8 @@ import org.bytedeco.javacpp.Pointer;
  * PLASMA both found fine-grained pivot tasks far slower): its tiles are copied out, gathered into one pinned panel,
  * factored, scattered back and copied in, and its pivots go to the device. A {@code laswp} call per other tile column
  * then applies the interchanges on the device (the shipped {@code poniard_laswp} PTX, which gets the column's tile
- * addresses as kernel parameters, at most 256 tile rows), and the tile columns
- * right of the panel get their TRSM and GEMM updates. A singular panel is reported as POTRF's failure is.
+ * addresses as kernel parameters, at most 256 tile rows), and the tile columns right of the panel get their TRSM and
+ * GEMM updates. A singular panel is reported as POTRF's failure is.
  *
  * <p>On a CPU device the kernels call OpenBLAS on the emulated lanes; hold OpenBLAS to one thread
  * ({@code TileKernels.setBlasThreads(1)}), as {@code TileAlgebra}'s workers do, so the lanes use one core each.
