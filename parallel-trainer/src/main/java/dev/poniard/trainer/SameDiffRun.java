@@ -11,7 +11,7 @@ import org.nd4j.linalg.dataset.api.iterator.DataSetIterator;
 
 /**
  * The SameDiff side of {@link ParallelTrainer}: global batches as the trainer forms them (per-worker batch size,
- * prefetching, rank shards), each trained by the bridge's {@link SameDiffDataParallel} (one {@code dup()} per
+ * prefetching, rank shards), each trained by the bridge's {@link SameDiffDataParallel} (one replica graph per
  * worker, example-weighted gradients, the training config's updater applied once), with the ranks' gradient sums
  * combined through the trainer's {@link GradientAllReduce}.
  */
