@@ -1,6 +1,7 @@
 package dev.poniard.samples.cli;
 
 import dev.poniard.bridge.NativeMemoryGuard;
+import java.io.PrintStream;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
 
@@ -13,6 +14,7 @@ public final class PoniardCli implements Runnable {
     CommandLine.Model.CommandSpec spec;
 
     public static void main(String[] args) {
+        System.setOut(new SameDiffNoiseFilter(System.out));
         String limit = System.getProperty("poniard.maxPhysicalBytes");
         if (limit == null) {
             System.exit(run(args));
@@ -23,6 +25,26 @@ public final class PoniardCli implements Runnable {
             code = run(args);
         }
         System.exit(code);
+    }
+
+    /**
+     * Standard output without SameDiff 1.0.0-M2.1's "Added differentiated op ..." lines, which it prints for every op of
+     * every gradient function it builds: dozens per model, again for each replica, stage and timing copy. Every other
+     * line passes unchanged.
+     */
+    static final class SameDiffNoiseFilter extends PrintStream {
+        static final String PREFIX = "Added differentiated op ";
+
+        SameDiffNoiseFilter(PrintStream out) {
+            super(out, true);
+        }
+
+        @Override
+        public void println(String x) {
+            if (x == null || !x.startsWith(PREFIX)) {
+                super.println(x);
+            }
+        }
     }
 
     /** Runs the command line and returns its exit code (tests call this instead of main). */

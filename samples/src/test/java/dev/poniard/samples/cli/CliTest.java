@@ -30,6 +30,22 @@ class CliTest {
     }
 
     @Test
+    void shouldDropSameDiffsGradientChatterAndPassEveryOtherLine() {
+        java.io.ByteArrayOutputStream bytes = new java.io.ByteArrayOutputStream();
+        try (PoniardCli.SameDiffNoiseFilter out = new PoniardCli.SameDiffNoiseFilter(
+                new java.io.PrintStream(bytes, true, java.nio.charset.StandardCharsets.UTF_8))) {
+            out.println("Added differentiated op xw_plus_b_3");
+            out.println("trained 625 steps");
+            out.println("Added differentiated op? no: a different line");
+            out.print("partial ");
+            out.println((String) null);
+        }
+        assertEquals(String.join(System.lineSeparator(), "trained 625 steps",
+                "Added differentiated op? no: a different line", "partial null", ""),
+                bytes.toString(java.nio.charset.StandardCharsets.UTF_8));
+    }
+
+    @Test
     void shouldNameTheAvailableSuitesForAnUnknownOne() {
         CliRun r = run("bench", "nonsense");
         assertNotEquals(0, r.code());
