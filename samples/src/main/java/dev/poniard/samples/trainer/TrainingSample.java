@@ -31,6 +31,8 @@ import org.nd4j.linalg.dataset.DataSet;
 import org.nd4j.linalg.dataset.ViewIterator;
 import org.nd4j.linalg.dataset.api.iterator.DataSetIterator;
 import org.nd4j.linalg.factory.Nd4j;
+import org.nd4j.linalg.indexing.INDArrayIndex;
+import org.nd4j.linalg.indexing.NDArrayIndex;
 import org.nd4j.linalg.learning.config.Adam;
 import org.nd4j.linalg.lossfunctions.LossFunctions;
 
@@ -262,11 +264,20 @@ public enum TrainingSample {
 
     private static DataSet rows(DataSet all, int from, int to, int limit) {
         int end = limit > 0 ? Math.min(to, from + limit) : to;
-        int[] idx = new int[end - from];
-        for (int i = 0; i < idx.length; i++) {
-            idx[i] = from + i;
+        return new DataSet(rows(all.getFeatures(), from, end), rows(all.getLabels(), from, end));
+    }
+
+    /**
+     * Rows {@code [from, end)} of {@code a} as a copy of their own. One interval copy: {@code getRows} of the row
+     * indices copied row by row, ~1 s of CPU for the 10,000 MNIST images, a sixth of {@code ./poniard train}.
+     */
+    private static INDArray rows(INDArray a, int from, int end) {
+        INDArrayIndex[] idx = new INDArrayIndex[a.rank()];
+        idx[0] = NDArrayIndex.interval(from, end);
+        for (int d = 1; d < idx.length; d++) {
+            idx[d] = NDArrayIndex.all();
         }
-        return new DataSet(all.getFeatures().getRows(idx), all.getLabels().getRows(idx));
+        return a.get(idx).dup('c');
     }
 
     /** Train and test sets of a sample. */
