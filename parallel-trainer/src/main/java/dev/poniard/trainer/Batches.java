@@ -108,7 +108,11 @@ final class Batches {
         return sizes;
     }
 
-    /** Examples [from, to) of a data set, as copies (a replica may keep its input arrays). */
+    /**
+     * Examples [from, to) of a data set: views of 'c'-ordered arrays, whose rows are contiguous (copying them cost
+     * ~0.5 s of CPU, fresh pages included, in a 6 s {@code ./poniard train}), and copies of others. A replica keeps
+     * its input arrays until its next step, as it keeps the whole batch when it is the only replica.
+     */
     static DataSet slice(DataSet ds, int from, int to) {
         return new DataSet(rows(ds.getFeatures(), from, to), rows(ds.getLabels(), from, to),
                 rows(ds.getFeaturesMaskArray(), from, to), rows(ds.getLabelsMaskArray(), from, to));
@@ -126,6 +130,7 @@ final class Batches {
         for (int d = 1; d < idx.length; d++) {
             idx[d] = NDArrayIndex.all();
         }
-        return a.get(idx).dup();
+        INDArray view = a.get(idx);
+        return a.ordering() == 'c' ? view : view.dup();
     }
 }
