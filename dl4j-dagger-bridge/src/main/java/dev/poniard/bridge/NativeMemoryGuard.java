@@ -103,17 +103,21 @@ public final class NativeMemoryGuard implements AutoCloseable {
 
     private void watch() {
         long last = System.nanoTime() - ctx.minInterval.toNanos();
+        boolean trimPending = false;
         try {
             while (!Thread.currentThread().isInterrupted()) {
+                // The sampling period of this daemon, not a wait for an event: there is none for the resident size.
                 Thread.sleep(ctx.period.toMillis(), ctx.period.toNanosPart() % 1_000_000);
                 long now = System.nanoTime();
-                if (now - last >= ctx.minInterval.toNanos() && Pointer.physicalBytes() > ctx.limitBytes) {
-                    System.gc();
-                    // Let the deallocator threads free what the collection found before handing heap back.
-                    Thread.sleep(100);
+                if (trimPending) {
+                    // One period after the collection, so ND4J's deallocator threads have freed what it found.
                     trimMemory();
                     collections.incrementAndGet();
-                    last = System.nanoTime();
+                    trimPending = false;
+                    last = now;
+                } else if (now - last >= ctx.minInterval.toNanos() && Pointer.physicalBytes() > ctx.limitBytes) {
+                    System.gc();
+                    trimPending = true;
                 }
                 ctx.afterCheck.run();
             }

@@ -185,6 +185,8 @@ public final class SameDiffDataParallel implements SameDiffTraining, AutoCloseab
     private final SameDiff master;
     private final Scheduler scheduler;
     private final List<StageGraph> replicas = new ArrayList<>();
+    /** The replicas' parameter arrays (updated in place, never replaced): never freed with a step's arrays. */
+    private final Set<INDArray> replicaParameters = Collections.newSetFromMap(new IdentityHashMap<>());
     private final TaskOptions[] gradOptions;
     private final List<String> params;
     private final long[] offsets;
@@ -252,6 +254,9 @@ public final class SameDiffDataParallel implements SameDiffTraining, AutoCloseab
                         + " but the trainable parameters are " + params);
             }
             replicas.add(g);
+            for (String name : g.parameters) {
+                replicaParameters.add(g.sd.getArrForVarName(name));
+            }
         }
         this.replicaVersion = new long[w];
         Arrays.fill(replicaVersion, -1);
@@ -428,13 +433,9 @@ public final class SameDiffDataParallel implements SameDiffTraining, AutoCloseab
      */
     private void free(List<INDArray> arrays, Set<INDArray> keep) {
         Set<INDArray> seen = Collections.newSetFromMap(new IdentityHashMap<>());
-        for (StageGraph r : replicas) {
-            for (String name : r.parameters) {
-                keep.add(r.sd.getArrForVarName(name));
-            }
-        }
         for (INDArray a : arrays) {
-            if (a != null && seen.add(a) && !keep.contains(a) && a.closeable() && !a.wasClosed()) {
+            if (a != null && seen.add(a) && !keep.contains(a) && !replicaParameters.contains(a) && a.closeable()
+                    && !a.wasClosed()) {
                 a.close();
             }
         }

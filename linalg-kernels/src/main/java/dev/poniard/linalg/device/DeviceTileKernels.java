@@ -212,18 +212,12 @@ final class DeviceTileKernels {
         return bb.asIntBuffer();
     }
 
-    private static CudaDevice cuda(CudaDevice gpu, String call) {
-        if (gpu == null) {
+    /** A call's CUDA handle (cuBLAS handles, the device), which a call built for a CPU device does not have. */
+    private static <T> T cuda(T handle, String call) {
+        if (handle == null) {
             throw new IllegalStateException(call + " was built for a CPU device and cannot run on a CUDA stream");
         }
-        return gpu;
-    }
-
-    private static Cublas cuda(Cublas cublas, String call) {
-        if (cublas == null) {
-            throw new IllegalStateException(call + " was built for a CPU device and cannot run on a CUDA stream");
-        }
-        return cublas;
+        return handle;
     }
 
     private static String prefix(DType t) {
