@@ -1,6 +1,8 @@
 package dev.poniard.linalg;
 
+import dev.poniard.linalg.dist.Distribution;
 import dev.poniard.linalg.tile.Tile;
+import dev.poniard.linalg.tile.TileKernels;
 
 /**
  * Result of {@link TileAlgebra#qr}: the factored matrix (R in its upper triangle, reflectors below and in
@@ -20,6 +22,33 @@ public final class QrFactorization implements AutoCloseable {
         this.t = t;
         this.v = v;
         this.innerBlock = innerBlock;
+    }
+
+    /**
+     * Empty T and reflector tiles for a QR of {@code a} with inner block size {@code innerBlock}, allocated on the rank
+     * that owns each tile column (row 0's owner): T of step k and tile row i >= k is min(ib, r) x w for the tile
+     * column's width w and r = min(rows, w) reflectors at i = k, w at i > k. For implementations of the factorization
+     * other than {@link TileAlgebra#qr} (the device algebra), which fill {@link #t} and {@link #v} as LAPACK's
+     * geqrt/tpqrt leave them; the result owns the tiles (close it).
+     */
+    public static QrFactorization allocate(DistributedMatrix a, int innerBlock) {
+        if (innerBlock < 1) {
+            throw new IllegalArgumentException("innerBlock must be >= 1, got " + innerBlock);
+        }
+        Distribution d = a.distribution();
+        int steps = Math.min(a.mt(), a.nt());
+        int me = a.localRank();
+        TileSet t = new TileSet("T factors of the QR of " + a.describe(), a.type(), a.mt(), steps, (i, k) -> {
+            if (i < k) {
+                return null;
+            }
+            int w = a.tileCols(k);
+            int refl = i == k ? Math.min(a.tileRows(k), w) : w;
+            return new int[] {TileKernels.tRows(innerBlock, refl), w};
+        }, (i, k) -> d.owner(0, k).rank(), me);
+        TileSet v = new TileSet("reflectors of the QR of " + a.describe(), a.type(), steps, 1,
+                (k, z) -> new int[] {a.tileRows(k), a.tileCols(k)}, (k, z) -> d.owner(0, k).rank(), me);
+        return new QrFactorization(a, t, v, innerBlock);
     }
 
     public DistributedMatrix factors() {

@@ -24,7 +24,6 @@ import java.util.List;
 import java.util.Map;
 import java.util.TreeSet;
 import java.util.function.Consumer;
-import java.util.function.IntBinaryOperator;
 
 /**
  * Tile linear algebra as data-dependency DAGs on a {@link Scheduler}: every operation spawns one task
@@ -902,22 +901,11 @@ public final class TileAlgebra implements AutoCloseable {
 
     /** QR in place of a matrix whose every tile column is on one rank. */
     private QrFactorization qrByColumns(DistributedMatrix a) {
-        Distribution d = a.distribution();
         int ib = ctx.innerBlock();
         int steps = Math.min(a.mt(), a.nt());
-        int me = a.localRank();
-        IntBinaryOperator columnOwner = (i, k) -> d.owner(0, k).rank();
-        TileSet t = new TileSet("T factors of the QR of " + a.describe(), a.type(), a.mt(), steps, (i, k) -> {
-            if (i < k) {
-                return null;
-            }
-            int w = a.tileCols(k);
-            int refl = i == k ? Math.min(a.tileRows(k), w) : w;
-            return new int[] {TileKernels.tRows(ib, refl), w};
-        }, columnOwner, me);
-        TileSet v = new TileSet("reflectors of the QR of " + a.describe(), a.type(), steps, 1,
-                (k, z) -> new int[] {a.tileRows(k), a.tileCols(k)}, (k, z) -> d.owner(0, k).rank(), me);
-        QrFactorization f = new QrFactorization(a, t, v, ib); // owns the tiles from here on
+        QrFactorization f = QrFactorization.allocate(a, ib); // owns the tiles from here on
+        TileTasks.Tiles t = f.tFactors();
+        TileTasks.Tiles v = f.reflectors();
         Ops ops = new Ops(a);
         TaskOptions geqrt = a.isWhole() ? ops.geqrt : ops.geqrt.priority(PANEL_PRIORITY);
         TaskOptions tpqrt = a.isWhole() ? ops.tpqrt : ops.tpqrt.priority(PANEL_PRIORITY);

@@ -7,6 +7,7 @@ import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import dev.poniard.linalg.device.DeviceTileAlgebra;
+import dev.poniard.linalg.tile.Tile;
 import dev.poniard.linalg.tile.TileKernels;
 import dev.poniard.linalg.tile.TileKernels.Trans;
 import dev.poniard.linalg.tile.TileKernels.Uplo;
@@ -216,6 +217,58 @@ abstract class DeviceTileAlgebraTest {
         try (DistributedMatrix a = DistributedMatrix.random(DType.F64, 50, 50, 16, 8)) {
             la.lu(a);
         }
+    }
+
+    @ParameterizedTest(name = "{0}x{1} tile {2} {3}")
+    @CsvSource({"64,64,16,F64", "100,100,32,F64", "130,90,32,F64", "70,110,32,F64", "200,50,64,F64", "33,20,64,F64",
+            "120,90,32,F32", "1,1,4,F64"})
+    void shouldFactorQrAsTheHostAlgebraDoesWithOneReflectorBlockPerTile(int m, int n, int nb, DType type) {
+        long seed = seed("device qr");
+        try (TileAlgebra host = TileAlgebra.launch(new TileAlgebra.Context().workers(1).innerBlock(nb));
+             DistributedMatrix a = DistributedMatrix.random(type, m, n, nb, seed); DistributedMatrix f = a.copy();
+             DistributedMatrix hf = a.copy(); QrFactorization qr = la.qr(f); QrFactorization hqr = host.qr(hf);
+             DistributedMatrix q = DistributedMatrix.zeros(type, m, m, nb)) {
+            assertEquals(nb, qr.innerBlock());
+            // Q from the device's reflectors and T, applied by the host algebra
+            for (int i = 0; i < m; i++) {
+                q.set(i, i, 1);
+            }
+            host.applyQ(qr, Trans.N, q);
+            double[] qd = q.toColumnMajor();
+            double[] r = Dense.upper(f.toColumnMajor(), m, n);
+            int k = Math.min(m, n);
+            double[] qr2 = Dense.mul(java.util.Arrays.copyOf(qd, m * k), m, k, false, r, k, n, false);
+            double[] ad = a.toColumnMajor();
+            double eps = type.epsilon();
+            double res = Dense.frobDiff(ad, qr2) / (Dense.frob(ad) * Math.max(m, n) * eps);
+            assertTrue(res < 10, "scaled residual ||A - QR||/(||A|| n eps) = " + res);
+            double orth = Dense.frobDiff(Dense.mul(qd, m, m, true, qd, m, m, false), Dense.identity(m)) / (m * eps);
+            assertTrue(orth < 10, "scaled orthogonality ||Q^T Q - I||/(m eps) = " + orth);
+            // the same Householder steps as LAPACK's kernels on the host: R, reflectors and T agree to rounding
+            double diff = Dense.frobDiff(f.toColumnMajor(), hf.toColumnMajor()) / (Dense.frob(ad) * Math.max(m, n) * eps);
+            assertTrue(diff < 100, "||F - F_host||/(||A|| n eps) = " + diff);
+            for (int kk = 0; kk < Math.min(f.mt(), f.nt()); kk++) {
+                for (int i = kk; i < f.mt(); i++) {
+                    double[] td = values(qr.t(i, kk));
+                    double[] th = values(hqr.t(i, kk));
+                    assertTrue(Dense.frobDiff(td, th) <= 100 * Math.max(1, Dense.frob(th)) * nb * eps,
+                            "T(" + i + ", " + kk + ") differs from the host algebra's");
+                }
+                Tile d = f.tile(kk, kk);
+                assertArrayEquals(Dense.lower(values(d), d.rows(), d.cols(), true),
+                        Dense.lower(values(qr.v(kk)), d.rows(), d.cols(), true), "reflectors of tile " + kk);
+            }
+        }
+        assertEquals(0, device.memory().inUseBytes(), "device buffers still held");
+        assertEquals(0, device.staging().inUseBytes(), "staging buffers still held");
+    }
+
+    private static double[] values(Tile t) {
+        double[] v = new double[t.size()];
+        for (int i = 0; i < v.length; i++) {
+            v[i] = t.getFlat(i);
+        }
+        return v;
     }
 
     @Test

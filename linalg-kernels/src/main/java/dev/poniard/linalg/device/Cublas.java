@@ -118,6 +118,35 @@ final class Cublas implements AutoCloseable {
         check(rc, t == DType.F64 ? "cublasDtrsm" : "cublasStrsm");
     }
 
+    /** B := alpha op(A) B or alpha B op(A) in place (cuBLAS's out-of-place trmm with C = B), A triangular. */
+    void trmm(CudaCallSite site, DType t, Side side, Uplo uplo, Trans ta, Diag diag, int m, int n, double alpha,
+              Buffer a, int lda, Buffer b, int ldb) {
+        cublasHandle h = handle(site);
+        int sd = side == Side.LEFT ? cublasSideMode.CUBLAS_SIDE_LEFT : cublasSideMode.CUBLAS_SIDE_RIGHT;
+        int dg = diag == Diag.UNIT ? cublasDiagType.CUBLAS_DIAG_UNIT : cublasDiagType.CUBLAS_DIAG_NON_UNIT;
+        Pointer pb = site.pointer(b);
+        int rc = t == DType.F64
+                ? JCublas2.cublasDtrmm(h, sd, fill(uplo), op(ta), dg, m, n, Pointer.to(new double[] {alpha}),
+                        site.pointer(a), lda, pb, ldb, pb, ldb)
+                : JCublas2.cublasStrmm(h, sd, fill(uplo), op(ta), dg, m, n, Pointer.to(new float[] {(float) alpha}),
+                        site.pointer(a), lda, pb, ldb, pb, ldb);
+        check(rc, t == DType.F64 ? "cublasDtrmm" : "cublasStrmm");
+    }
+
+    /** C := alpha A + beta C on m x n blocks: geam with B = C, which cuBLAS runs in place. */
+    void geam(CudaCallSite site, DType t, int m, int n, double alpha, Buffer a, int lda, double beta, Buffer c,
+              int ldc) {
+        cublasHandle h = handle(site);
+        int no = cublasOperation.CUBLAS_OP_N;
+        Pointer pc = site.pointer(c);
+        int rc = t == DType.F64
+                ? JCublas2.cublasDgeam(h, no, no, m, n, Pointer.to(new double[] {alpha}), site.pointer(a), lda,
+                        Pointer.to(new double[] {beta}), pc, ldc, pc, ldc)
+                : JCublas2.cublasSgeam(h, no, no, m, n, Pointer.to(new float[] {(float) alpha}), site.pointer(a), lda,
+                        Pointer.to(new float[] {(float) beta}), pc, ldc, pc, ldc);
+        check(rc, t == DType.F64 ? "cublasDgeam" : "cublasSgeam");
+    }
+
     /** C := alpha op(A) op(A)^T + beta C on the {@code uplo} triangle of the n x n C; op(A) is n x k. */
     void syrk(CudaCallSite site, DType t, Uplo uplo, Trans ta, int n, int k, double alpha, Buffer a, int lda,
               double beta, Buffer c, int ldc) {

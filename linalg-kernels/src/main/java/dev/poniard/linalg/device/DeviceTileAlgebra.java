@@ -4,6 +4,7 @@ import dev.poniard.linalg.DType;
 import dev.poniard.linalg.DistributedMatrix;
 import dev.poniard.linalg.LuFactorization;
 import dev.poniard.linalg.NotPositiveDefiniteException;
+import dev.poniard.linalg.QrFactorization;
 import dev.poniard.linalg.SingularMatrixException;
 import dev.poniard.linalg.tile.Tile;
 import dev.poniard.linalg.tile.TileKernels.Diag;
@@ -22,7 +23,7 @@ import java.util.List;
 import org.bytedeco.javacpp.Pointer;
 
 /**
- * Tile linear algebra on one device's streams: GEMM, Cholesky and LU of whole (one-rank) matrices as tile DAGs
+ * Tile linear algebra on one device's streams: GEMM, Cholesky, LU and QR of whole (one-rank) matrices as tile DAGs
  * of library calls — cuBLAS through JCuda on a {@link CudaDevice}, OpenBLAS on the CPU emulation
  * ({@link dev.poniard.scheduler.stream.cpu.CpuDevice}), the same code path on both.
  *
@@ -60,6 +61,15 @@ import org.bytedeco.javacpp.Pointer;
  * then applies the interchanges on the device (the shipped {@code poniard_laswp} PTX, which gets the column's tile
  * addresses as kernel parameters, at most 256 tile rows), and the tile columns right of the panel get their TRSM and
  * GEMM updates. A singular panel is reported as POTRF's failure is.
+ *
+ * <p>QR is the flat-tree tile QR of PLASMA with one block of reflectors per tile (inner block = tile size). Its panel
+ * runs on the host as LU's does, one host function per kernel so the device's updates of a tile row start as soon
+ * as its reflectors are in: GEQRT of the diagonal tile (whose T factor and reflectors, as an explicit unit lower
+ * matrix, go to the device) and a TPQRT per tile below it, the diagonal tile's R staying in staging memory until the
+ * panel's last TPQRT. The updates are BLAS on the device: C -= V (T^T (V^T C)) for the tiles right of the diagonal
+ * (GEMM, TRMM, GEMM), and for each pair of the panel row's tile C1 and a tile C2 below it W = C1 + V^T C2,
+ * W = T^T W, C1 -= W, C2 -= V W (GEAM, GEMM, TRMM, GEAM, GEMM), through one work block per tile column and step
+ * parity.
  *
  * <p>On a CPU device the kernels call OpenBLAS on the emulated lanes; hold OpenBLAS to one thread
  * ({@code TileKernels.setBlasThreads(1)}), as {@code TileAlgebra}'s workers do, so the lanes use one core each.
@@ -438,6 +448,133 @@ public final class DeviceTileAlgebra implements AutoCloseable {
             Slot p = s[i][k];
             run.sched.copyIn(p.host, p.dev, p.bytes);
         }
+    }
+
+    // ------------------------------------------------------------------------------------------------
+    // QR
+
+    /**
+     * Tile QR factorization A = Q R in place: R on and above the diagonal of {@code a}, Q as block reflectors below it
+     * and in the result's T factors, with one block of reflectors per tile (inner block size = the tile size), so
+     * {@code TileAlgebra.applyQ} takes the result as it takes its own. Rectangular matrices and partial tiles work.
+     * Close the result (it holds T and the reflector copies).
+     */
+    public synchronized QrFactorization qr(DistributedMatrix a) {
+        open();
+        check("qr", a);
+        DType t = a.type();
+        int mt = a.mt();
+        int nt = a.nt();
+        int nb = a.tileSize();
+        int steps = Math.min(mt, nt);
+        QrFactorization f = QrFactorization.allocate(a, nb);
+        try (Run run = new Run()) {
+            Slot[][] s = new Slot[mt][nt];
+            for (int j = 0; j < nt; j++) {
+                for (int i = 0; i < mt; i++) {
+                    s[i][j] = run.upload(a.tile(i, j));
+                }
+            }
+            // one work block per tile column and step parity: the updates of a tile column in one step are chained
+            // through its tile in the panel's row anyway, and the next step's may start before this step's end
+            Buffer[][] work = new Buffer[2][nt];
+            List<Buffer> tFactors = new ArrayList<>(); // T in staging, in the order of f.t(i, k), copied out after the run
+            for (int k = 0; k < steps; k++) {
+                Slot d = s[k][k];
+                int w = a.tileCols(k);
+                int rk = d.tile.rows();
+                int refl = Math.min(rk, w);
+                long tBytes = (long) f.t(k, k).size() * t.bytes();
+                Buffer tHost = run.staging(tBytes);
+                Buffer tDev = run.device(tBytes);
+                long vBytes = (long) rk * refl * t.bytes();
+                Buffer vHost = run.staging(vBytes);
+                Buffer vDev = run.device(vBytes);
+                tFactors.add(tHost);
+                // the diagonal tile stays on the host until its last TPQRT; V goes in as an explicit matrix
+                run.sched.copyOut(d.dev, d.host, d.bytes);
+                run.sched.host(() -> DeviceTileKernels.geqrtOnHost(t, d.host, rk, w, tHost, vHost),
+                        estimateNs(2.0 * rk * w * w), Access.out(d.host), Access.out(tHost), Access.out(vHost));
+                run.sched.copyIn(tHost, tDev, tBytes);
+                run.sched.copyIn(vHost, vDev, vBytes);
+                for (int j = k + 1; j < nt; j++) {
+                    Slot c = s[k][j];
+                    Buffer wj = work(run, work, k, j, nb, t);
+                    int cols = c.tile.cols();
+                    boolean next = j == k + 1;
+                    // C := (I - V T V^T)^T C = C - V (T^T (V^T C))
+                    run.launch(DeviceTileKernels.gemm(cublas, t, Trans.T, Trans.N, refl, cols, rk, 1.0, vDev, rk,
+                            c.dev, c.ld(), 0.0, wj, nb), 2.0 * refl * cols * rk, next);
+                    run.launch(DeviceTileKernels.trmm(cublas, t, Side.LEFT, Uplo.UPPER, Trans.T, Diag.NON_UNIT, refl,
+                            cols, 1.0, tDev, refl, wj, nb), (double) refl * refl * cols, next);
+                    run.launch(DeviceTileKernels.gemm(cublas, t, Trans.N, Trans.N, rk, cols, refl, -1.0, vDev, rk, wj,
+                            nb, 1.0, c.dev, c.ld()), 2.0 * refl * cols * rk, next);
+                }
+                for (int i = k + 1; i < mt; i++) {
+                    Slot b = s[i][k];
+                    int ri = b.tile.rows();
+                    long tiBytes = (long) f.t(i, k).size() * t.bytes();
+                    Buffer tiHost = run.staging(tiBytes);
+                    Buffer tiDev = run.device(tiBytes);
+                    tFactors.add(tiHost);
+                    run.sched.copyOut(b.dev, b.host, b.bytes);
+                    run.sched.host(() -> DeviceTileKernels.tpqrtOnHost(t, d.host, d.ld(), b.host, ri, w, tiHost),
+                            estimateNs(2.0 * ri * w * w), Access.out(d.host), Access.out(b.host), Access.out(tiHost));
+                    run.sched.copyIn(b.host, b.dev, b.bytes);
+                    run.sched.copyIn(tiHost, tiDev, tiBytes);
+                    for (int j = k + 1; j < nt; j++) {
+                        Slot c1 = s[k][j];
+                        Slot c2 = s[i][j];
+                        Buffer wj = work(run, work, k, j, nb, t);
+                        int cols = c2.tile.cols();
+                        boolean next = j == k + 1;
+                        // [C1; C2] := (I - [I; V] T [I; V]^T)^T [C1; C2], C1 the top w rows of the panel row's tile:
+                        // W = C1 + V^T C2; W = T^T W; C1 -= W; C2 -= V W
+                        run.launch(DeviceTileKernels.geam(cublas, t, w, cols, 1.0, c1.dev, c1.ld(), 0.0, wj, nb),
+                                (double) w * cols, next);
+                        run.launch(DeviceTileKernels.gemm(cublas, t, Trans.T, Trans.N, w, cols, ri, 1.0, b.dev, ri,
+                                c2.dev, c2.ld(), 1.0, wj, nb), 2.0 * w * cols * ri, next);
+                        run.launch(DeviceTileKernels.trmm(cublas, t, Side.LEFT, Uplo.UPPER, Trans.T, Diag.NON_UNIT, w,
+                                cols, 1.0, tiDev, w, wj, nb), (double) w * w * cols, next);
+                        run.launch(DeviceTileKernels.geam(cublas, t, w, cols, -1.0, wj, nb, 1.0, c1.dev, c1.ld()),
+                                (double) w * cols, next);
+                        run.launch(DeviceTileKernels.gemm(cublas, t, Trans.N, Trans.N, ri, cols, w, -1.0, b.dev, ri,
+                                wj, nb, 1.0, c2.dev, c2.ld()), 2.0 * w * cols * ri, next);
+                    }
+                }
+                run.sched.copyIn(d.host, d.dev, d.bytes);
+            }
+            for (int j = 0; j < nt; j++) {
+                for (int i = 0; i < mt; i++) {
+                    run.download(s[i][j]);
+                }
+            }
+            run.finish();
+            run.copyBack();
+            // T as the host functions left it in staging; the reflector copies are the diagonal tiles' lower parts
+            int n = 0;
+            for (int k = 0; k < steps; k++) {
+                for (int i = k; i < mt; i++) {
+                    Tile ti = f.t(i, k);
+                    Pointer.memcpy(ti.pointer(), new Pointer(tFactors.get(n++).bytes().duplicate().clear()),
+                            (long) ti.size() * t.bytes());
+                }
+                f.v(k).copyFrom(a.tile(k, k));
+            }
+        } catch (RuntimeException | Error e) {
+            f.close();
+            throw e;
+        }
+        return f;
+    }
+
+    /** The work block of tile column j for step k, taken from the pool the first time (nb x nb, ld nb). */
+    private static Buffer work(Run run, Buffer[][] work, int k, int j, int nb, DType t) {
+        Buffer[] parity = work[k % 2];
+        if (parity[j] == null) {
+            parity[j] = run.device((long) nb * nb * t.bytes());
+        }
+        return parity[j];
     }
 
     // ------------------------------------------------------------------------------------------------

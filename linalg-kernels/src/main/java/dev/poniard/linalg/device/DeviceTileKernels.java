@@ -10,15 +10,27 @@ import static org.bytedeco.openblas.global.openblas.CblasTrans;
 import static org.bytedeco.openblas.global.openblas.CblasUnit;
 import static org.bytedeco.openblas.global.openblas.CblasUpper;
 import static org.bytedeco.openblas.global.openblas.LAPACK_COL_MAJOR;
+import static org.bytedeco.openblas.global.openblas.LAPACKE_dgeqrt_work;
 import static org.bytedeco.openblas.global.openblas.LAPACKE_dgetrf;
 import static org.bytedeco.openblas.global.openblas.LAPACKE_dpotrf;
+import static org.bytedeco.openblas.global.openblas.LAPACKE_dtpqrt_work;
+import static org.bytedeco.openblas.global.openblas.LAPACKE_sgeqrt_work;
 import static org.bytedeco.openblas.global.openblas.LAPACKE_sgetrf;
 import static org.bytedeco.openblas.global.openblas.LAPACKE_spotrf;
+import static org.bytedeco.openblas.global.openblas.LAPACKE_stpqrt_work;
+import static org.bytedeco.openblas.global.openblas.cblas_daxpy;
+import static org.bytedeco.openblas.global.openblas.cblas_dcopy;
 import static org.bytedeco.openblas.global.openblas.cblas_dgemm;
+import static org.bytedeco.openblas.global.openblas.cblas_dscal;
 import static org.bytedeco.openblas.global.openblas.cblas_dsyrk;
+import static org.bytedeco.openblas.global.openblas.cblas_dtrmm;
 import static org.bytedeco.openblas.global.openblas.cblas_dtrsm;
+import static org.bytedeco.openblas.global.openblas.cblas_saxpy;
+import static org.bytedeco.openblas.global.openblas.cblas_scopy;
 import static org.bytedeco.openblas.global.openblas.cblas_sgemm;
+import static org.bytedeco.openblas.global.openblas.cblas_sscal;
 import static org.bytedeco.openblas.global.openblas.cblas_ssyrk;
+import static org.bytedeco.openblas.global.openblas.cblas_strmm;
 import static org.bytedeco.openblas.global.openblas.cblas_strsm;
 
 import dev.poniard.linalg.DType;
@@ -83,6 +95,65 @@ final class DeviceTileKernels {
                 cblas_strsm(CblasColMajor, s, uplo(uplo), trans(ta), d, m, n, (float) alpha, f32(a), lda, f32(b), ldb);
             }
         }, site -> cuda(cublas, name).trsm(site, t, side, uplo, ta, diag, m, n, alpha, a, lda, b, ldb));
+    }
+
+    /** B := alpha op(A) B (LEFT) or alpha B op(A) (RIGHT) in place, A triangular; B is m x n. */
+    static DeviceCall trmm(Cublas cublas, DType t, Side side, Uplo uplo, Trans ta, Diag diag, int m, int n, double alpha,
+                           Buffer a, int lda, Buffer b, int ldb) {
+        String name = prefix(t) + "trmm " + m + "x" + n;
+        return DeviceCall.of(name, List.of(Access.in(a), Access.out(b)), () -> {
+            int s = side == Side.LEFT ? CblasLeft : CblasRight;
+            int d = diag == Diag.UNIT ? CblasUnit : CblasNonUnit;
+            if (t == DType.F64) {
+                cblas_dtrmm(CblasColMajor, s, uplo(uplo), trans(ta), d, m, n, alpha, f64(a), lda, f64(b), ldb);
+            } else {
+                cblas_strmm(CblasColMajor, s, uplo(uplo), trans(ta), d, m, n, (float) alpha, f32(a), lda, f32(b), ldb);
+            }
+        }, site -> cuda(cublas, name).trmm(site, t, side, uplo, ta, diag, m, n, alpha, a, lda, b, ldb));
+    }
+
+    /**
+     * C := alpha A + beta C on m x n column-major blocks at the start of their buffers (a copy for beta = 0, when C is
+     * not read); A and C must be different buffers.
+     */
+    static DeviceCall geam(Cublas cublas, DType t, int m, int n, double alpha, Buffer a, int lda, double beta, Buffer c,
+                           int ldc) {
+        if (a == c) {
+            throw new IllegalArgumentException("geam: A and C are the same buffer");
+        }
+        String name = prefix(t) + "geam " + m + "x" + n;
+        return DeviceCall.of(name, List.of(Access.in(a), Access.out(c)), () -> {
+            for (int j = 0; j < n; j++) {
+                long ja = (long) j * lda, jc = (long) j * ldc;
+                if (t == DType.F64) {
+                    DoublePointer x = f64(a).position(ja), y = f64(c).position(jc);
+                    if (beta == 0) {
+                        cblas_dcopy(m, x, 1, y, 1);
+                        if (alpha != 1) {
+                            cblas_dscal(m, alpha, y, 1);
+                        }
+                    } else {
+                        if (beta != 1) {
+                            cblas_dscal(m, beta, y, 1);
+                        }
+                        cblas_daxpy(m, alpha, x, 1, y, 1);
+                    }
+                } else {
+                    FloatPointer x = f32(a).position(ja), y = f32(c).position(jc);
+                    if (beta == 0) {
+                        cblas_scopy(m, x, 1, y, 1);
+                        if (alpha != 1) {
+                            cblas_sscal(m, (float) alpha, y, 1);
+                        }
+                    } else {
+                        if (beta != 1) {
+                            cblas_sscal(m, (float) beta, y, 1);
+                        }
+                        cblas_saxpy(m, (float) alpha, x, 1, y, 1);
+                    }
+                }
+            }
+        }, site -> cuda(cublas, name).geam(site, t, m, n, alpha, a, lda, beta, c, ldc));
     }
 
     /** C := alpha op(A) op(A)^T + beta C on the {@code uplo} triangle of the n x n C; op(A) is n x k. */
@@ -185,6 +256,70 @@ final class DeviceTileKernels {
         }
         copyPanel(tiles, rows, w, pm, t.bytes(), scratch, false);
         return info;
+    }
+
+    /**
+     * QR of the m x n column-major tile in a host-visible buffer with all k = min(m, n) reflectors in one block
+     * (LAPACK geqrt with nb = k), in place: R on and above the diagonal, the reflectors below. Their k x k block factor
+     * goes into {@code tf} (ld k, zeros elsewhere), and the reflectors once more into {@code v} as an explicit m x k
+     * matrix (unit diagonal, zeros above it), so the device applies them with GEMMs alone.
+     */
+    static void geqrtOnHost(DType t, Buffer a, int m, int n, Buffer tf, Buffer v) {
+        int k = Math.min(m, n);
+        zero(tf);
+        int info;
+        try (Pointer work = workspace(t, (long) k * n)) {
+            info = t == DType.F64
+                    ? LAPACKE_dgeqrt_work(LAPACK_COL_MAJOR, m, n, k, f64(a), m, f64(tf), k, (DoublePointer) work)
+                    : LAPACKE_sgeqrt_work(LAPACK_COL_MAJOR, m, n, k, f32(a), m, f32(tf), k, (FloatPointer) work);
+        }
+        if (info != 0) {
+            throw new IllegalStateException("LAPACK geqrt rejected argument " + (-info) + " (info " + info + ")");
+        }
+        ByteBuffer src = a.bytes().duplicate().order(ByteOrder.nativeOrder());
+        ByteBuffer dst = v.bytes().duplicate().order(ByteOrder.nativeOrder());
+        int es = t.bytes();
+        for (int c = 0; c < k; c++) {
+            for (int r = 0; r < m; r++) {
+                int i = (c * m + r) * es;
+                double x = r < c ? 0 : r == c ? 1 : es == 8 ? src.getDouble(i) : src.getFloat(i);
+                if (es == 8) {
+                    dst.putDouble(i, x);
+                } else {
+                    dst.putFloat(i, (float) x);
+                }
+            }
+        }
+    }
+
+    /**
+     * QR of the stacked pair [R; B] (LAPACK tpqrt with l = 0 and one block of n reflectors): R the upper triangle of
+     * the first n rows of the tile in {@code a} (ld {@code lda}), updated in place; B the m x n tile in {@code b},
+     * replaced by the reflectors; their n x n block factor into {@code tf} (ld n, zeros elsewhere).
+     */
+    static void tpqrtOnHost(DType t, Buffer a, int lda, Buffer b, int m, int n, Buffer tf) {
+        zero(tf);
+        int info;
+        try (Pointer work = workspace(t, (long) n * n)) {
+            info = t == DType.F64
+                    ? LAPACKE_dtpqrt_work(LAPACK_COL_MAJOR, m, n, 0, n, f64(a), lda, f64(b), m, f64(tf), n,
+                            (DoublePointer) work)
+                    : LAPACKE_stpqrt_work(LAPACK_COL_MAJOR, m, n, 0, n, f32(a), lda, f32(b), m, f32(tf), n,
+                            (FloatPointer) work);
+        }
+        if (info != 0) {
+            throw new IllegalStateException("LAPACK tpqrt rejected argument " + (-info) + " (info " + info + ")");
+        }
+    }
+
+    /** Pooled buffers hold what their last user left: T's unused entries must read as LAPACK's callers expect. */
+    private static void zero(Buffer b) {
+        ByteBuffer bb = b.bytes().duplicate();
+        Pointer.memset(new Pointer(bb.clear()), 0, bb.capacity());
+    }
+
+    private static Pointer workspace(DType t, long n) {
+        return t == DType.F64 ? new DoublePointer(Math.max(1, n)) : new FloatPointer(Math.max(1, n));
     }
 
     /** Copies the tiles of a panel into the column-major {@code pm} x {@code w} panel, or back. */
