@@ -5,6 +5,7 @@ import dev.poniard.linalg.DistributedMatrix;
 import dev.poniard.linalg.LuFactorization;
 import dev.poniard.linalg.QrFactorization;
 import dev.poniard.linalg.TileAlgebra;
+import dev.poniard.linalg.device.DeviceTileAlgebra;
 import dev.poniard.linalg.dist.Distribution;
 import dev.poniard.linalg.tile.TileKernels;
 import dev.poniard.samples.linalg.LinalgRank;
@@ -12,12 +13,18 @@ import dev.poniard.samples.linalg.Residuals;
 import dev.poniard.scheduler.comm.Communicator;
 import dev.poniard.scheduler.comm.launch.Launcher;
 import dev.poniard.scheduler.comm.launch.RankEnvironment;
+import dev.poniard.scheduler.stream.Device;
+import dev.poniard.scheduler.stream.cpu.CpuDevice;
+import dev.poniard.scheduler.stream.cuda.CudaDevice;
+import dev.poniard.scheduler.stream.cuda.CudaDevices;
 import java.io.PrintWriter;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Locale;
 import java.util.concurrent.Callable;
+import java.util.function.Consumer;
+import java.util.function.Function;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
@@ -35,11 +42,16 @@ import picocli.CommandLine.Parameters;
  * of a P x Q grid, A, B and C replicated on every layer;
  * rank 0 prints the result
  * and every rank its summary and, with {@code --trace FILE}, its own timeline {@code FILE-rankK.json}.
+ * With {@code --device gpu} gemm, cholesky, lu and qr run as tile DAGs on one CUDA GPU's streams (cuBLAS tile
+ * kernels, {@link DeviceTileAlgebra}); {@code --device cpu} runs the same stream DAG on the CPU-emulated device.
  */
 @Command(name = "linalg", mixinStandardHelpOptions = true,
         description = "Runs a tile GEMM, Cholesky, LU, QR or linear solve (float64) on the scheduler; prints GFLOP/s, residual, summary.")
 public final class LinalgCommand implements Callable<Integer> {
     enum Op { gemm, cholesky, lu, qr, solve }
+
+    /** Where the tile kernels run. */
+    enum Target { threads, gpu, cpu }
 
     @Parameters(index = "0", paramLabel = "OP", description = "One of: ${COMPLETION-CANDIDATES}")
     Op op;
@@ -68,6 +80,12 @@ public final class LinalgCommand implements Callable<Integer> {
     @Option(names = "--strategy", description = "How tiles move between ranks: ${COMPLETION-CANDIDATES} (default: POINT_TO_POINT).")
     TileAlgebra.Strategy strategy;
 
+    @Option(names = "--device", defaultValue = "threads",
+            description = "Where the tiles run: threads (the scheduler's workers, default), gpu (one CUDA GPU's streams, "
+                    + "cuBLAS tile kernels), cpu (the same stream DAG on the CPU-emulated device). gpu and cpu run "
+                    + "gemm, cholesky, lu and qr in one process.")
+    Target device;
+
     @CommandLine.Spec
     CommandLine.Model.CommandSpec spec;
 
@@ -81,6 +99,15 @@ public final class LinalgCommand implements Callable<Integer> {
             throw new CommandLine.ParameterException(spec.commandLine(), "--ranks must be >= 1, got " + ranks);
         }
         RankEnvironment env = RankEnvironment.detect();
+        if (device != Target.threads) {
+            if (env.size() > 1 || ranks > 1 || op == Op.solve || trace != null) {
+                throw new CommandLine.ParameterException(spec.commandLine(), "--device " + device + " runs gemm, "
+                        + "cholesky, lu or qr in one process, without --ranks, launch or --trace (device streams keep no "
+                        + "timeline yet); got " + op + (ranks > 1 || env.size() > 1 ? " over several ranks" : "")
+                        + (trace != null ? " with --trace" : ""));
+            }
+            return onDevice(out);
+        }
         if (env.size() > 1 || ranks > 1) {
             if (env.size() <= 1 && grid != null) {
                 parseGrid(grid, ranks); // a bad grid fails here, once, rather than in every rank process
@@ -98,10 +125,10 @@ public final class LinalgCommand implements Callable<Integer> {
             double[] ad = a.toColumnMajor();
             // One untimed run on a scratch copy warms up the JIT, OpenBLAS and the scheduler's cost model.
             try (DistributedMatrix scratch = a.copy()) {
-                measure(la, a, scratch, ad);
+                measure(Algebra.of(la), la, a, scratch, ad);
             }
             la.scheduler().resetStats();
-            double[] m = measure(la, a, f, ad);
+            double[] m = measure(Algebra.of(la), la, a, f, ad);
             double flops = m[0];
             double residual = m[1];
             long t0 = (long) m[2];
@@ -115,6 +142,60 @@ public final class LinalgCommand implements Callable<Integer> {
             }
             out.flush();
             return residual < 10 ? 0 : 1;
+        }
+    }
+
+    /** The operations the command times, on the scheduler's workers or on one device's streams. */
+    private record Algebra(Gemm gemm, Consumer<DistributedMatrix> cholesky, Function<DistributedMatrix, LuFactorization> lu,
+                           Function<DistributedMatrix, QrFactorization> qr) {
+        /** C := A B. */
+        interface Gemm {
+            void run(DistributedMatrix a, DistributedMatrix b, DistributedMatrix c);
+        }
+
+        static Algebra of(TileAlgebra la) {
+            return new Algebra((a, b, c) -> la.gemm(1.0, a, b, 0.0, c), la::cholesky, la::lu, la::qr);
+        }
+
+        static Algebra of(DeviceTileAlgebra la) {
+            return new Algebra((a, b, c) -> la.gemm(1.0, a, b, 0.0, c), la::cholesky, la::lu, la::qr);
+        }
+    }
+
+    /**
+     * The operation on one device's streams: its pools sized for the operation's tiles and factors (a pool never
+     * allocates inside the DAG), one warm-up run, one timed run; the residual is checked on the host, QR's by a
+     * one-worker host algebra applying the device's Q.
+     */
+    private int onDevice(PrintWriter out) {
+        long pool = 6L * n * n * DType.F64.bytes() + (64L << 20);
+        Device dev;
+        if (device == Target.gpu) {
+            CudaDevices.Detection found = CudaDevices.detect();
+            if (!found.available()) {
+                throw new CommandLine.ParameterException(spec.commandLine(), "--device gpu: no CUDA GPU here ("
+                        + found + "); run on the threads (the default) or on the emulated device, --device cpu");
+            }
+            dev = CudaDevice.launch(new CudaDevice.Context().memoryBytes(pool).stagingBytes(pool));
+        } else {
+            TileKernels.setBlasThreads(1); // the emulated compute streams take one core each
+            dev = CpuDevice.launch(new CpuDevice.Context().name("cpu-device").computeStreams(3).memoryBytes(pool)
+                    .stagingBytes(pool));
+        }
+        try (Device d = dev; DeviceTileAlgebra dla = DeviceTileAlgebra.launch(new DeviceTileAlgebra.Context().device(d));
+             TileAlgebra host = TileAlgebra.launch(new TileAlgebra.Context().workers(1));
+             DistributedMatrix a = op == Op.cholesky ? DistributedMatrix.spd(DType.F64, n, tile, 1)
+                     : DistributedMatrix.random(DType.F64, n, n, tile, 1);
+             DistributedMatrix f = a.copy()) {
+            double[] ad = a.toColumnMajor();
+            try (DistributedMatrix scratch = a.copy()) {
+                measure(Algebra.of(dla), host, a, scratch, ad);
+            }
+            double[] m = measure(Algebra.of(dla), host, a, f, ad);
+            out.printf(Locale.ROOT, "%s n=%d tile=%d on %s (%d compute streams): %.3f s, %.1f GFLOP/s, scaled residual "
+                    + "%.3g%n", op, n, tile, d.name(), d.computeStreams().size(), m[2] / 1e9, m[0] / m[2], m[1]);
+            out.flush();
+            return m[1] < 10 ? 0 : 1;
         }
     }
 
@@ -206,8 +287,11 @@ public final class LinalgCommand implements Callable<Integer> {
                 + " ranks" + (op == Op.gemm ? ", or PxQxC with P * Q * C = " + ranks : "") + ", got '" + text + "'");
     }
 
-    /** Runs the operation on {@code f} (a copy of {@code a}); returns flops, scaled residual, nanoseconds. */
-    private double[] measure(TileAlgebra la, DistributedMatrix a, DistributedMatrix f, double[] ad) {
+    /**
+     * Runs the operation on {@code f} (a copy of {@code a}) with {@code alg}; returns flops, scaled residual,
+     * nanoseconds. {@code la} solves, and applies QR's Q for its residual.
+     */
+    private double[] measure(Algebra alg, TileAlgebra la, DistributedMatrix a, DistributedMatrix f, double[] ad) {
         double nd = n;
         double[] x = Residuals.vector(n);
         double flops;
@@ -216,7 +300,7 @@ public final class LinalgCommand implements Callable<Integer> {
         switch (op) {
             case gemm -> {
                 try (DistributedMatrix c = DistributedMatrix.zeros(DType.F64, n, n, tile)) {
-                    la.gemm(1.0, a, f, 0.0, c);
+                    alg.gemm().run(a, f, c);
                     t0 = elapsed(t0);
                     flops = 2 * nd * nd * nd;
                     residual = Residuals.diff(Residuals.matvec(c.toColumnMajor(), n, n, x),
@@ -225,7 +309,7 @@ public final class LinalgCommand implements Callable<Integer> {
                 }
             }
             case cholesky -> {
-                la.cholesky(f);
+                alg.cholesky().accept(f);
                 t0 = elapsed(t0);
                 flops = nd * nd * nd / 3;
                 residual = Residuals.choleskyResidual(ad, f.toColumnMajor(), n);
@@ -239,13 +323,13 @@ public final class LinalgCommand implements Callable<Integer> {
                 }
             }
             case lu -> {
-                LuFactorization lu = la.lu(f);
+                LuFactorization lu = alg.lu().apply(f);
                 t0 = elapsed(t0);
                 flops = 2 * nd * nd * nd / 3;
                 residual = Residuals.luResidual(ad, f.toColumnMajor(), lu.pivots(), n);
             }
             default -> {
-                try (QrFactorization qr = la.qr(f); DistributedMatrix y = DistributedMatrix.zeros(DType.F64, n, 1, tile)) {
+                try (QrFactorization qr = alg.qr().apply(f); DistributedMatrix y = DistributedMatrix.zeros(DType.F64, n, 1, tile)) {
                     t0 = elapsed(t0);
                     flops = 4 * nd * nd * nd / 3;
                     y.fromColumnMajor(Residuals.upperMatvec(f.toColumnMajor(), n, x));
