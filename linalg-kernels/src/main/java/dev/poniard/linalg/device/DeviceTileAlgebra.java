@@ -11,15 +11,21 @@ import dev.poniard.linalg.tile.TileKernels.Diag;
 import dev.poniard.linalg.tile.TileKernels.Side;
 import dev.poniard.linalg.tile.TileKernels.Trans;
 import dev.poniard.linalg.tile.TileKernels.Uplo;
+import dev.poniard.scheduler.comm.Communicator;
+import dev.poniard.scheduler.comm.ReduceOp;
 import dev.poniard.scheduler.stream.Buffer;
 import dev.poniard.scheduler.stream.Device;
 import dev.poniard.scheduler.stream.DeviceCall;
+import dev.poniard.scheduler.stream.Event;
 import dev.poniard.scheduler.stream.StreamScheduler;
 import dev.poniard.scheduler.stream.StreamScheduler.Access;
 import dev.poniard.scheduler.stream.cuda.CudaDevice;
+import java.nio.ByteBuffer;
 import java.nio.IntBuffer;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.TreeSet;
+import java.util.concurrent.CompletableFuture;
 import org.bytedeco.javacpp.Pointer;
 
 /**
@@ -71,6 +77,13 @@ import org.bytedeco.javacpp.Pointer;
  * W = T^T W, C1 -= W, C2 -= V W (GEAM, GEMM, TRMM, GEAM, GEMM), through one work block per tile column and step
  * parity.
  *
+ * <p>Across ranks (SPMD, {@link Context#communicator}), GEMM and Cholesky take matrices spread over the ranks, each
+ * rank running the kernels of the tiles it owns on its own device. The host drives the exchanges: GEMM sends every
+ * A and B tile its owner holds, straight from host memory, to the ranks whose C tiles read it, and copies each
+ * received tile in as the device comes to need it; Cholesky sends L(k, k) once factored and each panel tile L(i, k)
+ * once solved and copied out, to the ranks whose updates read it, waiting only for its own step's panel while the
+ * device still runs the previous step's trailing update. LU and QR run on whole matrices.
+ *
  * <p>On a CPU device the kernels call OpenBLAS on the emulated lanes; hold OpenBLAS to one thread
  * ({@code TileKernels.setBlasThreads(1)}), as {@code TileAlgebra}'s workers do, so the lanes use one core each.
  * On a CUDA device one cuBLAS handle per compute stream is made at launch and destroyed by {@link #close()}:
@@ -86,6 +99,7 @@ public final class DeviceTileAlgebra implements AutoCloseable {
         private Device device;
         private boolean singleStream = Boolean.getBoolean("poniard.linalg.device.singleStream");
         private double gflops = Double.parseDouble(System.getProperty("poniard.linalg.device.gflops", "20"));
+        private Communicator communicator;
 
         public Device device() {
             return device;
@@ -117,6 +131,20 @@ public final class DeviceTileAlgebra implements AutoCloseable {
             return this;
         }
 
+        public Communicator communicator() {
+            return communicator;
+        }
+
+        /**
+         * The ranks of an SPMD run: GEMM and Cholesky then take matrices spread over them, each rank running the
+         * tiles it owns on its own device and exchanging the others' tiles through this communicator (the caller's;
+         * closing the algebra does not close it).
+         */
+        public Context communicator(Communicator value) {
+            communicator = value;
+            return this;
+        }
+
         public Context conclude() {
             if (device == null) {
                 throw new IllegalArgumentException("a DeviceTileAlgebra needs a device: Context.device(...)");
@@ -132,6 +160,8 @@ public final class DeviceTileAlgebra implements AutoCloseable {
     private final Device device;
     /** cuBLAS handles for a CUDA device; null on a device whose streams run the host implementations. */
     private final Cublas cublas;
+    /** Tags of the next SPMD operation's tile messages: every rank advances it alike, as it runs the same operations. */
+    private long tags;
     private boolean closed;
 
     private DeviceTileAlgebra(Context ctx, Cublas cublas) {
@@ -179,10 +209,13 @@ public final class DeviceTileAlgebra implements AutoCloseable {
             throw new IllegalArgumentException("gemm: op(A) is " + m + "x" + k + ", op(B) is " + kb + "x" + n + ", C is "
                     + c.rows() + "x" + c.cols() + "; need op(A) m x k, op(B) k x n, C m x n");
         }
-        check("gemm", a, b, c);
         if (a == c || b == c) {
             throw new IllegalArgumentException("gemm: C (" + c + ") is also " + (a == c ? "A" : "B")
                     + "; C's tiles are overwritten while A's and B's are read, so pass a copy");
+        }
+        if (spread("gemm", a, b, c)) {
+            gemmAcrossRanks(ta, tb, alpha, a, b, beta, c);
+            return;
         }
         DType t = c.type();
         int kt = ta == Trans.N ? a.nt() : a.mt();
@@ -214,10 +247,10 @@ public final class DeviceTileAlgebra implements AutoCloseable {
                         Slot x = ta == Trans.N ? as[i][l] : as[l][i];
                         Slot y = tb == Trans.N ? bs[l][j] : bs[j][l];
                         Slot z = cs[i][j];
-                        int kk = ta == Trans.N ? x.tile.cols() : x.tile.rows();
-                        run.launch(DeviceTileKernels.gemm(cublas, t, ta, tb, z.tile.rows(), z.tile.cols(), kk, alpha,
+                        int kk = ta == Trans.N ? x.cols() : x.rows();
+                        run.launch(DeviceTileKernels.gemm(cublas, t, ta, tb, z.rows(), z.cols(), kk, alpha,
                                 x.dev, x.ld(), y.dev, y.ld(), betaStep, z.dev, z.ld()),
-                                2.0 * z.tile.rows() * z.tile.cols() * kk, false);
+                                2.0 * z.rows() * z.cols() * kk, false);
                     }
                 }
             }
@@ -246,7 +279,9 @@ public final class DeviceTileAlgebra implements AutoCloseable {
         if (a.rows() != a.cols()) {
             throw new IllegalArgumentException("cholesky needs a square matrix, got " + a.rows() + "x" + a.cols());
         }
-        check("cholesky", a);
+        if (spread("cholesky", a)) {
+            return choleskyAcrossRanks(a);
+        }
         DType t = a.type();
         int nt = a.nt();
         int nb = a.tileSize();
@@ -261,25 +296,25 @@ public final class DeviceTileAlgebra implements AutoCloseable {
             for (int k = 0; k < nt; k++) {
                 Slot d = s[k][k];
                 potrf(run, t, k, d, failure);
-                int w = d.tile.cols();
+                int w = d.cols();
                 for (int i = k + 1; i < nt; i++) {
                     Slot b = s[i][k];
                     run.launch(DeviceTileKernels.trsm(cublas, t, Side.RIGHT, Uplo.LOWER, Trans.T, Diag.NON_UNIT,
-                            b.tile.rows(), w, 1.0, d.dev, d.ld(), b.dev, b.ld()), (double) b.tile.rows() * w * w, true);
+                            b.rows(), w, 1.0, d.dev, d.ld(), b.dev, b.ld()), (double) b.rows() * w * w, true);
                 }
                 for (int j = k + 1; j < nt; j++) {
                     // look-ahead: tile column k + 1 is the next panel
                     boolean next = j == k + 1;
                     Slot ajk = s[j][k];
                     Slot ajj = s[j][j];
-                    run.launch(DeviceTileKernels.syrk(cublas, t, Uplo.LOWER, Trans.N, ajj.tile.rows(), w, -1.0, ajk.dev,
-                            ajk.ld(), 1.0, ajj.dev, ajj.ld()), (double) ajj.tile.rows() * ajj.tile.rows() * w, next);
+                    run.launch(DeviceTileKernels.syrk(cublas, t, Uplo.LOWER, Trans.N, ajj.rows(), w, -1.0, ajk.dev,
+                            ajk.ld(), 1.0, ajj.dev, ajj.ld()), (double) ajj.rows() * ajj.rows() * w, next);
                     for (int i = j + 1; i < nt; i++) {
                         Slot aik = s[i][k];
                         Slot aij = s[i][j];
-                        run.launch(DeviceTileKernels.gemm(cublas, t, Trans.N, Trans.T, aij.tile.rows(), aij.tile.cols(), w,
+                        run.launch(DeviceTileKernels.gemm(cublas, t, Trans.N, Trans.T, aij.rows(), aij.cols(), w,
                                 -1.0, aik.dev, aik.ld(), ajk.dev, ajk.ld(), 1.0, aij.dev, aij.ld()),
-                                2.0 * aij.tile.rows() * aij.tile.cols() * w, next);
+                                2.0 * aij.rows() * aij.cols() * w, next);
                     }
                 }
             }
@@ -303,11 +338,14 @@ public final class DeviceTileAlgebra implements AutoCloseable {
         volatile int info;
     }
 
-    /** Hybrid POTRF of diagonal tile k: out to its staging buffer, LAPACK on the host, back in. */
-    private void potrf(Run run, DType t, int k, Slot d, PotrfFailure failure) {
-        int n = d.tile.rows();
+    /**
+     * Hybrid POTRF of diagonal tile k: out to its staging buffer, LAPACK on the host, back in. Returns the host
+     * function's event, after which the staging buffer holds L (or garbage after a failure).
+     */
+    private Event potrf(Run run, DType t, int k, Slot d, PotrfFailure failure) {
+        int n = d.rows();
         run.sched.copyOut(d.dev, d.host, d.bytes);
-        run.sched.host(() -> {
+        Event factored = run.sched.host(() -> {
             if (failure.tile >= 0) {
                 return;
             }
@@ -318,6 +356,7 @@ public final class DeviceTileAlgebra implements AutoCloseable {
             }
         }, estimateNs((double) n * n * n / 3), Access.out(d.host));
         run.sched.copyIn(d.host, d.dev, d.bytes);
+        return factored;
     }
 
     // ------------------------------------------------------------------------------------------------
@@ -375,14 +414,14 @@ public final class DeviceTileAlgebra implements AutoCloseable {
                     }
                     Slot u = s[k][j];
                     run.launch(DeviceTileKernels.trsm(cublas, t, Side.LEFT, Uplo.LOWER, Trans.N, Diag.UNIT,
-                            u.tile.rows(), cols, 1.0, d.dev, d.ld(), u.dev, u.ld()),
-                            (double) u.tile.rows() * u.tile.rows() * cols, next);
+                            u.rows(), cols, 1.0, d.dev, d.ld(), u.dev, u.ld()),
+                            (double) u.rows() * u.rows() * cols, next);
                     for (int i = k + 1; i < mt; i++) {
                         Slot l = s[i][k];
                         Slot c = s[i][j];
-                        run.launch(DeviceTileKernels.gemm(cublas, t, Trans.N, Trans.N, c.tile.rows(), cols, w, -1.0,
+                        run.launch(DeviceTileKernels.gemm(cublas, t, Trans.N, Trans.N, c.rows(), cols, w, -1.0,
                                 l.dev, l.ld(), u.dev, u.ld(), 1.0, c.dev, c.ld()),
-                                2.0 * c.tile.rows() * cols * w, next);
+                                2.0 * c.rows() * cols * w, next);
                     }
                 }
             }
@@ -424,7 +463,7 @@ public final class DeviceTileAlgebra implements AutoCloseable {
             Slot p = s[i][k];
             run.sched.copyOut(p.dev, p.host, p.bytes);
             hosts.add(p.host);
-            rows[i - k] = p.tile.rows();
+            rows[i - k] = p.rows();
             acc.add(Access.out(p.host));
         }
         acc.add(Access.out(scratch));
@@ -482,7 +521,7 @@ public final class DeviceTileAlgebra implements AutoCloseable {
             for (int k = 0; k < steps; k++) {
                 Slot d = s[k][k];
                 int w = a.tileCols(k);
-                int rk = d.tile.rows();
+                int rk = d.rows();
                 int refl = Math.min(rk, w);
                 long tBytes = (long) f.t(k, k).size() * t.bytes();
                 Buffer tHost = run.staging(tBytes);
@@ -500,7 +539,7 @@ public final class DeviceTileAlgebra implements AutoCloseable {
                 for (int j = k + 1; j < nt; j++) {
                     Slot c = s[k][j];
                     Buffer wj = work(run, work, k, j, nb, t);
-                    int cols = c.tile.cols();
+                    int cols = c.cols();
                     boolean next = j == k + 1;
                     // C := (I - V T V^T)^T C = C - V (T^T (V^T C))
                     run.launch(DeviceTileKernels.gemm(cublas, t, Trans.T, Trans.N, refl, cols, rk, 1.0, vDev, rk,
@@ -512,7 +551,7 @@ public final class DeviceTileAlgebra implements AutoCloseable {
                 }
                 for (int i = k + 1; i < mt; i++) {
                     Slot b = s[i][k];
-                    int ri = b.tile.rows();
+                    int ri = b.rows();
                     long tiBytes = (long) f.t(i, k).size() * t.bytes();
                     Buffer tiHost = run.staging(tiBytes);
                     Buffer tiDev = run.device(tiBytes);
@@ -526,7 +565,7 @@ public final class DeviceTileAlgebra implements AutoCloseable {
                         Slot c1 = s[k][j];
                         Slot c2 = s[i][j];
                         Buffer wj = work(run, work, k, j, nb, t);
-                        int cols = c2.tile.cols();
+                        int cols = c2.cols();
                         boolean next = j == k + 1;
                         // [C1; C2] := (I - [I; V] T [I; V]^T)^T [C1; C2], C1 the top w rows of the panel row's tile:
                         // W = C1 + V^T C2; W = T^T W; C1 -= W; C2 -= V W
@@ -578,6 +617,287 @@ public final class DeviceTileAlgebra implements AutoCloseable {
     }
 
     // ------------------------------------------------------------------------------------------------
+    // Across ranks (SPMD)
+
+    /**
+     * GEMM of matrices spread over the ranks, owner computes: each rank sends every A and B tile it owns, straight from
+     * the tile's memory, to the other ranks owning a C tile that reads it, posts the receives of the tiles its own C
+     * tiles read, then runs the steps l = 0, 1, ... as the one-device GEMM does, each step's received tiles copied in
+     * as they land (the host waits only for tiles the device is about to need).
+     */
+    private void gemmAcrossRanks(Trans ta, Trans tb, double alpha, DistributedMatrix a, DistributedMatrix b,
+                                 double beta, DistributedMatrix c) {
+        Communicator comm = ctx.communicator();
+        int me = comm.rank();
+        DType t = c.type();
+        int kt = ta == Trans.N ? a.nt() : a.mt();
+        long base = nextTags((long) a.mt() * a.nt() + (long) b.mt() * b.nt());
+        List<CompletableFuture<Void>> sends = new ArrayList<>();
+        try (Run run = new Run()) {
+            // A(r, q) is read by C's tile row (ta == N ? r : q), B(r, q) by C's tile column (tb == N ? q : r)
+            for (int q = 0; q < a.nt(); q++) {
+                for (int r = 0; r < a.mt(); r++) {
+                    if (a.isLocal(r, q)) {
+                        int i = ta == Trans.N ? r : q;
+                        for (int dest : owners(c, i, i + 1, 0, c.nt(), me)) {
+                            sends.add(send(comm, a.tile(r, q), dest, tag(base, a, r, q, 0)));
+                        }
+                    }
+                }
+            }
+            for (int q = 0; q < b.nt(); q++) {
+                for (int r = 0; r < b.mt(); r++) {
+                    if (b.isLocal(r, q)) {
+                        int j = tb == Trans.N ? q : r;
+                        for (int dest : owners(c, 0, c.mt(), j, j + 1, me)) {
+                            sends.add(send(comm, b.tile(r, q), dest, tag(base, b, r, q, a.mt() * a.nt())));
+                        }
+                    }
+                }
+            }
+            Slot[][] cs = new Slot[c.mt()][c.nt()];
+            boolean[] row = new boolean[c.mt()];
+            boolean[] col = new boolean[c.nt()];
+            for (int j = 0; j < c.nt(); j++) {
+                for (int i = 0; i < c.mt(); i++) {
+                    if (c.isLocal(i, j)) {
+                        cs[i][j] = beta == 0 ? run.slot(c.tile(i, j)) : run.upload(c.tile(i, j));
+                        row[i] = col[j] = true;
+                    }
+                }
+            }
+            Operand[][] as = new Operand[a.mt()][a.nt()];
+            Operand[][] bs = new Operand[b.mt()][b.nt()];
+            for (int l = 0; l < kt; l++) {
+                for (int i = 0; i < c.mt(); i++) {
+                    if (row[i]) {
+                        int r = ta == Trans.N ? i : l, q = ta == Trans.N ? l : i;
+                        as[r][q] = run.operand(comm, a, r, q, tag(base, a, r, q, 0));
+                    }
+                }
+                for (int j = 0; j < c.nt(); j++) {
+                    if (col[j]) {
+                        int r = tb == Trans.N ? l : j, q = tb == Trans.N ? j : l;
+                        bs[r][q] = run.operand(comm, b, r, q, tag(base, b, r, q, a.mt() * a.nt()));
+                    }
+                }
+            }
+            for (int l = 0; l < kt; l++) {
+                double betaStep = l == 0 ? beta : 1.0;
+                for (int i = 0; i < c.mt(); i++) {
+                    for (int j = 0; j < c.nt(); j++) {
+                        Slot z = cs[i][j];
+                        if (z == null) {
+                            continue;
+                        }
+                        Slot x = run.landed(ta == Trans.N ? as[i][l] : as[l][i]);
+                        Slot y = run.landed(tb == Trans.N ? bs[l][j] : bs[j][l]);
+                        int kk = ta == Trans.N ? x.cols() : x.rows();
+                        run.launch(DeviceTileKernels.gemm(cublas, t, ta, tb, z.rows(), z.cols(), kk, alpha, x.dev, x.ld(),
+                                y.dev, y.ld(), betaStep, z.dev, z.ld()), 2.0 * z.rows() * z.cols() * kk, false);
+                    }
+                }
+            }
+            for (Slot[] r : cs) {
+                for (Slot z : r) {
+                    if (z != null) {
+                        run.download(z);
+                    }
+                }
+            }
+            run.finish();
+            CompletableFuture.allOf(sends.toArray(new CompletableFuture[0])).join();
+            run.copyBack();
+        }
+    }
+
+    /**
+     * Cholesky of a matrix spread over the ranks, right-looking and owner computes, a step per tile column k: the
+     * owner of tile (k, k) factors it (hybrid POTRF) and sends L(k, k) to the owners of the panel's other tiles; they
+     * solve their tiles (TRSM, on the high-priority stream) and send each L(i, k) to the owners of the tiles of tile
+     * row i and tile column i that its update reads; every rank then updates its own trailing tiles (SYRK, GEMM). The
+     * host waits for a step's panel only, while the device still runs the previous step's trailing update: a
+     * look-ahead of one panel. A failing POTRF is agreed on by all ranks after the last step (an all-reduce of the
+     * first failing column), and every rank throws and leaves its tiles unchanged.
+     */
+    private DistributedMatrix choleskyAcrossRanks(DistributedMatrix a) {
+        Communicator comm = ctx.communicator();
+        int me = comm.rank();
+        DType t = a.type();
+        int nt = a.nt();
+        int nb = a.tileSize();
+        long base = nextTags((long) nt * nt);
+        PotrfFailure failure = new PotrfFailure();
+        List<CompletableFuture<Void>> sends = new ArrayList<>();
+        try (Run run = new Run()) {
+            Slot[][] s = new Slot[nt][nt];
+            for (int j = 0; j < nt; j++) {
+                for (int i = j; i < nt; i++) {
+                    if (a.isLocal(i, j)) {
+                        s[i][j] = run.upload(a.tile(i, j));
+                    }
+                }
+            }
+            for (int k = 0; k < nt; k++) {
+                int w = a.tileCols(k);
+                // what this rank reads of panel k, posted before it waits for anything
+                Operand[] panel = new Operand[nt];
+                for (int i = k; i < nt; i++) {
+                    boolean reads = i == k ? owns(a, k + 1, nt, k, k + 1, me) : readsPanelTile(a, i, k, me);
+                    if (reads || a.isLocal(i, k)) {
+                        panel[i] = run.operand(comm, a, i, k, tag(base, a, i, k, 0), s[i][k]);
+                    }
+                }
+                if (a.isLocal(k, k)) {
+                    Slot d = s[k][k];
+                    Event factored = potrf(run, t, k, d, failure);
+                    List<Integer> readers = owners(a, k + 1, nt, k, k + 1, me);
+                    if (!readers.isEmpty()) {
+                        factored.synchronize();
+                        for (int dest : readers) {
+                            sends.add(send(comm, d.host, d.bytes, dest, tag(base, a, k, k, 0)));
+                        }
+                    }
+                }
+                List<Event> solved = new ArrayList<>();
+                List<Integer> solvedRows = new ArrayList<>();
+                for (int i = k + 1; i < nt; i++) {
+                    if (!a.isLocal(i, k)) {
+                        continue;
+                    }
+                    Slot d = run.landed(panel[k]);
+                    Slot b = s[i][k];
+                    run.launch(DeviceTileKernels.trsm(cublas, t, Side.RIGHT, Uplo.LOWER, Trans.T, Diag.NON_UNIT,
+                            b.rows(), w, 1.0, d.dev, d.ld(), b.dev, b.ld()), (double) b.rows() * w * w, true);
+                    if (!panelReaders(a, i, k, me).isEmpty()) {
+                        // the final download rewrites this staging buffer with the same L(i, k) while it may still
+                        // be sending: a panel tile does not change after its step
+                        solved.add(run.sched.copyOut(b.dev, b.host, b.bytes));
+                        solvedRows.add(i);
+                    }
+                }
+                for (int x = 0; x < solved.size(); x++) {
+                    int i = solvedRows.get(x);
+                    Slot b = s[i][k];
+                    solved.get(x).synchronize();
+                    for (int dest : panelReaders(a, i, k, me)) {
+                        sends.add(send(comm, b.host, b.bytes, dest, tag(base, a, i, k, 0)));
+                    }
+                }
+                for (int j = k + 1; j < nt; j++) {
+                    boolean next = j == k + 1; // look-ahead: tile column k + 1 is the next panel
+                    for (int i = j; i < nt; i++) {
+                        Slot aij = s[i][j];
+                        if (aij == null) {
+                            continue;
+                        }
+                        Slot aik = run.landed(panel[i]);
+                        Slot ajk = run.landed(panel[j]);
+                        if (i == j) {
+                            run.launch(DeviceTileKernels.syrk(cublas, t, Uplo.LOWER, Trans.N, aij.rows(), w, -1.0, ajk.dev,
+                                    ajk.ld(), 1.0, aij.dev, aij.ld()), (double) aij.rows() * aij.rows() * w, next);
+                        } else {
+                            run.launch(DeviceTileKernels.gemm(cublas, t, Trans.N, Trans.T, aij.rows(), aij.cols(), w,
+                                    -1.0, aik.dev, aik.ld(), ajk.dev, ajk.ld(), 1.0, aij.dev, aij.ld()),
+                                    2.0 * aij.rows() * aij.cols() * w, next);
+                        }
+                    }
+                }
+            }
+            for (int j = 0; j < nt; j++) {
+                for (int i = j; i < nt; i++) {
+                    if (s[i][j] != null) {
+                        run.download(s[i][j]);
+                    }
+                }
+            }
+            run.finish();
+            CompletableFuture.allOf(sends.toArray(new CompletableFuture[0])).join();
+            int[] column = {failure.tile >= 0 ? failure.tile * nb + failure.info - 1 : Integer.MAX_VALUE};
+            comm.allReduce(column, ReduceOp.MIN);
+            if (column[0] != Integer.MAX_VALUE) {
+                throw new NotPositiveDefiniteException(column[0] / nb, column[0]);
+            }
+            run.copyBack();
+        }
+        return a;
+    }
+
+    /** Ranks other than {@code me} whose tiles read L(i, k) in step k: tile row i (columns k+1..i), tile column i. */
+    private static List<Integer> panelReaders(DistributedMatrix a, int i, int k, int me) {
+        TreeSet<Integer> ranks = new TreeSet<>(owners(a, i, i + 1, k + 1, i + 1, me));
+        ranks.addAll(owners(a, i, a.mt(), i, i + 1, me));
+        return new ArrayList<>(ranks);
+    }
+
+    /** Whether this rank's trailing update of step k reads L(i, k), i > k. */
+    private static boolean readsPanelTile(DistributedMatrix a, int i, int k, int me) {
+        return owns(a, i, i + 1, k + 1, i + 1, me) || owns(a, i, a.mt(), i, i + 1, me);
+    }
+
+    /** Ranks other than {@code me} owning a tile in rows [r0, r1) x columns [c0, c1), lower triangle for squares. */
+    private static List<Integer> owners(DistributedMatrix m, int r0, int r1, int c0, int c1, int me) {
+        TreeSet<Integer> ranks = new TreeSet<>();
+        for (int j = c0; j < c1; j++) {
+            for (int i = r0; i < r1; i++) {
+                int r = m.distribution().owner(i, j).rank();
+                if (r != me) {
+                    ranks.add(r);
+                }
+            }
+        }
+        return new ArrayList<>(ranks);
+    }
+
+    private static boolean owns(DistributedMatrix m, int r0, int r1, int c0, int c1, int me) {
+        for (int j = c0; j < c1; j++) {
+            for (int i = r0; i < r1; i++) {
+                if (m.isLocal(i, j)) {
+                    return true;
+                }
+            }
+        }
+        return false;
+    }
+
+    /** The first of {@code count} tags for one operation's tile messages (below the gather tags). */
+    private long nextTags(long count) {
+        long first = tags;
+        tags = (tags + count) % DistributedMatrix.GATHER_TAG_BASE;
+        return first;
+    }
+
+    /** The tag of tile (i, j) of {@code m}, the operation's tags starting at {@code base + offset}. */
+    private static int tag(long base, DistributedMatrix m, int i, int j, int offset) {
+        return (int) ((base + offset + (long) j * m.mt() + i) % DistributedMatrix.GATHER_TAG_BASE);
+    }
+
+    private static CompletableFuture<Void> send(Communicator comm, Tile tile, int dest, int tag) {
+        return comm.isend(tile.pointer().address(), (long) tile.size() * tile.type().bytes(), dest, tag);
+    }
+
+    private static CompletableFuture<Void> send(Communicator comm, Buffer host, long bytes, int dest, int tag) {
+        return comm.isend(host.bytes().duplicate().clear().limit((int) bytes), dest, tag);
+    }
+
+    /**
+     * A tile an operation reads: this rank's own slot, or another rank's tile whose receive into staging is posted and
+     * which is copied in when it first lands ({@link Run#landed}).
+     */
+    private static final class Operand {
+        final Slot slot;
+        final CompletableFuture<Long> arrival;
+        final String what;
+        boolean copiedIn;
+
+        Operand(Slot slot, CompletableFuture<Long> arrival, String what) {
+            this.slot = slot;
+            this.arrival = arrival;
+            this.what = what;
+        }
+    }
+
+    // ------------------------------------------------------------------------------------------------
 
     private void open() {
         if (closed) {
@@ -585,12 +905,46 @@ public final class DeviceTileAlgebra implements AutoCloseable {
         }
     }
 
+    /**
+     * Checks the operands of an operation that also runs across ranks; true when they are spread over the ranks of the
+     * context's communicator, false when they are whole.
+     */
+    private boolean spread(String op, DistributedMatrix... ms) {
+        if (ms[0].isWhole()) {
+            check(op, ms);
+            return false;
+        }
+        Communicator comm = ctx.communicator();
+        for (DistributedMatrix m : ms) {
+            if (comm == null) {
+                throw new IllegalArgumentException(op + ": " + m.describe() + " is spread over "
+                        + m.distribution().ranks() + " ranks; launch the DeviceTileAlgebra with "
+                        + "Context.communicator(...), or gather it to one rank");
+            }
+            if (m.distribution().ranks() != comm.size() || m.localRank() != comm.rank()) {
+                throw new IllegalArgumentException(op + ": " + m.describe() + " is rank " + m.localRank() + "'s part "
+                        + "of " + m.distribution().ranks() + " ranks, but this is rank " + comm.rank() + " of a "
+                        + "communicator of " + comm.size());
+            }
+            if (m.distribution().layers() > 1) {
+                throw new IllegalArgumentException(op + ": " + m.describe() + " is replicated on "
+                        + m.distribution().layers() + " layers; a device algebra takes one copy of each tile "
+                        + "(redistribute it, or use TileAlgebra's 2.5D GEMM)");
+            }
+            if (m.tileSize() != ms[0].tileSize() || m.type() != ms[0].type()) {
+                throw new IllegalArgumentException(op + ": operands must share tile size and type, got "
+                        + ms[0].describe() + " and " + m.describe());
+            }
+        }
+        return true;
+    }
+
     private static void check(String op, DistributedMatrix... ms) {
         for (DistributedMatrix m : ms) {
             if (!m.isWhole()) {
                 throw new IllegalArgumentException(op + ": " + m.describe() + " is spread over "
-                        + m.distribution().ranks() + " ranks; a device algebra works on whole matrices (gather it to"
-                        + " one rank, or use TileAlgebra with a communicator)");
+                        + m.distribution().ranks() + " ranks; the device " + op + " works on whole matrices (gather"
+                        + " it to one rank, or use TileAlgebra with a communicator)");
             }
             if (m.tileSize() != ms[0].tileSize() || m.type() != ms[0].type()) {
                 throw new IllegalArgumentException(op + ": operands must share tile size and type, got "
@@ -603,10 +957,13 @@ public final class DeviceTileAlgebra implements AutoCloseable {
         return Math.max(1, (long) (flops / ctx.gflops()));
     }
 
-    /** A tile's device buffer and its pinned staging buffer. */
-    private record Slot(Tile tile, Buffer dev, Buffer host, long bytes) {
+    /**
+     * A tile's device buffer and its pinned staging buffer; {@code tile} is the matrix's tile, or null for a copy of
+     * another rank's tile (rows x cols, column-major, ld = rows).
+     */
+    private record Slot(Tile tile, int rows, int cols, Buffer dev, Buffer host, long bytes) {
         int ld() {
-            return tile.ld();
+            return rows;
         }
     }
 
@@ -626,7 +983,7 @@ public final class DeviceTileAlgebra implements AutoCloseable {
             held.add(dev);
             Buffer host = device.staging().acquire(bytes);
             held.add(host);
-            return new Slot(t, dev, host, bytes);
+            return new Slot(t, t.rows(), t.cols(), dev, host, bytes);
         }
 
         /** A pinned staging buffer held until the operation ends. */
@@ -641,6 +998,40 @@ public final class DeviceTileAlgebra implements AutoCloseable {
             Buffer b = device.memory().acquire(bytes);
             held.add(b);
             return b;
+        }
+
+        /**
+         * Tile (i, j) of {@code m} as an operand: {@code own} (or a fresh upload) where this rank owns it, else a slot
+         * whose receive from the owner is posted now.
+         */
+        Operand operand(Communicator comm, DistributedMatrix m, int i, int j, int tag, Slot own) {
+            if (m.isLocal(i, j)) {
+                return new Operand(own != null ? own : upload(m.tile(i, j)), null, null);
+            }
+            int rows = m.tileRows(i), cols = m.tileCols(j);
+            long bytes = (long) rows * cols * m.type().bytes();
+            Slot s = new Slot(null, rows, cols, device(bytes), staging(bytes), bytes);
+            int owner = m.distribution().owner(i, j).rank();
+            ByteBuffer into = s.host.bytes().duplicate().clear().limit((int) bytes);
+            return new Operand(s, comm.irecv(into, owner, tag), "tile (" + i + ", " + j + ") of " + m.describe()
+                    + " from rank " + owner + " (tag " + tag + ")");
+        }
+
+        Operand operand(Communicator comm, DistributedMatrix m, int i, int j, int tag) {
+            return operand(comm, m, i, j, tag, null);
+        }
+
+        /** The operand's slot, after waiting for its tile to arrive and enqueuing its copy in, the first time. */
+        Slot landed(Operand o) {
+            if (o.arrival != null && !o.copiedIn) {
+                long got = o.arrival.join();
+                if (got != o.slot.bytes) {
+                    throw new IllegalStateException(o.what + " arrived with " + got + " bytes, expected " + o.slot.bytes);
+                }
+                sched.copyIn(o.slot.host, o.slot.dev, o.slot.bytes);
+                o.copiedIn = true;
+            }
+            return o.slot;
         }
 
         Slot upload(Tile t) {

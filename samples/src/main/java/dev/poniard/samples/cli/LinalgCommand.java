@@ -100,13 +100,16 @@ public final class LinalgCommand implements Callable<Integer> {
         }
         RankEnvironment env = RankEnvironment.detect();
         if (device != Target.threads) {
-            if (env.size() > 1 || ranks > 1 || op == Op.solve || trace != null) {
+            boolean spread = env.size() > 1 || ranks > 1;
+            if (op == Op.solve || trace != null || spread && op != Op.gemm && op != Op.cholesky) {
                 throw new CommandLine.ParameterException(spec.commandLine(), "--device " + device + " runs gemm, "
-                        + "cholesky, lu or qr in one process, without --ranks, launch or --trace (device streams keep no "
-                        + "timeline yet); got " + op + (ranks > 1 || env.size() > 1 ? " over several ranks" : "")
+                        + "cholesky, lu or qr in one process and gemm or cholesky over ranks, without --trace (device "
+                        + "streams keep no timeline yet); got " + op + (spread ? " over several ranks" : "")
                         + (trace != null ? " with --trace" : ""));
             }
-            return onDevice(out);
+            if (!spread) {
+                return onDevice(out);
+            }
         }
         if (env.size() > 1 || ranks > 1) {
             if (env.size() <= 1 && grid != null) {
@@ -168,21 +171,8 @@ public final class LinalgCommand implements Callable<Integer> {
      * one-worker host algebra applying the device's Q.
      */
     private int onDevice(PrintWriter out) {
-        long pool = 6L * n * n * DType.F64.bytes() + (64L << 20);
-        Device dev;
-        if (device == Target.gpu) {
-            CudaDevices.Detection found = CudaDevices.detect();
-            if (!found.available()) {
-                throw new CommandLine.ParameterException(spec.commandLine(), "--device gpu: no CUDA GPU here ("
-                        + found + "); run on the threads (the default) or on the emulated device, --device cpu");
-            }
-            dev = CudaDevice.launch(new CudaDevice.Context().memoryBytes(pool).stagingBytes(pool));
-        } else {
-            TileKernels.setBlasThreads(1); // the emulated compute streams take one core each
-            dev = CpuDevice.launch(new CpuDevice.Context().name("cpu-device").computeStreams(3).memoryBytes(pool)
-                    .stagingBytes(pool));
-        }
-        try (Device d = dev; DeviceTileAlgebra dla = DeviceTileAlgebra.launch(new DeviceTileAlgebra.Context().device(d));
+        try (Device d = openDevice(0, Runtime.getRuntime().availableProcessors());
+             DeviceTileAlgebra dla = DeviceTileAlgebra.launch(new DeviceTileAlgebra.Context().device(d));
              TileAlgebra host = TileAlgebra.launch(new TileAlgebra.Context().workers(1));
              DistributedMatrix a = op == Op.cholesky ? DistributedMatrix.spd(DType.F64, n, tile, 1)
                      : DistributedMatrix.random(DType.F64, n, n, tile, 1);
@@ -215,6 +205,7 @@ public final class LinalgCommand implements Callable<Integer> {
         if (strategy != null) {
             args.addAll(List.of("--strategy", strategy.name()));
         }
+        args.addAll(List.of("--device", device.name()));
         Launcher.Context ctx = new Launcher.Context().ranks(ranks)
                 .command(Launcher.javaCommand(LaunchCommand.CLI_MAIN_CLASS, args))
                 .output(line -> {
@@ -243,6 +234,9 @@ public final class LinalgCommand implements Callable<Integer> {
             }
             LinalgRank.Op o = LinalgRank.Op.valueOf(op.name());
             Distribution d = grid == null ? LinalgRank.distribution(o, comm.size(), n, tile) : parseGrid(grid, comm.size());
+            if (device != Target.threads) {
+                return spmdOnDevices(out, comm, o, d);
+            }
             try (TileAlgebra la = TileAlgebra.launch(ctx)) {
                 LinalgRank.run(comm, la, o, n, tile, 1, false, d); // warms up the JIT, OpenBLAS and the cost model
                 la.scheduler().resetStats(); // also restarts the trace: it shows the timed run only
@@ -263,6 +257,48 @@ public final class LinalgCommand implements Callable<Integer> {
                 return comm.rank() != 0 || run.residual() < 10 ? 0 : 1;
             }
         }
+    }
+
+    /**
+     * One rank of an SPMD gemm or cholesky whose tiles run on this rank's device: GPU {@code localRank % count} with
+     * {@code --device gpu}, an emulated device running {@code --workers} kernels at once (default 1) with cpu.
+     */
+    private int spmdOnDevices(PrintWriter out, Communicator comm, LinalgRank.Op o, Distribution d) {
+        try (Device dev = openDevice(RankEnvironment.detect().localRank(), workers != null ? workers : 1);
+             DeviceTileAlgebra la = DeviceTileAlgebra.launch(new DeviceTileAlgebra.Context().device(dev)
+                     .communicator(comm))) {
+            LinalgRank.run(comm, la, o, n, tile, 1, false, d); // warm-up
+            LinalgRank.Run run = LinalgRank.run(comm, la, o, n, tile, 1, true, d);
+            if (comm.rank() == 0) {
+                out.printf(Locale.ROOT, "%s n=%d tile=%d ranks=%d (%s) on a device each (%s on rank 0): %.3f s, %.1f "
+                        + "GFLOP/s, scaled residual %.3g%n", op, n, tile, comm.size(), d, dev.name(), run.seconds(),
+                        run.gflops(), run.residual());
+            }
+            out.flush();
+            comm.barrier();
+            return comm.rank() != 0 || run.residual() < 10 ? 0 : 1;
+        }
+    }
+
+    /**
+     * The device of {@code --device}, its pools sized for an operation's tiles, factors and received copies (a pool
+     * allocates only what is asked, never inside a DAG): the CUDA GPU {@code index % count}, or an emulated device
+     * running {@code kernels} kernels at once.
+     */
+    private Device openDevice(int index, int kernels) {
+        long pool = 6L * n * n * DType.F64.bytes() + (64L << 20);
+        if (device == Target.gpu) {
+            CudaDevices.Detection found = CudaDevices.detect();
+            if (!found.available()) {
+                throw new CommandLine.ParameterException(spec.commandLine(), "--device gpu: no CUDA GPU here ("
+                        + found + "); run on the threads (the default) or on the emulated device, --device cpu");
+            }
+            return CudaDevice.launch(new CudaDevice.Context().ordinal(index % found.count()).memoryBytes(pool)
+                    .stagingBytes(pool));
+        }
+        TileKernels.setBlasThreads(1); // the emulated compute streams take one core each
+        return CpuDevice.launch(new CpuDevice.Context().name("cpu-device").computeStreams(3).computeCapacity(kernels)
+                .memoryBytes(pool).stagingBytes(pool));
     }
 
     private Distribution parseGrid(String text, int ranks) {

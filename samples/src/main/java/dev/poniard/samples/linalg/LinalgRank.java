@@ -3,12 +3,14 @@ package dev.poniard.samples.linalg;
 import dev.poniard.linalg.DType;
 import dev.poniard.linalg.DistributedMatrix;
 import dev.poniard.linalg.TileAlgebra;
+import dev.poniard.linalg.device.DeviceTileAlgebra;
 import dev.poniard.linalg.dist.Distribution;
 import dev.poniard.linalg.tile.Tile;
 import dev.poniard.scheduler.comm.Communicator;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Locale;
+import java.util.function.Consumer;
 
 /**
  * One rank of a distributed (SPMD) GEMM, Cholesky, LU, QR or linear solve: every rank of a job calls {@link #run} with the
@@ -77,20 +79,49 @@ public final class LinalgRank {
     /** {@link #run} on a given distribution over the communicator's ranks. */
     public static Run run(Communicator comm, TileAlgebra la, Op op, int n, int nb, long seed, boolean check,
                           Distribution d) {
-        int rank = comm.rank();
         if (op == Op.lu || op == Op.qr) {
             return factor(comm, la, op, n, nb, seed, check, d);
         }
         if (op == Op.solve) {
             return solve(comm, la, n, nb, seed, check, d);
         }
+        return multiplyOrFactor(comm, op, n, nb, seed, check, d, (a, b, c) -> la.gemm(1.0, a, b, 0.0, c),
+                la::cholesky);
+    }
+
+    /**
+     * {@link #run} of gemm or cholesky with every rank's tiles on its own device ({@code la} launched with the
+     * communicator); the time runs to a barrier after the operation, so it is the whole job's.
+     */
+    public static Run run(Communicator comm, DeviceTileAlgebra la, Op op, int n, int nb, long seed, boolean check,
+                          Distribution d) {
+        if (op != Op.gemm && op != Op.cholesky) {
+            throw new IllegalArgumentException("on devices across ranks only gemm and cholesky run, got " + op);
+        }
+        return multiplyOrFactor(comm, op, n, nb, seed, check, d, (a, b, c) -> {
+            la.gemm(1.0, a, b, 0.0, c);
+            comm.barrier();
+        }, a -> {
+            la.cholesky(a);
+            comm.barrier();
+        });
+    }
+
+    /** C := A B, the way a rank's algebra runs it. */
+    private interface Gemm {
+        void run(DistributedMatrix a, DistributedMatrix b, DistributedMatrix c);
+    }
+
+    private static Run multiplyOrFactor(Communicator comm, Op op, int n, int nb, long seed, boolean check,
+                                        Distribution d, Gemm gemm, Consumer<DistributedMatrix> cholesky) {
+        int rank = comm.rank();
         if (op == Op.gemm) {
             try (DistributedMatrix a = DistributedMatrix.random(DType.F64, n, n, nb, seed, d, rank);
                  DistributedMatrix b = DistributedMatrix.random(DType.F64, n, n, nb, seed + 1, d, rank);
                  DistributedMatrix c = DistributedMatrix.zeros(DType.F64, n, n, nb, d, rank)) {
                 comm.barrier();
                 long t0 = System.nanoTime();
-                la.gemm(1.0, a, b, 0.0, c); // ends with a barrier: the time is the whole job's
+                gemm.run(a, b, c); // TileAlgebra's ends with a barrier: the time is the whole job's
                 long dt = System.nanoTime() - t0;
                 double residual = check ? gemmResidual(comm, c, n, nb, seed) : Double.NaN;
                 return new Run(dt / 1e9, flops(op, n) / dt, residual);
@@ -99,7 +130,7 @@ public final class LinalgRank {
         try (DistributedMatrix a = DistributedMatrix.spd(DType.F64, n, nb, seed, d, rank)) {
             comm.barrier();
             long t0 = System.nanoTime();
-            la.cholesky(a);
+            cholesky.accept(a);
             long dt = System.nanoTime() - t0;
             double residual = Double.NaN;
             if (check) {

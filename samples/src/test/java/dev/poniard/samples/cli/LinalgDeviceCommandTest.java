@@ -13,8 +13,8 @@ import org.junit.jupiter.api.Timeout;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.ValueSource;
 
-/** {@code ./poniard linalg OP --device cpu|gpu}: the operations as stream DAGs on one device. */
-@Timeout(value = 120, unit = TimeUnit.SECONDS, threadMode = Timeout.ThreadMode.SEPARATE_THREAD)
+/** {@code ./poniard linalg OP --device cpu|gpu}: the operations as stream DAGs on one device, or one device per rank. */
+@Timeout(value = 180, unit = TimeUnit.SECONDS, threadMode = Timeout.ThreadMode.SEPARATE_THREAD)
 class LinalgDeviceCommandTest {
     @ParameterizedTest(name = "{0}")
     @ValueSource(strings = {"gemm", "cholesky", "lu", "qr"})
@@ -27,12 +27,23 @@ class LinalgDeviceCommandTest {
         assertTrue(Double.parseDouble(m.group(1)) < 10, m.group());
     }
 
+    @ParameterizedTest(name = "{0}")
+    @ValueSource(strings = {"gemm", "cholesky"})
+    void shouldRunTheOperationOverTwoRankProcessesEachOnItsEmulatedDevice(String op) {
+        CliRun run = CliRun.of("linalg", op, "--n", "300", "--tile", "64", "--ranks", "2", "--device", "cpu");
+        assertEquals(0, run.code(), run.out() + run.err());
+        Matcher m = Pattern.compile("\\[rank 0\\] " + op + " n=300 tile=64 ranks=2 \\(.*\\) on a device each \\(cpu-device "
+                + "on rank 0\\): .* scaled residual (\\S+)").matcher(run.out());
+        assertTrue(m.find(), run.out());
+        assertTrue(Double.parseDouble(m.group(1)) < 10, m.group());
+    }
+
     @Test
     void shouldRefuseWhatTheDevicePathDoesNotRun() {
         CliRun run = CliRun.of("linalg", "solve", "--n", "100", "--device", "cpu");
         assertEquals(2, run.code());
-        assertTrue(run.err().contains("--device cpu runs gemm, cholesky, lu or qr in one process") && run.err()
-                .contains("got solve"), run.err());
+        assertTrue(run.err().contains("--device cpu runs gemm, cholesky, lu or qr in one process and gemm or "
+                + "cholesky over ranks") && run.err().contains("got solve"), run.err());
         run = CliRun.of("linalg", "lu", "--n", "100", "--device", "cpu", "--ranks", "2");
         assertEquals(2, run.code());
         assertTrue(run.err().contains("got lu over several ranks"), run.err());
