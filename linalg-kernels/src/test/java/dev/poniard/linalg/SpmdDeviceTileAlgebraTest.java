@@ -9,6 +9,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import dev.poniard.linalg.device.DeviceTileAlgebra;
 import dev.poniard.linalg.dist.Distribution;
+import dev.poniard.linalg.tile.Tile;
 import dev.poniard.linalg.tile.TileKernels;
 import dev.poniard.linalg.tile.TileKernels.Trans;
 import dev.poniard.scheduler.comm.Communicator;
@@ -16,6 +17,7 @@ import dev.poniard.scheduler.stream.cpu.CpuDevice;
 import java.util.List;
 import java.util.concurrent.TimeUnit;
 import java.util.function.BiFunction;
+import java.util.function.Function;
 import java.util.stream.Stream;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
@@ -116,6 +118,118 @@ class SpmdDeviceTileAlgebraTest extends TwoRankFixture {
         }
     }
 
+    static Stream<Arguments> factorCases() {
+        return Stream.of(Arguments.of(GRID_1X2, 300, 300), Arguments.of(CYCLIC_COLUMNS, 330, 250),
+                Arguments.of(Distribution.blockCyclic1d(Distribution.Axis.COLUMNS, 2, 2, 1), 200, 290),
+                Arguments.of(Distribution.block1d(Distribution.Axis.COLUMNS, 5, 2, 1), 300, 300));
+    }
+
+    /** A one-rank device algebra on this thread: the reference the two ranks must reproduce. */
+    private static <T> T onOneDevice(Function<DeviceTileAlgebra, T> body) {
+        try (CpuDevice device = CpuDevice.launch(new CpuDevice.Context().computeStreams(2).computeCapacity(1)
+                .memoryBytes(64L << 20).stagingBytes(64L << 20));
+             DeviceTileAlgebra la = DeviceTileAlgebra.launch(new DeviceTileAlgebra.Context().device(device))) {
+            return body.apply(la);
+        }
+    }
+
+    @ParameterizedTest(name = "{0} {1}x{2}")
+    @MethodSource("factorCases")
+    void shouldFactorLuAcrossTwoRanksAsOneDeviceDoes(Distribution d, int m, int n) {
+        int nb = 64;
+        long seed = seed("spmd device lu");
+        List<Object[]> got = onEveryRank((comm, la) -> {
+            try (DistributedMatrix a = DistributedMatrix.random(DType.F64, m, n, nb, seed, d, comm.rank())) {
+                int[] piv = la.lu(a).pivots();
+                return new Object[] {gathered(a, comm), piv};
+            }
+        });
+        try (DistributedMatrix a = DistributedMatrix.random(DType.F64, m, n, nb, seed); DistributedMatrix f = a.copy()) {
+            int[] piv = onOneDevice(la -> la.lu(f).pivots());
+            // the same kernels on every tile in the same order: the same pivots on both ranks, the same factors
+            assertArrayEquals(piv, (int[]) got.get(0)[1]);
+            assertArrayEquals(piv, (int[]) got.get(1)[1]);
+            assertArrayEquals(f.toColumnMajor(), (double[]) got.get(0)[0], 1e-12 * a.normFrobenius());
+            double res = Dense.luResidual(a.toColumnMajor(), (double[]) got.get(0)[0], m, n,
+                    new LuFactorization(f, piv).permutation()) / (a.normFrobenius() * Math.max(m, n) * DType.F64.epsilon());
+            assertTrue(res < 10, "scaled residual ||PA - LU||/(||A|| n eps) = " + res);
+        }
+    }
+
+    @ParameterizedTest(name = "{0} {1}x{2}")
+    @MethodSource("factorCases")
+    void shouldFactorQrAcrossTwoRanksAsOneDeviceDoes(Distribution d, int m, int n) {
+        int nb = 64;
+        long seed = seed("spmd device qr");
+        List<Object[]> got = onEveryRank((comm, la) -> {
+            try (DistributedMatrix a = DistributedMatrix.random(DType.F64, m, n, nb, seed, d, comm.rank());
+                 QrFactorization qr = la.qr(a)) {
+                // T of step k and its reflector copy are on the rank that factored tile column k
+                double[][] t = new double[Math.min(a.mt(), a.nt())][];
+                for (int k = 0; k < t.length; k++) {
+                    assertEquals(a.isLocal(0, k), qr.t(k, k) != null, "T(" + k + ", " + k + ") on rank " + comm.rank());
+                    if (qr.t(a.mt() - 1, k) != null) {
+                        t[k] = values(qr.t(a.mt() - 1, k));
+                    }
+                }
+                return new Object[] {gathered(a, comm), t};
+            }
+        });
+        try (DistributedMatrix a = DistributedMatrix.random(DType.F64, m, n, nb, seed); DistributedMatrix f = a.copy()) {
+            double[][] t = onOneDevice(la -> {
+                try (QrFactorization qr = la.qr(f)) {
+                    double[][] out = new double[Math.min(a.mt(), a.nt())][];
+                    for (int k = 0; k < out.length; k++) {
+                        out[k] = values(qr.t(a.mt() - 1, k));
+                    }
+                    return out;
+                }
+            });
+            assertArrayEquals(f.toColumnMajor(), (double[]) got.get(0)[0], 1e-12 * a.normFrobenius());
+            for (int k = 0; k < t.length; k++) {
+                double[] onRank0 = ((double[][]) got.get(0)[1])[k];
+                double[] onRanks = onRank0 != null ? onRank0 : ((double[][]) got.get(1)[1])[k];
+                assertArrayEquals(t[k], onRanks, 1e-12, "T(" + (a.mt() - 1) + ", " + k + ")");
+            }
+        }
+    }
+
+    private static double[] values(Tile t) {
+        double[] v = new double[t.size()];
+        for (int i = 0; i < v.length; i++) {
+            v[i] = t.getFlat(i);
+        }
+        return v;
+    }
+
+    @Test
+    void shouldNameTheSingularColumnOnEveryRankAndLeaveEveryRanksTilesAsTheyWere() {
+        int n = 300;
+        List<Object[]> got = onEveryRank((comm, la) -> {
+            try (DistributedMatrix a = DistributedMatrix.random(DType.F64, n, n, 64, 3, GRID_1X2, comm.rank())) {
+                // a zero column stays zero under elimination: the first zero pivot is at column 150 (tile 2, rank 0)
+                if (a.isLocal(0, 2)) {
+                    for (int i = 0; i < a.mt(); i++) {
+                        for (int r = 0; r < a.tileRows(i); r++) {
+                            a.tile(i, 2).set(r, 150 - 128, 0);
+                        }
+                    }
+                }
+                double[] before = gathered(a, comm);
+                SingularMatrixException e = assertThrows(SingularMatrixException.class, () -> la.lu(a));
+                double[] after = gathered(a, comm);
+                if (comm.rank() == 0) {
+                    assertArrayEquals(before, after);
+                }
+                return new Object[] {e.tile(), e.column()};
+            }
+        });
+        for (Object[] e : got) {
+            assertEquals(2, e[0]);
+            assertEquals(150, e[1]);
+        }
+    }
+
     @Test
     void shouldNameTheFailingColumnOnEveryRankAndLeaveEveryRanksTilesAsTheyWere() {
         int n = 300;
@@ -152,9 +266,19 @@ class SpmdDeviceTileAlgebraTest extends TwoRankFixture {
              DistributedMatrix a = DistributedMatrix.spd(DType.F64, 100, 32, 1, GRID_1X2, 0)) {
             IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> la.cholesky(a));
             assertTrue(e.getMessage().contains("Context.communicator(...)"), e.getMessage());
-            e = assertThrows(IllegalArgumentException.class, () -> la.lu(a));
-            assertTrue(e.getMessage().contains("the device lu works on whole matrices"), e.getMessage());
         }
+        List<String[]> refused = onEveryRank((comm, la) -> {
+            try (DistributedMatrix a = DistributedMatrix.random(DType.F64, 100, 100, 32, 1, GRID_2X1, comm.rank());
+                 DistributedMatrix whole = DistributedMatrix.random(DType.F64, 100, 100, 32, 2);
+                 DistributedMatrix c = DistributedMatrix.zeros(DType.F64, 100, 100, 32, GRID_2X1, comm.rank())) {
+                return new String[] {assertThrows(IllegalArgumentException.class, () -> la.qr(a)).getMessage(),
+                        assertThrows(IllegalArgumentException.class, () -> la.gemm(1, a, whole, 0, c)).getMessage()};
+            }
+        });
+        String split = refused.get(0)[0];
+        assertTrue(split.contains("splits tile column 0 over ranks") && split.contains("1 x P grid"), split);
+        assertTrue(refused.get(0)[1].contains("operands must all be whole or all spread over the ranks"),
+                refused.get(0)[1]);
         List<String> messages = onEveryRank((comm, la) -> {
             Distribution layers = Distribution.replicated25d(1, 1, 2, 1);
             try (DistributedMatrix x = DistributedMatrix.random(DType.F64, 64, 64, 32, 1, layers, comm.rank());

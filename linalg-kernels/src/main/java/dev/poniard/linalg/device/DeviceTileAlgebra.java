@@ -77,12 +77,14 @@ import org.bytedeco.javacpp.Pointer;
  * W = T^T W, C1 -= W, C2 -= V W (GEAM, GEMM, TRMM, GEAM, GEMM), through one work block per tile column and step
  * parity.
  *
- * <p>Across ranks (SPMD, {@link Context#communicator}), GEMM and Cholesky take matrices spread over the ranks, each
- * rank running the kernels of the tiles it owns on its own device. The host drives the exchanges: GEMM sends every
- * A and B tile its owner holds, straight from host memory, to the ranks whose C tiles read it, and copies each
- * received tile in as the device comes to need it; Cholesky sends L(k, k) once factored and each panel tile L(i, k)
- * once solved and copied out, to the ranks whose updates read it, waiting only for its own step's panel while the
- * device still runs the previous step's trailing update. LU and QR run on whole matrices.
+ * <p>Across ranks (SPMD, {@link Context#communicator}), every operation takes matrices spread over the ranks (LU and
+ * QR by tile columns), each rank running the kernels of the tiles it owns on its own device. The host drives the
+ * exchanges: GEMM sends every A and B tile its owner holds, straight from host memory, to the ranks whose C tiles
+ * read it, and copies each received tile in as the device comes to need it; Cholesky sends L(k, k) once factored and
+ * each panel tile L(i, k) once solved and copied out, LU a panel's tiles and pivots, QR a panel's reflectors and T
+ * factors, to the ranks whose updates read them, each rank waiting only for its own step's panel while the device
+ * still runs the previous step's trailing update. A failure (not positive definite, singular) is agreed on by an
+ * all-reduce after the last step, so every rank throws the same exception.
  *
  * <p>On a CPU device the kernels call OpenBLAS on the emulated lanes; hold OpenBLAS to one thread
  * ({@code TileKernels.setBlasThreads(1)}), as {@code TileAlgebra}'s workers do, so the lanes use one core each.
@@ -136,9 +138,9 @@ public final class DeviceTileAlgebra implements AutoCloseable {
         }
 
         /**
-         * The ranks of an SPMD run: GEMM and Cholesky then take matrices spread over them, each rank running the
-         * tiles it owns on its own device and exchanging the others' tiles through this communicator (the caller's;
-         * closing the algebra does not close it).
+         * The ranks of an SPMD run: operations then take matrices spread over them, each rank running the tiles it
+         * owns on its own device and exchanging the others' tiles through this communicator (the caller's; closing the
+         * algebra does not close it).
          */
         public Context communicator(Communicator value) {
             communicator = value;
@@ -370,7 +372,9 @@ public final class DeviceTileAlgebra implements AutoCloseable {
      */
     public synchronized LuFactorization lu(DistributedMatrix a) {
         open();
-        check("lu", a);
+        if (spread("lu", a)) {
+            return luAcrossRanks(a);
+        }
         DType t = a.type();
         int mt = a.mt();
         int nt = a.nt();
@@ -449,9 +453,10 @@ public final class DeviceTileAlgebra implements AutoCloseable {
      * Hybrid getrf of panel k (tiles k.. of tile column k), as MAGMA does: the tiles out to their staging buffers,
      * LAPACK on the host gathers, factors and scatters them, then they go back in. The host function writes the
      * panel's pivots into {@code pivHost} (0-based from the panel's top, for the device's row interchanges) and into
-     * {@code piv} (global rows, the result). After a singular panel the later ones do nothing.
+     * {@code piv} (global rows, the result). After a singular panel the later ones only write identity pivots.
+     * Returns the host function's event: the panel's staging buffers then hold its factors.
      */
-    private void panel(Run run, DType t, DistributedMatrix a, Slot[][] s, int k, Buffer scratch, Buffer pivHost,
+    private Event panel(Run run, DType t, DistributedMatrix a, Slot[][] s, int k, Buffer scratch, Buffer pivHost,
                        int[] piv, PanelFailure failure) {
         int mt = a.mt();
         int nb = a.tileSize();
@@ -469,8 +474,13 @@ public final class DeviceTileAlgebra implements AutoCloseable {
         acc.add(Access.out(scratch));
         acc.add(Access.out(pivHost));
         int pm = a.rows() - k * nb;
-        run.sched.host(() -> {
+        Event factored = run.sched.host(() -> {
             if (failure.tile >= 0) {
+                // no interchanges: the device's laswp must never read a stale pool buffer's values as rows
+                IntBuffer none = DeviceTileKernels.ints(pivHost);
+                for (int r = 0; r < Math.min(pm, w); r++) {
+                    none.put(r, r);
+                }
                 return;
             }
             int info = DeviceTileKernels.getrfOnHost(t, hosts, rows, w, scratch, pivHost);
@@ -487,6 +497,7 @@ public final class DeviceTileAlgebra implements AutoCloseable {
             Slot p = s[i][k];
             run.sched.copyIn(p.host, p.dev, p.bytes);
         }
+        return factored;
     }
 
     // ------------------------------------------------------------------------------------------------
@@ -500,7 +511,9 @@ public final class DeviceTileAlgebra implements AutoCloseable {
      */
     public synchronized QrFactorization qr(DistributedMatrix a) {
         open();
-        check("qr", a);
+        if (spread("qr", a)) {
+            return qrAcrossRanks(a);
+        }
         DType t = a.type();
         int mt = a.mt();
         int nt = a.nt();
@@ -698,6 +711,8 @@ public final class DeviceTileAlgebra implements AutoCloseable {
                     }
                 }
             }
+            // the sends read staging buffers that the downloads overwrite (and, in LU, with rows swapped since)
+            CompletableFuture.allOf(sends.toArray(new CompletableFuture[0])).join();
             for (Slot[] r : cs) {
                 for (Slot z : r) {
                     if (z != null) {
@@ -706,7 +721,6 @@ public final class DeviceTileAlgebra implements AutoCloseable {
                 }
             }
             run.finish();
-            CompletableFuture.allOf(sends.toArray(new CompletableFuture[0])).join();
             run.copyBack();
         }
     }
@@ -770,8 +784,6 @@ public final class DeviceTileAlgebra implements AutoCloseable {
                     run.launch(DeviceTileKernels.trsm(cublas, t, Side.RIGHT, Uplo.LOWER, Trans.T, Diag.NON_UNIT,
                             b.rows(), w, 1.0, d.dev, d.ld(), b.dev, b.ld()), (double) b.rows() * w * w, true);
                     if (!panelReaders(a, i, k, me).isEmpty()) {
-                        // the final download rewrites this staging buffer with the same L(i, k) while it may still
-                        // be sending: a panel tile does not change after its step
                         solved.add(run.sched.copyOut(b.dev, b.host, b.bytes));
                         solvedRows.add(i);
                     }
@@ -804,6 +816,8 @@ public final class DeviceTileAlgebra implements AutoCloseable {
                     }
                 }
             }
+            // the sends read staging buffers that the downloads overwrite (and, in LU, with rows swapped since)
+            CompletableFuture.allOf(sends.toArray(new CompletableFuture[0])).join();
             for (int j = 0; j < nt; j++) {
                 for (int i = j; i < nt; i++) {
                     if (s[i][j] != null) {
@@ -812,7 +826,6 @@ public final class DeviceTileAlgebra implements AutoCloseable {
                 }
             }
             run.finish();
-            CompletableFuture.allOf(sends.toArray(new CompletableFuture[0])).join();
             int[] column = {failure.tile >= 0 ? failure.tile * nb + failure.info - 1 : Integer.MAX_VALUE};
             comm.allReduce(column, ReduceOp.MIN);
             if (column[0] != Integer.MAX_VALUE) {
@@ -821,6 +834,345 @@ public final class DeviceTileAlgebra implements AutoCloseable {
             run.copyBack();
         }
         return a;
+    }
+
+    /**
+     * LU of a matrix spread over the ranks by tile columns, owner computes: the owner of tile column k factors the
+     * panel (hybrid getrf) and sends its pivots to every other rank and its tiles to the ranks owning columns right of
+     * it; every rank applies the interchanges to its own other columns and updates those right of the panel (TRSM,
+     * GEMM). A singular panel is agreed on by all ranks after the last step, as Cholesky's failure is.
+     */
+    private LuFactorization luAcrossRanks(DistributedMatrix a) {
+        requireWholeColumns("lu", a);
+        Communicator comm = ctx.communicator();
+        int me = comm.rank();
+        DType t = a.type();
+        int mt = a.mt();
+        int nt = a.nt();
+        int nb = a.tileSize();
+        int steps = Math.min(mt, nt);
+        int[] piv = new int[Math.min(a.rows(), a.cols())];
+        long base = nextTags((long) mt * nt + steps); // panel tiles, then one pivot message per step
+        PanelFailure failure = new PanelFailure();
+        CudaDevice gpu = device instanceof CudaDevice ? (CudaDevice) device : null;
+        List<CompletableFuture<Void>> sends = new ArrayList<>();
+        try (Run run = new Run()) {
+            Slot[][] s = new Slot[mt][nt];
+            for (int j = 0; j < nt; j++) {
+                for (int i = 0; i < mt && a.isLocal(0, j); i++) {
+                    s[i][j] = run.upload(a.tile(i, j));
+                }
+            }
+            Buffer scratch = null;
+            for (int k = 0; k < steps; k++) {
+                int w = a.tileCols(k);
+                int pm = a.rows() - k * nb;
+                int npiv = Math.min(pm, w);
+                int owner = columnOwner(a, k);
+                int pivTag = (int) ((base + (long) mt * nt + k) % DistributedMatrix.GATHER_TAG_BASE);
+                Buffer pivHost = run.staging(4L * npiv);
+                Buffer pivDev = run.device(4L * npiv);
+                Operand[] panel = new Operand[mt];
+                if (owner == me) {
+                    if (scratch == null) {
+                        scratch = run.staging((long) a.rows() * nb * t.bytes());
+                    }
+                    Event factored = panel(run, t, a, s, k, scratch, pivHost, piv, failure);
+                    run.sched.copyIn(pivHost, pivDev, 4L * npiv);
+                    for (int i = k; i < mt; i++) {
+                        panel[i] = run.operand(comm, a, i, k, tag(base, a, i, k, 0), s[i][k]);
+                    }
+                    List<Integer> right = columnOwners(a, k + 1, nt, me);
+                    factored.synchronize();
+                    for (int dest = 0; dest < comm.size(); dest++) {
+                        if (dest != me) {
+                            sends.add(send(comm, pivHost, 4L * npiv, dest, pivTag));
+                        }
+                    }
+                    for (int dest : right) {
+                        for (int i = k; i < mt; i++) {
+                            sends.add(send(comm, s[i][k].host, s[i][k].bytes, dest, tag(base, a, i, k, 0)));
+                        }
+                    }
+                } else {
+                    CompletableFuture<Long> pivots = comm.irecv(pivHost.bytes().duplicate().clear().limit(4 * npiv),
+                            owner, pivTag);
+                    if (ownsColumn(a, k + 1, nt)) {
+                        for (int i = k; i < mt; i++) {
+                            panel[i] = run.operand(comm, a, i, k, tag(base, a, i, k, 0));
+                        }
+                    }
+                    long got = pivots.join();
+                    if (got != 4L * npiv) {
+                        throw new IllegalStateException("the pivots of panel " + k + " from rank " + owner + " arrived "
+                                + "with " + got + " bytes, expected " + 4L * npiv);
+                    }
+                    run.sched.copyIn(pivHost, pivDev, 4L * npiv);
+                    IntBuffer rel = DeviceTileKernels.ints(pivHost);
+                    for (int r = 0; r < npiv; r++) {
+                        piv[k * nb + r] = k * nb + rel.get(r);
+                    }
+                }
+                for (int j = 0; j < nt; j++) {
+                    if (j == k || s[0][j] == null) {
+                        continue;
+                    }
+                    boolean next = j == k + 1;
+                    List<Buffer> column = new ArrayList<>();
+                    for (int i = k; i < mt; i++) {
+                        column.add(s[i][j].dev);
+                    }
+                    int cols = a.tileCols(j);
+                    run.launch(DeviceTileKernels.laswp(gpu, t, column, nb, a.tileRows(mt - 1), cols, pivDev, npiv),
+                            (double) npiv * cols, next);
+                    if (j < k) {
+                        continue;
+                    }
+                    Slot d = run.landed(panel[k]);
+                    Slot u = s[k][j];
+                    run.launch(DeviceTileKernels.trsm(cublas, t, Side.LEFT, Uplo.LOWER, Trans.N, Diag.UNIT, u.rows(), cols,
+                            1.0, d.dev, d.ld(), u.dev, u.ld()), (double) u.rows() * u.rows() * cols, next);
+                    for (int i = k + 1; i < mt; i++) {
+                        Slot l = run.landed(panel[i]);
+                        Slot c = s[i][j];
+                        run.launch(DeviceTileKernels.gemm(cublas, t, Trans.N, Trans.N, c.rows(), cols, w, -1.0, l.dev,
+                                l.ld(), u.dev, u.ld(), 1.0, c.dev, c.ld()), 2.0 * c.rows() * cols * w, next);
+                    }
+                }
+            }
+            // the sends read staging buffers that the downloads overwrite (and, in LU, with rows swapped since)
+            CompletableFuture.allOf(sends.toArray(new CompletableFuture[0])).join();
+            for (Slot[] row : s) {
+                for (Slot x : row) {
+                    if (x != null) {
+                        run.download(x);
+                    }
+                }
+            }
+            run.finish();
+            int[] column = {failure.tile >= 0 ? failure.column : Integer.MAX_VALUE};
+            comm.allReduce(column, ReduceOp.MIN);
+            if (column[0] != Integer.MAX_VALUE) {
+                throw new SingularMatrixException(column[0] / nb, column[0]);
+            }
+            run.copyBack();
+        }
+        return new LuFactorization(a, piv);
+    }
+
+    /**
+     * QR of a matrix spread over the ranks by tile columns, owner computes: the owner of tile column k runs the panel's
+     * GEQRT and TPQRTs (host functions, as on one device) and sends the reflectors and T factors, each as soon as it is
+     * made, to the ranks owning columns right of the panel; every rank applies them to its own columns there. T and the
+     * reflector copies of step k stay on the rank that factored column k, as {@code TileAlgebra.qr} leaves them.
+     */
+    private QrFactorization qrAcrossRanks(DistributedMatrix a) {
+        requireWholeColumns("qr", a);
+        Communicator comm = ctx.communicator();
+        int me = comm.rank();
+        DType t = a.type();
+        int mt = a.mt();
+        int nt = a.nt();
+        int nb = a.tileSize();
+        int steps = Math.min(mt, nt);
+        int es = t.bytes();
+        // per step k: the explicit V(k), then T(i, k) and the reflectors V(i, k) = A(i, k) for i >= k
+        long base = nextTags(3L * mt * steps);
+        QrFactorization f = QrFactorization.allocate(a, nb);
+        List<CompletableFuture<Void>> sends = new ArrayList<>();
+        try (Run run = new Run()) {
+            Slot[][] s = new Slot[mt][nt];
+            for (int j = 0; j < nt; j++) {
+                for (int i = 0; i < mt && a.isLocal(0, j); i++) {
+                    s[i][j] = run.upload(a.tile(i, j));
+                }
+            }
+            Buffer[][] work = new Buffer[2][nt];
+            List<Buffer> tFactors = new ArrayList<>(); // this rank's steps' T in staging, in the order of f.t(i, k)
+            for (int k = 0; k < steps; k++) {
+                int w = a.tileCols(k);
+                int rk = a.tileRows(k);
+                int refl = Math.min(rk, w);
+                int vTag = qrTag(base, mt, k, 0, 0);
+                int tkkTag = qrTag(base, mt, k, k, 1);
+                boolean owner = columnOwner(a, k) == me;
+                if (!owner && !ownsColumn(a, k + 1, nt)) {
+                    continue;
+                }
+                List<Integer> right = owner ? columnOwners(a, k + 1, nt, me) : List.of();
+                List<Runnable> toSend = new ArrayList<>();
+                Operand v;
+                Operand tkk;
+                if (owner) {
+                    Slot d = s[k][k];
+                    long tBytes = (long) refl * w * es;
+                    Buffer tHost = run.staging(tBytes);
+                    long vBytes = (long) rk * refl * es;
+                    Slot vs = new Slot(null, rk, refl, run.device(vBytes), run.staging(vBytes), vBytes);
+                    Slot ts = new Slot(null, refl, w, run.device(tBytes), tHost, tBytes);
+                    tFactors.add(tHost);
+                    run.sched.copyOut(d.dev, d.host, d.bytes);
+                    Event made = run.sched.host(() -> DeviceTileKernels.geqrtOnHost(t, d.host, rk, w, tHost, vs.host),
+                            estimateNs(2.0 * rk * w * w), Access.out(d.host), Access.out(tHost), Access.out(vs.host));
+                    run.sched.copyIn(tHost, ts.dev, tBytes);
+                    run.sched.copyIn(vs.host, vs.dev, vBytes);
+                    v = new Operand(vs, null, null);
+                    tkk = new Operand(ts, null, null);
+                    toSend.add(() -> {
+                        made.synchronize();
+                        for (int dest : right) {
+                            sends.add(send(comm, vs.host, vBytes, dest, vTag));
+                            sends.add(send(comm, tHost, tBytes, dest, tkkTag));
+                        }
+                    });
+                } else {
+                    int from = columnOwner(a, k);
+                    v = run.incoming(comm, t, from, vTag, rk, refl, "the reflectors of panel " + k);
+                    tkk = run.incoming(comm, t, from, tkkTag, refl, w, "T(" + k + ", " + k + ")");
+                }
+                for (int j = k + 1; j < nt; j++) {
+                    Slot c = s[k][j];
+                    if (c == null) {
+                        continue;
+                    }
+                    Slot vs = run.landed(v);
+                    Slot ts = run.landed(tkk);
+                    Buffer wj = work(run, work, k, j, nb, t);
+                    int cols = c.cols();
+                    boolean next = j == k + 1;
+                    run.launch(DeviceTileKernels.gemm(cublas, t, Trans.T, Trans.N, refl, cols, rk, 1.0, vs.dev, rk,
+                            c.dev, c.ld(), 0.0, wj, nb), 2.0 * refl * cols * rk, next);
+                    run.launch(DeviceTileKernels.trmm(cublas, t, Side.LEFT, Uplo.UPPER, Trans.T, Diag.NON_UNIT, refl,
+                            cols, 1.0, ts.dev, refl, wj, nb), (double) refl * refl * cols, next);
+                    run.launch(DeviceTileKernels.gemm(cublas, t, Trans.N, Trans.N, rk, cols, refl, -1.0, vs.dev, rk, wj,
+                            nb, 1.0, c.dev, c.ld()), 2.0 * refl * cols * rk, next);
+                }
+                for (int i = k + 1; i < mt; i++) {
+                    int ri = a.tileRows(i);
+                    int viTag = qrTag(base, mt, k, i, 2);
+                    int tiTag = qrTag(base, mt, k, i, 1);
+                    Operand vi;
+                    Operand ti;
+                    if (owner) {
+                        Slot d = s[k][k];
+                        Slot b = s[i][k];
+                        long tiBytes = (long) w * w * es;
+                        Slot ts = new Slot(null, w, w, run.device(tiBytes), run.staging(tiBytes), tiBytes);
+                        tFactors.add(ts.host);
+                        run.sched.copyOut(b.dev, b.host, b.bytes);
+                        Event made = run.sched.host(() -> DeviceTileKernels.tpqrtOnHost(t, d.host, d.ld(), b.host, ri, w,
+                                ts.host), estimateNs(2.0 * ri * w * w), Access.out(d.host), Access.out(b.host),
+                                Access.out(ts.host));
+                        run.sched.copyIn(b.host, b.dev, b.bytes);
+                        run.sched.copyIn(ts.host, ts.dev, tiBytes);
+                        vi = new Operand(b, null, null);
+                        ti = new Operand(ts, null, null);
+                        toSend.add(() -> {
+                            made.synchronize();
+                            for (int dest : right) {
+                                sends.add(send(comm, b.host, b.bytes, dest, viTag));
+                                sends.add(send(comm, ts.host, tiBytes, dest, tiTag));
+                            }
+                        });
+                    } else {
+                        int from = columnOwner(a, k);
+                        vi = run.incoming(comm, t, from, viTag, ri, w, "reflectors (" + i + ", " + k + ")");
+                        ti = run.incoming(comm, t, from, tiTag, w, w, "T(" + i + ", " + k + ")");
+                    }
+                    for (int j = k + 1; j < nt; j++) {
+                        Slot c1 = s[k][j];
+                        Slot c2 = s[i][j];
+                        if (c1 == null) {
+                            continue;
+                        }
+                        Slot b = run.landed(vi);
+                        Slot ts = run.landed(ti);
+                        Buffer wj = work(run, work, k, j, nb, t);
+                        int cols = c2.cols();
+                        boolean next = j == k + 1;
+                        run.launch(DeviceTileKernels.geam(cublas, t, w, cols, 1.0, c1.dev, c1.ld(), 0.0, wj, nb),
+                                (double) w * cols, next);
+                        run.launch(DeviceTileKernels.gemm(cublas, t, Trans.T, Trans.N, w, cols, ri, 1.0, b.dev, ri,
+                                c2.dev, c2.ld(), 1.0, wj, nb), 2.0 * w * cols * ri, next);
+                        run.launch(DeviceTileKernels.trmm(cublas, t, Side.LEFT, Uplo.UPPER, Trans.T, Diag.NON_UNIT, w,
+                                cols, 1.0, ts.dev, w, wj, nb), (double) w * w * cols, next);
+                        run.launch(DeviceTileKernels.geam(cublas, t, w, cols, -1.0, wj, nb, 1.0, c1.dev, c1.ld()),
+                                (double) w * cols, next);
+                        run.launch(DeviceTileKernels.gemm(cublas, t, Trans.N, Trans.N, ri, cols, w, -1.0, b.dev, ri,
+                                wj, nb, 1.0, c2.dev, c2.ld()), 2.0 * w * cols * ri, next);
+                    }
+                }
+                if (owner) {
+                    Slot d = s[k][k];
+                    run.sched.copyIn(d.host, d.dev, d.bytes);
+                }
+                toSend.forEach(Runnable::run);
+            }
+            // the sends read staging buffers that the downloads overwrite (and, in LU, with rows swapped since)
+            CompletableFuture.allOf(sends.toArray(new CompletableFuture[0])).join();
+            for (Slot[] row : s) {
+                for (Slot x : row) {
+                    if (x != null) {
+                        run.download(x);
+                    }
+                }
+            }
+            run.finish();
+            run.copyBack();
+            int n = 0;
+            for (int k = 0; k < steps; k++) {
+                if (columnOwner(a, k) != me) {
+                    continue;
+                }
+                for (int i = k; i < mt; i++) {
+                    Tile ti = f.t(i, k);
+                    Pointer.memcpy(ti.pointer(), new Pointer(tFactors.get(n++).bytes().duplicate().clear()),
+                            (long) ti.size() * es);
+                }
+                f.v(k).copyFrom(a.tile(k, k));
+            }
+        } catch (RuntimeException | Error e) {
+            f.close();
+            throw e;
+        }
+        return f;
+    }
+
+    /** The tag of a QR message of step k about tile row i: 0 the explicit V(k), 1 T(i, k), 2 the reflectors A(i, k). */
+    private static int qrTag(long base, int mt, int k, int i, int kind) {
+        return (int) ((base + (3L * k + kind) * mt + i) % DistributedMatrix.GATHER_TAG_BASE);
+    }
+
+    private static void requireWholeColumns(String op, DistributedMatrix a) {
+        for (int j = 0; j < a.nt(); j++) {
+            for (int i = 1; i < a.mt(); i++) {
+                if (!a.distribution().owner(i, j).equals(a.distribution().owner(0, j))) {
+                    throw new IllegalArgumentException(op + ": " + a.describe() + " splits tile column " + j + " over "
+                            + "ranks (tile " + i + " is on rank " + a.distribution().owner(i, j).rank() + "); the device "
+                            + op + " factors each panel on one rank: distribute by columns (a 1 x P grid, or "
+                            + "TileAlgebra.redistribute), or use TileAlgebra, which copies by columns itself");
+                }
+            }
+        }
+    }
+
+    private static int columnOwner(DistributedMatrix a, int j) {
+        return a.distribution().owner(0, j).rank();
+    }
+
+    /** Whether this rank owns one of tile columns [c0, c1) (of a matrix distributed by columns). */
+    private static boolean ownsColumn(DistributedMatrix a, int c0, int c1) {
+        for (int j = c0; j < c1; j++) {
+            if (a.isLocal(0, j)) {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    /** Ranks other than {@code me} owning one of tile columns [c0, c1). */
+    private static List<Integer> columnOwners(DistributedMatrix a, int c0, int c1, int me) {
+        return owners(a, 0, 1, c0, c1, me);
     }
 
     /** Ranks other than {@code me} whose tiles read L(i, k) in step k: tile row i (columns k+1..i), tile column i. */
@@ -906,22 +1258,23 @@ public final class DeviceTileAlgebra implements AutoCloseable {
     }
 
     /**
-     * Checks the operands of an operation that also runs across ranks; true when they are spread over the ranks of the
-     * context's communicator, false when they are whole.
+     * Checks an operation's operands: true when they are spread over the ranks of the context's communicator, false
+     * when they are whole matrices.
      */
     private boolean spread(String op, DistributedMatrix... ms) {
-        if (ms[0].isWhole()) {
-            check(op, ms);
-            return false;
-        }
+        boolean spread = !ms[0].isWhole();
         Communicator comm = ctx.communicator();
         for (DistributedMatrix m : ms) {
-            if (comm == null) {
+            if (m.isWhole() == spread) {
+                throw new IllegalArgumentException(op + ": operands must all be whole or all spread over the ranks, got "
+                        + ms[0].describe() + " and " + m.describe());
+            }
+            if (spread && comm == null) {
                 throw new IllegalArgumentException(op + ": " + m.describe() + " is spread over "
                         + m.distribution().ranks() + " ranks; launch the DeviceTileAlgebra with "
                         + "Context.communicator(...), or gather it to one rank");
             }
-            if (m.distribution().ranks() != comm.size() || m.localRank() != comm.rank()) {
+            if (spread && (m.distribution().ranks() != comm.size() || m.localRank() != comm.rank())) {
                 throw new IllegalArgumentException(op + ": " + m.describe() + " is rank " + m.localRank() + "'s part "
                         + "of " + m.distribution().ranks() + " ranks, but this is rank " + comm.rank() + " of a "
                         + "communicator of " + comm.size());
@@ -936,21 +1289,7 @@ public final class DeviceTileAlgebra implements AutoCloseable {
                         + ms[0].describe() + " and " + m.describe());
             }
         }
-        return true;
-    }
-
-    private static void check(String op, DistributedMatrix... ms) {
-        for (DistributedMatrix m : ms) {
-            if (!m.isWhole()) {
-                throw new IllegalArgumentException(op + ": " + m.describe() + " is spread over "
-                        + m.distribution().ranks() + " ranks; the device " + op + " works on whole matrices (gather"
-                        + " it to one rank, or use TileAlgebra with a communicator)");
-            }
-            if (m.tileSize() != ms[0].tileSize() || m.type() != ms[0].type()) {
-                throw new IllegalArgumentException(op + ": operands must share tile size and type, got "
-                        + ms[0].describe() + " and " + m.describe());
-            }
-        }
+        return spread;
     }
 
     private long estimateNs(double flops) {
@@ -1008,13 +1347,16 @@ public final class DeviceTileAlgebra implements AutoCloseable {
             if (m.isLocal(i, j)) {
                 return new Operand(own != null ? own : upload(m.tile(i, j)), null, null);
             }
-            int rows = m.tileRows(i), cols = m.tileCols(j);
-            long bytes = (long) rows * cols * m.type().bytes();
+            return incoming(comm, m.type(), m.distribution().owner(i, j).rank(), tag, m.tileRows(i), m.tileCols(j),
+                    "tile (" + i + ", " + j + ") of " + m.describe());
+        }
+
+        /** A rows x cols block from another rank, its receive into a fresh staging buffer posted now. */
+        Operand incoming(Communicator comm, DType type, int source, int tag, int rows, int cols, String what) {
+            long bytes = (long) rows * cols * type.bytes();
             Slot s = new Slot(null, rows, cols, device(bytes), staging(bytes), bytes);
-            int owner = m.distribution().owner(i, j).rank();
             ByteBuffer into = s.host.bytes().duplicate().clear().limit((int) bytes);
-            return new Operand(s, comm.irecv(into, owner, tag), "tile (" + i + ", " + j + ") of " + m.describe()
-                    + " from rank " + owner + " (tag " + tag + ")");
+            return new Operand(s, comm.irecv(into, source, tag), what + " from rank " + source + " (tag " + tag + ")");
         }
 
         Operand operand(Communicator comm, DistributedMatrix m, int i, int j, int tag) {

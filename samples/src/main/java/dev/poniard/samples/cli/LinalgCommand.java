@@ -101,10 +101,9 @@ public final class LinalgCommand implements Callable<Integer> {
         RankEnvironment env = RankEnvironment.detect();
         if (device != Target.threads) {
             boolean spread = env.size() > 1 || ranks > 1;
-            if (op == Op.solve || trace != null || spread && op != Op.gemm && op != Op.cholesky) {
+            if (op == Op.solve || trace != null) {
                 throw new CommandLine.ParameterException(spec.commandLine(), "--device " + device + " runs gemm, "
-                        + "cholesky, lu or qr in one process and gemm or cholesky over ranks, without --trace (device "
-                        + "streams keep no timeline yet); got " + op + (spread ? " over several ranks" : "")
+                        + "cholesky, lu or qr, without --trace (device streams keep no timeline yet); got " + op
                         + (trace != null ? " with --trace" : ""));
             }
             if (!spread) {
@@ -260,7 +259,7 @@ public final class LinalgCommand implements Callable<Integer> {
     }
 
     /**
-     * One rank of an SPMD gemm or cholesky whose tiles run on this rank's device: GPU {@code localRank % count} with
+     * One rank of an SPMD gemm, cholesky, lu or qr whose tiles run on this rank's device: GPU {@code localRank % count} with
      * {@code --device gpu}, an emulated device running {@code --workers} kernels at once (default 1) with cpu.
      */
     private int spmdOnDevices(PrintWriter out, Communicator comm, LinalgRank.Op o, Distribution d) {

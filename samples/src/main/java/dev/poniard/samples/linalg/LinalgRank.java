@@ -11,6 +11,7 @@ import java.util.ArrayList;
 import java.util.List;
 import java.util.Locale;
 import java.util.function.Consumer;
+import java.util.function.Function;
 
 /**
  * One rank of a distributed (SPMD) GEMM, Cholesky, LU, QR or linear solve: every rank of a job calls {@link #run} with the
@@ -80,7 +81,13 @@ public final class LinalgRank {
     public static Run run(Communicator comm, TileAlgebra la, Op op, int n, int nb, long seed, boolean check,
                           Distribution d) {
         if (op == Op.lu || op == Op.qr) {
-            return factor(comm, la, op, n, nb, seed, check, d);
+            return factor(comm, op, n, nb, seed, check, d, a -> {
+                if (op == Op.lu) {
+                    return la.lu(a).pivots();
+                }
+                la.qr(a).close();
+                return null;
+            });
         }
         if (op == Op.solve) {
             return solve(comm, la, n, nb, seed, check, d);
@@ -90,13 +97,26 @@ public final class LinalgRank {
     }
 
     /**
-     * {@link #run} of gemm or cholesky with every rank's tiles on its own device ({@code la} launched with the
-     * communicator); the time runs to a barrier after the operation, so it is the whole job's.
+     * {@link #run} of gemm, cholesky, lu or qr with every rank's tiles on its own device ({@code la} launched with the
+     * communicator; lu and qr on a distribution by columns); the time runs to a barrier after the operation, so it is
+     * the whole job's.
      */
     public static Run run(Communicator comm, DeviceTileAlgebra la, Op op, int n, int nb, long seed, boolean check,
                           Distribution d) {
-        if (op != Op.gemm && op != Op.cholesky) {
-            throw new IllegalArgumentException("on devices across ranks only gemm and cholesky run, got " + op);
+        if (op == Op.solve) {
+            throw new IllegalArgumentException("solve does not run on devices across ranks; run lu");
+        }
+        if (op == Op.lu || op == Op.qr) {
+            return factor(comm, op, n, nb, seed, check, d, a -> {
+                int[] piv = null;
+                if (op == Op.lu) {
+                    piv = la.lu(a).pivots();
+                } else {
+                    la.qr(a).close();
+                }
+                comm.barrier();
+                return piv;
+            });
         }
         return multiplyOrFactor(comm, op, n, nb, seed, check, d, (a, b, c) -> {
             la.gemm(1.0, a, b, 0.0, c);
@@ -151,17 +171,12 @@ public final class LinalgRank {
      * for QR, whose Q stays distributed, ||A^T (A x) − R^T (R x)|| / (||A||² ||x|| n eps), which holds for
      * the R of any orthogonal Q.
      */
-    private static Run factor(Communicator comm, TileAlgebra la, Op op, int n, int nb, long seed, boolean check,
-                              Distribution d) {
+    private static Run factor(Communicator comm, Op op, int n, int nb, long seed, boolean check, Distribution d,
+                              Function<DistributedMatrix, int[]> factorize) {
         try (DistributedMatrix a = DistributedMatrix.random(DType.F64, n, n, nb, seed, d, comm.rank())) {
             comm.barrier();
             long t0 = System.nanoTime();
-            int[] piv = null;
-            if (op == Op.lu) {
-                piv = la.lu(a).pivots();
-            } else {
-                la.qr(a).close();
-            }
+            int[] piv = factorize.apply(a); // LU's pivots, null for QR
             long dt = System.nanoTime() - t0;
             double residual = Double.NaN;
             if (check) {
