@@ -43,10 +43,12 @@ tr ':' '\n' < "$cp_file" | grep -v -e '/org/junit/' -e '/opentest4j/' -e '/apigu
 tr ':' '\n' < "$cp_file" | grep -e '/org/bytedeco/' -e '/org/jcuda/jcublas' \
   | while read -r jar; do cp -n "$jar" "$bundle/lib/"; done
 cp scheduler/target/poniard-scheduler-*.jar linalg-kernels/target/poniard-linalg-kernels-*.jar "$bundle/lib/"
-# From samples only the streams benchmark and the report writer (the CLI jar also carries DL4J code and MNIST).
+# From samples only the streams benchmark (with its tile-algebra cases' residuals) and the report writer (the CLI
+# jar also carries DL4J code and MNIST).
 (cd samples/target/classes && jar --create --file "$bundle/lib/poniard-samples-streams.jar" \
   dev/poniard/samples/streams dev/poniard/samples/bench/BenchReport.class dev/poniard/samples/bench/BenchResult.class \
-  dev/poniard/samples/bench/BenchOptions.class dev/poniard/samples/bench/BenchSuite.class)
+  dev/poniard/samples/bench/BenchOptions.class dev/poniard/samples/bench/BenchSuite.class \
+  dev/poniard/samples/linalg/Residuals.class)
 ./mvnw -q -B dependency:copy -Dartifact="$console" -DoutputDirectory="$bundle/junit" >&2
 mv "$bundle/junit/"junit-platform-console-standalone-*.jar "$bundle/junit/junit-platform-console-standalone.jar"
 

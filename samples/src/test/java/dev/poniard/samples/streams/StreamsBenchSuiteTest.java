@@ -1,10 +1,13 @@
 package dev.poniard.samples.streams;
 
+import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 import static org.junit.jupiter.api.Assumptions.assumeFalse;
 
 import dev.poniard.samples.bench.BenchOptions;
+import dev.poniard.samples.bench.BenchResult;
 import dev.poniard.scheduler.stream.cuda.CudaDevices;
+import java.util.List;
 import java.util.concurrent.TimeUnit;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
@@ -15,5 +18,17 @@ class StreamsBenchSuiteTest {
     void shouldSkipTheGpuCasesWithoutAGpu() throws Exception {
         assumeFalse(CudaDevices.detect().available(), "this machine has a GPU");
         assertTrue(new StreamsBenchSuite(false, true).run(new BenchOptions(true, 1), r -> { }).isEmpty());
+    }
+
+    @Test
+    @Timeout(value = 120, unit = TimeUnit.SECONDS)
+    void shouldWriteEveryCpuCaseWithItsOneStreamBaseline() {
+        List<BenchResult> results = new StreamsBenchSuite(true, false).run(new BenchOptions(true, 1), r -> { });
+        assertEquals(List.of("cpu_independent_kernels", "cpu_copy_compute_pipeline", "cpu_bidirectional_copies",
+                "cpu_mixed_dag", "cpu_tile_cholesky", "cpu_tile_gemm"),
+                results.stream().map(BenchResult::caseName).toList());
+        for (BenchResult r : results) {
+            assertTrue(r.value() > 0 && r.baselineValue() > 0, r.toString());
+        }
     }
 }
