@@ -47,8 +47,8 @@ import org.bytedeco.javacpp.Pointer;
  * once through a {@link StreamScheduler}, which links kernels that share a buffer with events (a reader
  * waits for the last writer, a writer for the last writer and the readers since) and puts each on the
  * least-loaded compute stream, or on the high-priority stream when it is {@code critical}; (3) enqueues the
- * copies out, synchronises the device once, and copies staging back into the tiles. The host never blocks
- * between (1) and (3).
+ * copies out, synchronises the device once, and copies staging back into the tiles. On one device the host never
+ * blocks between (1) and (3); across ranks it waits only where it must send or receive a tile (below).
  *
  * <p>Cholesky is the right-looking tile algorithm (POTRF, TRSM, SYRK, GEMM) of PLASMA (Buttari et al. 2009)
  * with a look-ahead of one panel: the TRSMs of panel k and the updates of tile column k + 1 are critical, so
@@ -199,7 +199,10 @@ public final class DeviceTileAlgebra implements AutoCloseable {
         gemm(Trans.N, Trans.N, alpha, a, b, beta, c);
     }
 
-    /** C := alpha op(A) op(B) + beta C, all three whole matrices with the same tile size and type. */
+    /**
+     * C := alpha op(A) op(B) + beta C, all three with the same tile size and type: whole matrices, or spread over the
+     * ranks of {@link Context#communicator} (any distribution that keeps one copy of each tile).
+     */
     public synchronized void gemm(Trans ta, Trans tb, double alpha, DistributedMatrix a, DistributedMatrix b,
                                   double beta, DistributedMatrix c) {
         open();
@@ -215,55 +218,7 @@ public final class DeviceTileAlgebra implements AutoCloseable {
             throw new IllegalArgumentException("gemm: C (" + c + ") is also " + (a == c ? "A" : "B")
                     + "; C's tiles are overwritten while A's and B's are read, so pass a copy");
         }
-        if (spread("gemm", a, b, c)) {
-            gemmAcrossRanks(ta, tb, alpha, a, b, beta, c);
-            return;
-        }
-        DType t = c.type();
-        int kt = ta == Trans.N ? a.nt() : a.mt();
-        try (Run run = new Run()) {
-            // beta = 0: BLAS does not read C, so its tiles need no copy in
-            Slot[][] cs = new Slot[c.mt()][c.nt()];
-            for (int j = 0; j < c.nt(); j++) {
-                for (int i = 0; i < c.mt(); i++) {
-                    cs[i][j] = beta == 0 ? run.slot(c.tile(i, j)) : run.upload(c.tile(i, j));
-                }
-            }
-            // A and B in the order the steps read them, so the first products can start early
-            Slot[][] as = new Slot[a.mt()][a.nt()];
-            Slot[][] bs = new Slot[b.mt()][b.nt()];
-            for (int l = 0; l < kt; l++) {
-                for (int i = 0; i < c.mt(); i++) {
-                    int r = ta == Trans.N ? i : l, q = ta == Trans.N ? l : i;
-                    as[r][q] = run.upload(a.tile(r, q));
-                }
-                for (int j = 0; j < c.nt(); j++) {
-                    int r = tb == Trans.N ? l : j, q = tb == Trans.N ? j : l;
-                    bs[r][q] = run.upload(b.tile(r, q));
-                }
-            }
-            for (int l = 0; l < kt; l++) {
-                double betaStep = l == 0 ? beta : 1.0;
-                for (int i = 0; i < c.mt(); i++) {
-                    for (int j = 0; j < c.nt(); j++) {
-                        Slot x = ta == Trans.N ? as[i][l] : as[l][i];
-                        Slot y = tb == Trans.N ? bs[l][j] : bs[j][l];
-                        Slot z = cs[i][j];
-                        int kk = ta == Trans.N ? x.cols() : x.rows();
-                        run.launch(DeviceTileKernels.gemm(cublas, t, ta, tb, z.rows(), z.cols(), kk, alpha,
-                                x.dev, x.ld(), y.dev, y.ld(), betaStep, z.dev, z.ld()),
-                                2.0 * z.rows() * z.cols() * kk, false);
-                    }
-                }
-            }
-            for (Slot[] row : cs) {
-                for (Slot z : row) {
-                    run.download(z);
-                }
-            }
-            run.finish();
-            run.copyBack();
-        }
+        gemmTiles(spread("gemm", a, b, c) ? ctx.communicator() : null, ta, tb, alpha, a, b, beta, c);
     }
 
     // ------------------------------------------------------------------------------------------------
@@ -281,57 +236,7 @@ public final class DeviceTileAlgebra implements AutoCloseable {
         if (a.rows() != a.cols()) {
             throw new IllegalArgumentException("cholesky needs a square matrix, got " + a.rows() + "x" + a.cols());
         }
-        if (spread("cholesky", a)) {
-            return choleskyAcrossRanks(a);
-        }
-        DType t = a.type();
-        int nt = a.nt();
-        int nb = a.tileSize();
-        PotrfFailure failure = new PotrfFailure();
-        try (Run run = new Run()) {
-            Slot[][] s = new Slot[nt][nt];
-            for (int j = 0; j < nt; j++) {
-                for (int i = j; i < nt; i++) {
-                    s[i][j] = run.upload(a.tile(i, j));
-                }
-            }
-            for (int k = 0; k < nt; k++) {
-                Slot d = s[k][k];
-                potrf(run, t, k, d, failure);
-                int w = d.cols();
-                for (int i = k + 1; i < nt; i++) {
-                    Slot b = s[i][k];
-                    run.launch(DeviceTileKernels.trsm(cublas, t, Side.RIGHT, Uplo.LOWER, Trans.T, Diag.NON_UNIT,
-                            b.rows(), w, 1.0, d.dev, d.ld(), b.dev, b.ld()), (double) b.rows() * w * w, true);
-                }
-                for (int j = k + 1; j < nt; j++) {
-                    // look-ahead: tile column k + 1 is the next panel
-                    boolean next = j == k + 1;
-                    Slot ajk = s[j][k];
-                    Slot ajj = s[j][j];
-                    run.launch(DeviceTileKernels.syrk(cublas, t, Uplo.LOWER, Trans.N, ajj.rows(), w, -1.0, ajk.dev,
-                            ajk.ld(), 1.0, ajj.dev, ajj.ld()), (double) ajj.rows() * ajj.rows() * w, next);
-                    for (int i = j + 1; i < nt; i++) {
-                        Slot aik = s[i][k];
-                        Slot aij = s[i][j];
-                        run.launch(DeviceTileKernels.gemm(cublas, t, Trans.N, Trans.T, aij.rows(), aij.cols(), w,
-                                -1.0, aik.dev, aik.ld(), ajk.dev, ajk.ld(), 1.0, aij.dev, aij.ld()),
-                                2.0 * aij.rows() * aij.cols() * w, next);
-                    }
-                }
-            }
-            for (int j = 0; j < nt; j++) {
-                for (int i = j; i < nt; i++) {
-                    run.download(s[i][j]);
-                }
-            }
-            run.finish();
-            if (failure.tile >= 0) {
-                throw new NotPositiveDefiniteException(failure.tile, failure.tile * nb + failure.info - 1);
-            }
-            run.copyBack();
-        }
-        return a;
+        return choleskyTiles(spread("cholesky", a) ? ctx.communicator() : null, a);
     }
 
     /** The first POTRF that failed; written by a host function, read after the device has synchronised. */
@@ -372,75 +277,7 @@ public final class DeviceTileAlgebra implements AutoCloseable {
      */
     public synchronized LuFactorization lu(DistributedMatrix a) {
         open();
-        if (spread("lu", a)) {
-            return luAcrossRanks(a);
-        }
-        DType t = a.type();
-        int mt = a.mt();
-        int nt = a.nt();
-        int nb = a.tileSize();
-        int steps = Math.min(mt, nt);
-        int[] piv = new int[Math.min(a.rows(), a.cols())];
-        PanelFailure failure = new PanelFailure();
-        CudaDevice gpu = device instanceof CudaDevice ? (CudaDevice) device : null;
-        try (Run run = new Run()) {
-            Slot[][] s = new Slot[mt][nt];
-            for (int j = 0; j < nt; j++) {
-                for (int i = 0; i < mt; i++) {
-                    s[i][j] = run.upload(a.tile(i, j));
-                }
-            }
-            Buffer scratch = run.staging((long) a.rows() * nb * t.bytes());
-            for (int k = 0; k < steps; k++) {
-                int w = a.tileCols(k);
-                int pm = a.rows() - k * nb;
-                int npiv = Math.min(pm, w);
-                Buffer pivHost = run.staging(4L * npiv);
-                Buffer pivDev = run.device(4L * npiv);
-                panel(run, t, a, s, k, scratch, pivHost, piv, failure);
-                run.sched.copyIn(pivHost, pivDev, 4L * npiv);
-                Slot d = s[k][k];
-                for (int j = 0; j < nt; j++) {
-                    if (j == k) {
-                        continue;
-                    }
-                    // look-ahead: tile column k + 1 is the next panel
-                    boolean next = j == k + 1;
-                    List<Buffer> column = new ArrayList<>();
-                    for (int i = k; i < mt; i++) {
-                        column.add(s[i][j].dev);
-                    }
-                    int cols = a.tileCols(j);
-                    run.launch(DeviceTileKernels.laswp(gpu, t, column, nb, a.tileRows(mt - 1), cols, pivDev, npiv),
-                            (double) npiv * cols, next);
-                    if (j < k) {
-                        continue; // the left swaps of finished columns are all they need
-                    }
-                    Slot u = s[k][j];
-                    run.launch(DeviceTileKernels.trsm(cublas, t, Side.LEFT, Uplo.LOWER, Trans.N, Diag.UNIT,
-                            u.rows(), cols, 1.0, d.dev, d.ld(), u.dev, u.ld()),
-                            (double) u.rows() * u.rows() * cols, next);
-                    for (int i = k + 1; i < mt; i++) {
-                        Slot l = s[i][k];
-                        Slot c = s[i][j];
-                        run.launch(DeviceTileKernels.gemm(cublas, t, Trans.N, Trans.N, c.rows(), cols, w, -1.0,
-                                l.dev, l.ld(), u.dev, u.ld(), 1.0, c.dev, c.ld()),
-                                2.0 * c.rows() * cols * w, next);
-                    }
-                }
-            }
-            for (int j = 0; j < nt; j++) {
-                for (int i = 0; i < mt; i++) {
-                    run.download(s[i][j]);
-                }
-            }
-            run.finish();
-            if (failure.tile >= 0) {
-                throw new SingularMatrixException(failure.tile, failure.column);
-            }
-            run.copyBack();
-        }
-        return new LuFactorization(a, piv);
+        return luTiles(spread("lu", a) ? ctx.communicator() : null, a);
     }
 
     /** The first panel that met an exactly zero pivot; written by a host function, read after synchronising. */
@@ -511,113 +348,7 @@ public final class DeviceTileAlgebra implements AutoCloseable {
      */
     public synchronized QrFactorization qr(DistributedMatrix a) {
         open();
-        if (spread("qr", a)) {
-            return qrAcrossRanks(a);
-        }
-        DType t = a.type();
-        int mt = a.mt();
-        int nt = a.nt();
-        int nb = a.tileSize();
-        int steps = Math.min(mt, nt);
-        QrFactorization f = QrFactorization.allocate(a, nb);
-        try (Run run = new Run()) {
-            Slot[][] s = new Slot[mt][nt];
-            for (int j = 0; j < nt; j++) {
-                for (int i = 0; i < mt; i++) {
-                    s[i][j] = run.upload(a.tile(i, j));
-                }
-            }
-            // one work block per tile column and step parity: the updates of a tile column in one step are chained
-            // through its tile in the panel's row anyway, and the next step's may start before this step's end
-            Buffer[][] work = new Buffer[2][nt];
-            List<Buffer> tFactors = new ArrayList<>(); // T in staging, in the order of f.t(i, k), copied out after the run
-            for (int k = 0; k < steps; k++) {
-                Slot d = s[k][k];
-                int w = a.tileCols(k);
-                int rk = d.rows();
-                int refl = Math.min(rk, w);
-                long tBytes = (long) f.t(k, k).size() * t.bytes();
-                Buffer tHost = run.staging(tBytes);
-                Buffer tDev = run.device(tBytes);
-                long vBytes = (long) rk * refl * t.bytes();
-                Buffer vHost = run.staging(vBytes);
-                Buffer vDev = run.device(vBytes);
-                tFactors.add(tHost);
-                // the diagonal tile stays on the host until its last TPQRT; V goes in as an explicit matrix
-                run.sched.copyOut(d.dev, d.host, d.bytes);
-                run.sched.host(() -> DeviceTileKernels.geqrtOnHost(t, d.host, rk, w, tHost, vHost),
-                        estimateNs(2.0 * rk * w * w), Access.out(d.host), Access.out(tHost), Access.out(vHost));
-                run.sched.copyIn(tHost, tDev, tBytes);
-                run.sched.copyIn(vHost, vDev, vBytes);
-                for (int j = k + 1; j < nt; j++) {
-                    Slot c = s[k][j];
-                    Buffer wj = work(run, work, k, j, nb, t);
-                    int cols = c.cols();
-                    boolean next = j == k + 1;
-                    // C := (I - V T V^T)^T C = C - V (T^T (V^T C))
-                    run.launch(DeviceTileKernels.gemm(cublas, t, Trans.T, Trans.N, refl, cols, rk, 1.0, vDev, rk,
-                            c.dev, c.ld(), 0.0, wj, nb), 2.0 * refl * cols * rk, next);
-                    run.launch(DeviceTileKernels.trmm(cublas, t, Side.LEFT, Uplo.UPPER, Trans.T, Diag.NON_UNIT, refl,
-                            cols, 1.0, tDev, refl, wj, nb), (double) refl * refl * cols, next);
-                    run.launch(DeviceTileKernels.gemm(cublas, t, Trans.N, Trans.N, rk, cols, refl, -1.0, vDev, rk, wj,
-                            nb, 1.0, c.dev, c.ld()), 2.0 * refl * cols * rk, next);
-                }
-                for (int i = k + 1; i < mt; i++) {
-                    Slot b = s[i][k];
-                    int ri = b.rows();
-                    long tiBytes = (long) f.t(i, k).size() * t.bytes();
-                    Buffer tiHost = run.staging(tiBytes);
-                    Buffer tiDev = run.device(tiBytes);
-                    tFactors.add(tiHost);
-                    run.sched.copyOut(b.dev, b.host, b.bytes);
-                    run.sched.host(() -> DeviceTileKernels.tpqrtOnHost(t, d.host, d.ld(), b.host, ri, w, tiHost),
-                            estimateNs(2.0 * ri * w * w), Access.out(d.host), Access.out(b.host), Access.out(tiHost));
-                    run.sched.copyIn(b.host, b.dev, b.bytes);
-                    run.sched.copyIn(tiHost, tiDev, tiBytes);
-                    for (int j = k + 1; j < nt; j++) {
-                        Slot c1 = s[k][j];
-                        Slot c2 = s[i][j];
-                        Buffer wj = work(run, work, k, j, nb, t);
-                        int cols = c2.cols();
-                        boolean next = j == k + 1;
-                        // [C1; C2] := (I - [I; V] T [I; V]^T)^T [C1; C2], C1 the top w rows of the panel row's tile:
-                        // W = C1 + V^T C2; W = T^T W; C1 -= W; C2 -= V W
-                        run.launch(DeviceTileKernels.geam(cublas, t, w, cols, 1.0, c1.dev, c1.ld(), 0.0, wj, nb),
-                                (double) w * cols, next);
-                        run.launch(DeviceTileKernels.gemm(cublas, t, Trans.T, Trans.N, w, cols, ri, 1.0, b.dev, ri,
-                                c2.dev, c2.ld(), 1.0, wj, nb), 2.0 * w * cols * ri, next);
-                        run.launch(DeviceTileKernels.trmm(cublas, t, Side.LEFT, Uplo.UPPER, Trans.T, Diag.NON_UNIT, w,
-                                cols, 1.0, tiDev, w, wj, nb), (double) w * w * cols, next);
-                        run.launch(DeviceTileKernels.geam(cublas, t, w, cols, -1.0, wj, nb, 1.0, c1.dev, c1.ld()),
-                                (double) w * cols, next);
-                        run.launch(DeviceTileKernels.gemm(cublas, t, Trans.N, Trans.N, ri, cols, w, -1.0, b.dev, ri,
-                                wj, nb, 1.0, c2.dev, c2.ld()), 2.0 * w * cols * ri, next);
-                    }
-                }
-                run.sched.copyIn(d.host, d.dev, d.bytes);
-            }
-            for (int j = 0; j < nt; j++) {
-                for (int i = 0; i < mt; i++) {
-                    run.download(s[i][j]);
-                }
-            }
-            run.finish();
-            run.copyBack();
-            // T as the host functions left it in staging; the reflector copies are the diagonal tiles' lower parts
-            int n = 0;
-            for (int k = 0; k < steps; k++) {
-                for (int i = k; i < mt; i++) {
-                    Tile ti = f.t(i, k);
-                    Pointer.memcpy(ti.pointer(), new Pointer(tFactors.get(n++).bytes().duplicate().clear()),
-                            (long) ti.size() * t.bytes());
-                }
-                f.v(k).copyFrom(a.tile(k, k));
-            }
-        } catch (RuntimeException | Error e) {
-            f.close();
-            throw e;
-        }
-        return f;
+        return qrTiles(spread("qr", a) ? ctx.communicator() : null, a);
     }
 
     /** The work block of tile column j for step k, taken from the pool the first time (nb x nb, ld nb). */
@@ -630,21 +361,21 @@ public final class DeviceTileAlgebra implements AutoCloseable {
     }
 
     // ------------------------------------------------------------------------------------------------
-    // Across ranks (SPMD)
+    // The tile DAGs, on one device (comm null, every tile local) or on one device per rank (SPMD)
 
     /**
-     * GEMM of matrices spread over the ranks, owner computes: each rank sends every A and B tile it owns, straight from
-     * the tile's memory, to the other ranks owning a C tile that reads it, posts the receives of the tiles its own C
-     * tiles read, then runs the steps l = 0, 1, ... as the one-device GEMM does, each step's received tiles copied in
-     * as they land (the host waits only for tiles the device is about to need).
+     * GEMM, owner computes: each rank sends every A and B tile it owns, straight from the tile's memory, to the other
+     * ranks owning a C tile that reads it, and posts the receives of the tiles its own C tiles read; it copies in its
+     * own A and B tiles in the order the steps l = 0, 1, ... read them (so the first products start early), then
+     * enqueues the steps, each step's received tiles copied in as they land (the host waits only for tiles the
+     * device is about to need). C's tiles are not copied in when beta = 0 (BLAS does not read them).
      */
-    private void gemmAcrossRanks(Trans ta, Trans tb, double alpha, DistributedMatrix a, DistributedMatrix b,
-                                 double beta, DistributedMatrix c) {
-        Communicator comm = ctx.communicator();
-        int me = comm.rank();
+    private void gemmTiles(Communicator comm, Trans ta, Trans tb, double alpha, DistributedMatrix a, DistributedMatrix b,
+                           double beta, DistributedMatrix c) {
+        int me = c.localRank();
         DType t = c.type();
         int kt = ta == Trans.N ? a.nt() : a.mt();
-        long base = nextTags((long) a.mt() * a.nt() + (long) b.mt() * b.nt());
+        long base = comm == null ? 0 : nextTags((long) a.mt() * a.nt() + (long) b.mt() * b.nt());
         List<CompletableFuture<Void>> sends = new ArrayList<>();
         try (Run run = new Run()) {
             // A(r, q) is read by C's tile row (ta == N ? r : q), B(r, q) by C's tile column (tb == N ? q : r)
@@ -726,21 +457,20 @@ public final class DeviceTileAlgebra implements AutoCloseable {
     }
 
     /**
-     * Cholesky of a matrix spread over the ranks, right-looking and owner computes, a step per tile column k: the
-     * owner of tile (k, k) factors it (hybrid POTRF) and sends L(k, k) to the owners of the panel's other tiles; they
-     * solve their tiles (TRSM, on the high-priority stream) and send each L(i, k) to the owners of the tiles of tile
-     * row i and tile column i that its update reads; every rank then updates its own trailing tiles (SYRK, GEMM). The
-     * host waits for a step's panel only, while the device still runs the previous step's trailing update: a
-     * look-ahead of one panel. A failing POTRF is agreed on by all ranks after the last step (an all-reduce of the
-     * first failing column), and every rank throws and leaves its tiles unchanged.
+     * Cholesky, right-looking and owner computes, a step per tile column k: the owner of tile (k, k) factors it
+     * (hybrid POTRF) and sends L(k, k) to the owners of the panel's other tiles; they solve their tiles (TRSM, on the
+     * high-priority stream) and send each L(i, k) to the owners of the tiles of tile row i and tile column i that its
+     * update reads; every rank then updates its own trailing tiles (SYRK, GEMM; tile column k + 1's on the
+     * high-priority stream). A host that sends waits for its step's panel only, while the device still runs the
+     * previous step's trailing update: a look-ahead of one panel. A failing POTRF is agreed on by all ranks after the
+     * last step (an all-reduce of the first failing column), and every rank throws and leaves its tiles unchanged.
      */
-    private DistributedMatrix choleskyAcrossRanks(DistributedMatrix a) {
-        Communicator comm = ctx.communicator();
-        int me = comm.rank();
+    private DistributedMatrix choleskyTiles(Communicator comm, DistributedMatrix a) {
+        int me = a.localRank();
         DType t = a.type();
         int nt = a.nt();
         int nb = a.tileSize();
-        long base = nextTags((long) nt * nt);
+        long base = comm == null ? 0 : nextTags((long) nt * nt);
         PotrfFailure failure = new PotrfFailure();
         List<CompletableFuture<Void>> sends = new ArrayList<>();
         try (Run run = new Run()) {
@@ -827,7 +557,7 @@ public final class DeviceTileAlgebra implements AutoCloseable {
             }
             run.finish();
             int[] column = {failure.tile >= 0 ? failure.tile * nb + failure.info - 1 : Integer.MAX_VALUE};
-            comm.allReduce(column, ReduceOp.MIN);
+            agree(comm, column);
             if (column[0] != Integer.MAX_VALUE) {
                 throw new NotPositiveDefiniteException(column[0] / nb, column[0]);
             }
@@ -837,22 +567,23 @@ public final class DeviceTileAlgebra implements AutoCloseable {
     }
 
     /**
-     * LU of a matrix spread over the ranks by tile columns, owner computes: the owner of tile column k factors the
-     * panel (hybrid getrf) and sends its pivots to every other rank and its tiles to the ranks owning columns right of
-     * it; every rank applies the interchanges to its own other columns and updates those right of the panel (TRSM,
-     * GEMM). A singular panel is agreed on by all ranks after the last step, as Cholesky's failure is.
+     * LU with partial pivoting by tile columns, owner computes: the owner of tile column k factors the panel (hybrid
+     * getrf) and sends its pivots to every other rank and its tiles to the ranks owning columns right of it; every
+     * rank applies the interchanges to its own other columns and updates those right of the panel (TRSM, GEMM; tile
+     * column k + 1's on the high-priority stream). A singular panel is agreed on by all ranks after the last step, as
+     * Cholesky's failure is.
      */
-    private LuFactorization luAcrossRanks(DistributedMatrix a) {
+    private LuFactorization luTiles(Communicator comm, DistributedMatrix a) {
         requireWholeColumns("lu", a);
-        Communicator comm = ctx.communicator();
-        int me = comm.rank();
+        int me = a.localRank();
+        int ranks = comm == null ? 1 : comm.size();
         DType t = a.type();
         int mt = a.mt();
         int nt = a.nt();
         int nb = a.tileSize();
         int steps = Math.min(mt, nt);
         int[] piv = new int[Math.min(a.rows(), a.cols())];
-        long base = nextTags((long) mt * nt + steps); // panel tiles, then one pivot message per step
+        long base = comm == null ? 0 : nextTags((long) mt * nt + steps); // panel tiles, then a pivot message a step
         PanelFailure failure = new PanelFailure();
         CudaDevice gpu = device instanceof CudaDevice ? (CudaDevice) device : null;
         List<CompletableFuture<Void>> sends = new ArrayList<>();
@@ -883,8 +614,10 @@ public final class DeviceTileAlgebra implements AutoCloseable {
                         panel[i] = run.operand(comm, a, i, k, tag(base, a, i, k, 0), s[i][k]);
                     }
                     List<Integer> right = columnOwners(a, k + 1, nt, me);
-                    factored.synchronize();
-                    for (int dest = 0; dest < comm.size(); dest++) {
+                    if (ranks > 1) {
+                        factored.synchronize();
+                    }
+                    for (int dest = 0; dest < ranks; dest++) {
                         if (dest != me) {
                             sends.add(send(comm, pivHost, 4L * npiv, dest, pivTag));
                         }
@@ -951,7 +684,7 @@ public final class DeviceTileAlgebra implements AutoCloseable {
             }
             run.finish();
             int[] column = {failure.tile >= 0 ? failure.column : Integer.MAX_VALUE};
-            comm.allReduce(column, ReduceOp.MIN);
+            agree(comm, column);
             if (column[0] != Integer.MAX_VALUE) {
                 throw new SingularMatrixException(column[0] / nb, column[0]);
             }
@@ -961,15 +694,14 @@ public final class DeviceTileAlgebra implements AutoCloseable {
     }
 
     /**
-     * QR of a matrix spread over the ranks by tile columns, owner computes: the owner of tile column k runs the panel's
-     * GEQRT and TPQRTs (host functions, as on one device) and sends the reflectors and T factors, each as soon as it is
-     * made, to the ranks owning columns right of the panel; every rank applies them to its own columns there. T and the
-     * reflector copies of step k stay on the rank that factored column k, as {@code TileAlgebra.qr} leaves them.
+     * Tile QR by tile columns, owner computes: the owner of tile column k runs the panel's GEQRT and TPQRTs (host
+     * functions) and sends the reflectors and T factors to the ranks owning columns right of the panel; every rank
+     * applies them to its own columns there (GEMQRT and TPMQRT as device calls). T and the reflector copies of step k
+     * stay on the rank that factored column k, as {@code TileAlgebra.qr} leaves them.
      */
-    private QrFactorization qrAcrossRanks(DistributedMatrix a) {
+    private QrFactorization qrTiles(Communicator comm, DistributedMatrix a) {
         requireWholeColumns("qr", a);
-        Communicator comm = ctx.communicator();
-        int me = comm.rank();
+        int me = a.localRank();
         DType t = a.type();
         int mt = a.mt();
         int nt = a.nt();
@@ -977,7 +709,7 @@ public final class DeviceTileAlgebra implements AutoCloseable {
         int steps = Math.min(mt, nt);
         int es = t.bytes();
         // per step k: the explicit V(k), then T(i, k) and the reflectors V(i, k) = A(i, k) for i >= k
-        long base = nextTags(3L * mt * steps);
+        long base = comm == null ? 0 : nextTags(3L * mt * steps);
         QrFactorization f = QrFactorization.allocate(a, nb);
         List<CompletableFuture<Void>> sends = new ArrayList<>();
         try (Run run = new Run()) {
@@ -1019,6 +751,9 @@ public final class DeviceTileAlgebra implements AutoCloseable {
                     v = new Operand(vs, null, null);
                     tkk = new Operand(ts, null, null);
                     toSend.add(() -> {
+                        if (right.isEmpty()) {
+                            return;
+                        }
                         made.synchronize();
                         for (int dest : right) {
                             sends.add(send(comm, vs.host, vBytes, dest, vTag));
@@ -1068,6 +803,9 @@ public final class DeviceTileAlgebra implements AutoCloseable {
                         vi = new Operand(b, null, null);
                         ti = new Operand(ts, null, null);
                         toSend.add(() -> {
+                            if (right.isEmpty()) {
+                                return;
+                            }
                             made.synchronize();
                             for (int dest : right) {
                                 sends.add(send(comm, b.host, b.bytes, dest, viTag));
@@ -1136,6 +874,13 @@ public final class DeviceTileAlgebra implements AutoCloseable {
             throw e;
         }
         return f;
+    }
+
+    /** Makes every rank's first failing column the smallest of them all (nothing to agree on with one rank). */
+    private static void agree(Communicator comm, int[] column) {
+        if (comm != null) {
+            comm.allReduce(column, ReduceOp.MIN);
+        }
     }
 
     /** The tag of a QR message of step k about tile row i: 0 the explicit V(k), 1 T(i, k), 2 the reflectors A(i, k). */
