@@ -442,16 +442,7 @@ public final class DeviceTileAlgebra implements AutoCloseable {
                     }
                 }
             }
-            // the sends read staging buffers that the downloads overwrite (and, in LU, with rows swapped since)
-            CompletableFuture.allOf(sends.toArray(new CompletableFuture[0])).join();
-            for (Slot[] r : cs) {
-                for (Slot z : r) {
-                    if (z != null) {
-                        run.download(z);
-                    }
-                }
-            }
-            run.finish();
+            run.finish(sends, cs);
             run.copyBack();
         }
     }
@@ -546,16 +537,7 @@ public final class DeviceTileAlgebra implements AutoCloseable {
                     }
                 }
             }
-            // the sends read staging buffers that the downloads overwrite (and, in LU, with rows swapped since)
-            CompletableFuture.allOf(sends.toArray(new CompletableFuture[0])).join();
-            for (int j = 0; j < nt; j++) {
-                for (int i = j; i < nt; i++) {
-                    if (s[i][j] != null) {
-                        run.download(s[i][j]);
-                    }
-                }
-            }
-            run.finish();
+            run.finish(sends, s);
             int[] column = {failure.tile >= 0 ? failure.tile * nb + failure.info - 1 : Integer.MAX_VALUE};
             agree(comm, column);
             if (column[0] != Integer.MAX_VALUE) {
@@ -673,16 +655,7 @@ public final class DeviceTileAlgebra implements AutoCloseable {
                     }
                 }
             }
-            // the sends read staging buffers that the downloads overwrite (and, in LU, with rows swapped since)
-            CompletableFuture.allOf(sends.toArray(new CompletableFuture[0])).join();
-            for (Slot[] row : s) {
-                for (Slot x : row) {
-                    if (x != null) {
-                        run.download(x);
-                    }
-                }
-            }
-            run.finish();
+            run.finish(sends, s);
             int[] column = {failure.tile >= 0 ? failure.column : Integer.MAX_VALUE};
             agree(comm, column);
             if (column[0] != Integer.MAX_VALUE) {
@@ -846,16 +819,7 @@ public final class DeviceTileAlgebra implements AutoCloseable {
                 }
                 toSend.forEach(Runnable::run);
             }
-            // the sends read staging buffers that the downloads overwrite (and, in LU, with rows swapped since)
-            CompletableFuture.allOf(sends.toArray(new CompletableFuture[0])).join();
-            for (Slot[] row : s) {
-                for (Slot x : row) {
-                    if (x != null) {
-                        run.download(x);
-                    }
-                }
-            }
-            run.finish();
+            run.finish(sends, s);
             run.copyBack();
             int n = 0;
             for (int k = 0; k < steps; k++) {
@@ -1135,6 +1099,22 @@ public final class DeviceTileAlgebra implements AutoCloseable {
         void download(Slot s) {
             sched.copyOut(s.dev, s.host, s.bytes);
             downloads.add(s);
+        }
+
+        /**
+         * Waits for the sends (they read staging buffers that the downloads overwrite, in LU with rows swapped since),
+         * enqueues the download of every tile held, and waits for everything enqueued.
+         */
+        void finish(List<CompletableFuture<Void>> sends, Slot[][] tiles) {
+            CompletableFuture.allOf(sends.toArray(new CompletableFuture[0])).join();
+            for (Slot[] row : tiles) {
+                for (Slot x : row) {
+                    if (x != null) {
+                        download(x);
+                    }
+                }
+            }
+            finish();
         }
 
         /** Waits for everything enqueued. */
