@@ -120,17 +120,8 @@ public final class LinalgCommand implements Callable<Integer> {
         if (workers != null) {
             ctx.workers(workers);
         }
-        try (TileAlgebra la = TileAlgebra.launch(ctx);
-             DistributedMatrix a = op == Op.cholesky ? DistributedMatrix.spd(DType.F64, n, tile, 1)
-                     : DistributedMatrix.random(DType.F64, n, n, tile, 1);
-             DistributedMatrix f = a.copy()) {
-            double[] ad = a.toColumnMajor();
-            // One untimed run on a scratch copy warms up the JIT, OpenBLAS and the scheduler's cost model.
-            try (DistributedMatrix scratch = a.copy()) {
-                measure(Algebra.of(la), la, a, scratch, ad);
-            }
-            la.scheduler().resetStats();
-            double[] m = measure(Algebra.of(la), la, a, f, ad);
+        try (TileAlgebra la = TileAlgebra.launch(ctx)) {
+            double[] m = warmThenMeasure(Algebra.of(la), la, () -> la.scheduler().resetStats());
             double flops = m[0];
             double residual = m[1];
             long t0 = (long) m[2];
@@ -172,15 +163,8 @@ public final class LinalgCommand implements Callable<Integer> {
     private int onDevice(PrintWriter out) {
         try (Device d = openDevice(0, Runtime.getRuntime().availableProcessors());
              DeviceTileAlgebra dla = DeviceTileAlgebra.launch(new DeviceTileAlgebra.Context().device(d));
-             TileAlgebra host = TileAlgebra.launch(new TileAlgebra.Context().workers(1));
-             DistributedMatrix a = op == Op.cholesky ? DistributedMatrix.spd(DType.F64, n, tile, 1)
-                     : DistributedMatrix.random(DType.F64, n, n, tile, 1);
-             DistributedMatrix f = a.copy()) {
-            double[] ad = a.toColumnMajor();
-            try (DistributedMatrix scratch = a.copy()) {
-                measure(Algebra.of(dla), host, a, scratch, ad);
-            }
-            double[] m = measure(Algebra.of(dla), host, a, f, ad);
+             TileAlgebra host = TileAlgebra.launch(new TileAlgebra.Context().workers(1))) {
+            double[] m = warmThenMeasure(Algebra.of(dla), host, () -> { });
             out.printf(Locale.ROOT, "%s n=%d tile=%d on %s (%d compute streams): %.3f s, %.1f GFLOP/s, scaled residual "
                     + "%.3g%n", op, n, tile, d.name(), d.computeStreams().size(), m[2] / 1e9, m[0] / m[2], m[1]);
             out.flush();
@@ -320,6 +304,25 @@ public final class LinalgCommand implements Callable<Integer> {
         }
         throw new CommandLine.ParameterException(spec.commandLine(), "--grid must be PxQ with P * Q = " + ranks
                 + " ranks" + (op == Op.gemm ? ", or PxQxC with P * Q * C = " + ranks : "") + ", got '" + text + "'");
+    }
+
+    /**
+     * The operation's input (SPD for Cholesky), one untimed run on a copy (it warms up the JIT, OpenBLAS and the
+     * scheduler's cost model), {@code afterWarmUp}, then the timed run on another copy: flops, scaled residual,
+     * nanoseconds.
+     */
+    private double[] warmThenMeasure(Algebra alg, TileAlgebra la, Runnable afterWarmUp) {
+        try (DistributedMatrix a = op == Op.cholesky ? DistributedMatrix.spd(DType.F64, n, tile, 1)
+                : DistributedMatrix.random(DType.F64, n, n, tile, 1)) {
+            double[] ad = a.toColumnMajor();
+            try (DistributedMatrix scratch = a.copy()) {
+                measure(alg, la, a, scratch, ad);
+            }
+            afterWarmUp.run();
+            try (DistributedMatrix f = a.copy()) {
+                return measure(alg, la, a, f, ad);
+            }
+        }
     }
 
     /**
