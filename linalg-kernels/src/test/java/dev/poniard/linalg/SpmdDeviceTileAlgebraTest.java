@@ -13,6 +13,7 @@ import dev.poniard.linalg.tile.Tile;
 import dev.poniard.linalg.tile.TileKernels;
 import dev.poniard.linalg.tile.TileKernels.Trans;
 import dev.poniard.scheduler.comm.Communicator;
+import dev.poniard.scheduler.comm.LocalCluster;
 import dev.poniard.scheduler.stream.cpu.CpuDevice;
 import java.util.List;
 import java.util.concurrent.TimeUnit;
@@ -255,6 +256,27 @@ class SpmdDeviceTileAlgebraTest extends TwoRankFixture {
         for (Object[] e : got) {
             assertEquals(3, e[0]);
             assertEquals(202, e[1]);
+        }
+    }
+
+    @Test
+    void shouldFailEveryRankWhenOneRanksDeviceCannotHoldItsTiles() {
+        // rank 1's device is too small: it fails mid-operation, and rank 0, waiting for its tiles, must fail too
+        try (LocalCluster own = LocalCluster.launch(2)) { // its communicators are aborted: not the shared cluster's
+            List<String> got = own.run(comm -> {
+                try (CpuDevice device = CpuDevice.launch(new CpuDevice.Context().name("rank" + comm.rank())
+                        .computeStreams(2).computeCapacity(1).memoryBytes(comm.rank() == 1 ? 256L << 10 : 64L << 20)
+                        .stagingBytes(64L << 20));
+                     DeviceTileAlgebra la = DeviceTileAlgebra.launch(new DeviceTileAlgebra.Context().device(device)
+                             .communicator(comm));
+                     DistributedMatrix a = DistributedMatrix.spd(DType.F64, 300, 64, 5, GRID_2X1, comm.rank())) {
+                    RuntimeException e = assertThrows(RuntimeException.class, () -> la.cholesky(a));
+                    assertEquals(0, device.memory().inUseBytes(), "device buffers still held");
+                    return e.toString();
+                }
+            });
+            assertTrue(got.get(1).contains("rank1-memory cannot provide"), got.get(1));
+            assertTrue(got.get(0).contains("rank 1 failed in the device algebra's cholesky"), got.get(0));
         }
     }
 

@@ -11,6 +11,7 @@ import dev.poniard.linalg.tile.TileKernels.Diag;
 import dev.poniard.linalg.tile.TileKernels.Side;
 import dev.poniard.linalg.tile.TileKernels.Trans;
 import dev.poniard.linalg.tile.TileKernels.Uplo;
+import dev.poniard.scheduler.comm.CommAbortedException;
 import dev.poniard.scheduler.comm.Communicator;
 import dev.poniard.scheduler.comm.ReduceOp;
 import dev.poniard.scheduler.stream.Buffer;
@@ -218,7 +219,11 @@ public final class DeviceTileAlgebra implements AutoCloseable {
             throw new IllegalArgumentException("gemm: C (" + c + ") is also " + (a == c ? "A" : "B")
                     + "; C's tiles are overwritten while A's and B's are read, so pass a copy");
         }
-        gemmTiles(spread("gemm", a, b, c) ? ctx.communicator() : null, ta, tb, alpha, a, b, beta, c);
+        Communicator comm = spread("gemm", a, b, c) ? ctx.communicator() : null;
+        onEveryRank(comm, "gemm", () -> {
+            gemmTiles(comm, ta, tb, alpha, a, b, beta, c);
+            return c;
+        });
     }
 
     // ------------------------------------------------------------------------------------------------
@@ -236,7 +241,8 @@ public final class DeviceTileAlgebra implements AutoCloseable {
         if (a.rows() != a.cols()) {
             throw new IllegalArgumentException("cholesky needs a square matrix, got " + a.rows() + "x" + a.cols());
         }
-        return choleskyTiles(spread("cholesky", a) ? ctx.communicator() : null, a);
+        Communicator comm = spread("cholesky", a) ? ctx.communicator() : null;
+        return onEveryRank(comm, "cholesky", () -> choleskyTiles(comm, a));
     }
 
     /** The first POTRF that failed; written by a host function, read after the device has synchronised. */
@@ -277,7 +283,9 @@ public final class DeviceTileAlgebra implements AutoCloseable {
      */
     public synchronized LuFactorization lu(DistributedMatrix a) {
         open();
-        return luTiles(spread("lu", a) ? ctx.communicator() : null, a);
+        Communicator comm = spread("lu", a) ? ctx.communicator() : null;
+        requireWholeColumns("lu", a);
+        return onEveryRank(comm, "lu", () -> luTiles(comm, a));
     }
 
     /** The first panel that met an exactly zero pivot; written by a host function, read after synchronising. */
@@ -348,7 +356,9 @@ public final class DeviceTileAlgebra implements AutoCloseable {
      */
     public synchronized QrFactorization qr(DistributedMatrix a) {
         open();
-        return qrTiles(spread("qr", a) ? ctx.communicator() : null, a);
+        Communicator comm = spread("qr", a) ? ctx.communicator() : null;
+        requireWholeColumns("qr", a);
+        return onEveryRank(comm, "qr", () -> qrTiles(comm, a));
     }
 
     /** The work block of tile column j for step k, taken from the pool the first time (nb x nb, ld nb). */
@@ -556,7 +566,6 @@ public final class DeviceTileAlgebra implements AutoCloseable {
      * Cholesky's failure is.
      */
     private LuFactorization luTiles(Communicator comm, DistributedMatrix a) {
-        requireWholeColumns("lu", a);
         int me = a.localRank();
         int ranks = comm == null ? 1 : comm.size();
         DType t = a.type();
@@ -673,7 +682,6 @@ public final class DeviceTileAlgebra implements AutoCloseable {
      * stay on the rank that factored column k, as {@code TileAlgebra.qr} leaves them.
      */
     private QrFactorization qrTiles(Communicator comm, DistributedMatrix a) {
-        requireWholeColumns("qr", a);
         int me = a.localRank();
         DType t = a.type();
         int mt = a.mt();
@@ -838,6 +846,26 @@ public final class DeviceTileAlgebra implements AutoCloseable {
             throw e;
         }
         return f;
+    }
+
+    /**
+     * Runs one rank's share of an operation. A failure that the ranks did not agree on (a device out of memory, a
+     * CUDA error, a peer gone) aborts the communicator with a reason naming this rank, so that the other ranks' waits
+     * for this rank's tiles fail at once instead of hanging; the communicator is unusable afterwards. A matrix that
+     * is not positive definite or is singular is agreed on by all ranks and leaves the communicator usable.
+     */
+    private static <T> T onEveryRank(Communicator comm, String op, java.util.function.Supplier<T> share) {
+        if (comm == null) {
+            return share.get();
+        }
+        try {
+            return share.get();
+        } catch (NotPositiveDefiniteException | SingularMatrixException | CommAbortedException e) {
+            throw e;
+        } catch (RuntimeException | Error e) {
+            comm.abort("rank " + comm.rank() + " failed in the device algebra's " + op + ": " + e);
+            throw e;
+        }
     }
 
     /** Makes every rank's first failing column the smallest of them all (nothing to agree on with one rank). */
