@@ -84,8 +84,9 @@ import org.bytedeco.javacpp.Pointer;
  * read it, and copies each received tile in as the device comes to need it; Cholesky sends L(k, k) once factored and
  * each panel tile L(i, k) once solved and copied out, LU a panel's tiles and pivots, QR a panel's reflectors and T
  * factors, to the ranks whose updates read them, each rank waiting only for its own step's panel while the device
- * still runs the previous step's trailing update. A failure (not positive definite, singular) is agreed on by an
- * all-reduce after the last step, so every rank throws the same exception.
+ * still runs the previous step's trailing update. A matrix that is not positive definite or is singular is agreed
+ * on by an all-reduce after the last step, so every rank throws the same exception; any other failure on a rank
+ * aborts the communicator, naming that rank, so that no rank waits for tiles that will not come.
  *
  * <p>On a CPU device the kernels call OpenBLAS on the emulated lanes; hold OpenBLAS to one thread
  * ({@code TileKernels.setBlasThreads(1)}), as {@code TileAlgebra}'s workers do, so the lanes use one core each.
