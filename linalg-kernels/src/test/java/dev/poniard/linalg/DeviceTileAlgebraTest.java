@@ -245,7 +245,8 @@ abstract class DeviceTileAlgebraTest {
             double orth = Dense.frobDiff(Dense.mul(qd, m, m, true, qd, m, m, false), Dense.identity(m)) / (m * eps);
             assertTrue(orth < 10, "scaled orthogonality ||Q^T Q - I||/(m eps) = " + orth);
             // the same Householder steps as LAPACK's kernels on the host: R, reflectors and T agree to rounding
-            double diff = Dense.frobDiff(f.toColumnMajor(), hf.toColumnMajor()) / (Dense.frob(ad) * Math.max(m, n) * eps);
+            double diff = Dense.frobDiff(f.toColumnMajor(), hf.toColumnMajor())
+                    / (Dense.frob(ad) * Math.max(m, n) * eps);
             assertTrue(diff < 100, "||F - F_host||/(||A|| n eps) = " + diff);
             for (int kk = 0; kk < Math.min(f.mt(), f.nt()); kk++) {
                 for (int i = kk; i < f.mt(); i++) {

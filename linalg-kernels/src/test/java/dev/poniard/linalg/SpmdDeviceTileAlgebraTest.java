@@ -145,14 +145,16 @@ class SpmdDeviceTileAlgebraTest extends TwoRankFixture {
                 return new Object[] {gathered(a, comm), piv};
             }
         });
-        try (DistributedMatrix a = DistributedMatrix.random(DType.F64, m, n, nb, seed); DistributedMatrix f = a.copy()) {
+        try (DistributedMatrix a = DistributedMatrix.random(DType.F64, m, n, nb, seed);
+             DistributedMatrix f = a.copy()) {
             int[] piv = onOneDevice(la -> la.lu(f).pivots());
             // the same kernels on every tile in the same order: the same pivots on both ranks, the same factors
             assertArrayEquals(piv, (int[]) got.get(0)[1]);
             assertArrayEquals(piv, (int[]) got.get(1)[1]);
             assertArrayEquals(f.toColumnMajor(), (double[]) got.get(0)[0], 1e-12 * a.normFrobenius());
             double res = Dense.luResidual(a.toColumnMajor(), (double[]) got.get(0)[0], m, n,
-                    new LuFactorization(f, piv).permutation()) / (a.normFrobenius() * Math.max(m, n) * DType.F64.epsilon());
+                    new LuFactorization(f, piv).permutation())
+                    / (a.normFrobenius() * Math.max(m, n) * DType.F64.epsilon());
             assertTrue(res < 10, "scaled residual ||PA - LU||/(||A|| n eps) = " + res);
         }
     }
@@ -176,7 +178,8 @@ class SpmdDeviceTileAlgebraTest extends TwoRankFixture {
                 return new Object[] {gathered(a, comm), t};
             }
         });
-        try (DistributedMatrix a = DistributedMatrix.random(DType.F64, m, n, nb, seed); DistributedMatrix f = a.copy()) {
+        try (DistributedMatrix a = DistributedMatrix.random(DType.F64, m, n, nb, seed);
+             DistributedMatrix f = a.copy()) {
             double[][] t = onOneDevice(la -> {
                 try (QrFactorization qr = la.qr(f)) {
                     double[][] out = new double[Math.min(a.mt(), a.nt())][];

@@ -164,7 +164,7 @@ public final class DeviceTileAlgebra implements AutoCloseable {
     private final Device device;
     /** cuBLAS handles for a CUDA device; null on a device whose streams run the host implementations. */
     private final Cublas cublas;
-    /** Tags of the next SPMD operation's tile messages: every rank advances it alike, as it runs the same operations. */
+    /** Tags of the next SPMD operation's tile messages: every rank advances them alike (same operations). */
     private long tags;
     private boolean closed;
 
@@ -381,8 +381,8 @@ public final class DeviceTileAlgebra implements AutoCloseable {
      * enqueues the steps, each step's received tiles copied in as they land (the host waits only for tiles the
      * device is about to need). C's tiles are not copied in when beta = 0 (BLAS does not read them).
      */
-    private void gemmTiles(Communicator comm, Trans ta, Trans tb, double alpha, DistributedMatrix a, DistributedMatrix b,
-                           double beta, DistributedMatrix c) {
+    private void gemmTiles(Communicator comm, Trans ta, Trans tb, double alpha, DistributedMatrix a,
+                           DistributedMatrix b, double beta, DistributedMatrix c) {
         int me = c.localRank();
         DType t = c.type();
         int kt = ta == Trans.N ? a.nt() : a.mt();
@@ -448,8 +448,8 @@ public final class DeviceTileAlgebra implements AutoCloseable {
                         Slot x = run.landed(ta == Trans.N ? as[i][l] : as[l][i]);
                         Slot y = run.landed(tb == Trans.N ? bs[l][j] : bs[j][l]);
                         int kk = ta == Trans.N ? x.cols() : x.rows();
-                        run.launch(DeviceTileKernels.gemm(cublas, t, ta, tb, z.rows(), z.cols(), kk, alpha, x.dev, x.ld(),
-                                y.dev, y.ld(), betaStep, z.dev, z.ld()), 2.0 * z.rows() * z.cols() * kk, false);
+                        run.launch(DeviceTileKernels.gemm(cublas, t, ta, tb, z.rows(), z.cols(), kk, alpha, x.dev,
+                                x.ld(), y.dev, y.ld(), betaStep, z.dev, z.ld()), 2.0 * z.rows() * z.cols() * kk, false);
                     }
                 }
             }
@@ -538,8 +538,9 @@ public final class DeviceTileAlgebra implements AutoCloseable {
                         Slot aik = run.landed(panel[i]);
                         Slot ajk = run.landed(panel[j]);
                         if (i == j) {
-                            run.launch(DeviceTileKernels.syrk(cublas, t, Uplo.LOWER, Trans.N, aij.rows(), w, -1.0, ajk.dev,
-                                    ajk.ld(), 1.0, aij.dev, aij.ld()), (double) aij.rows() * aij.rows() * w, next);
+                            run.launch(DeviceTileKernels.syrk(cublas, t, Uplo.LOWER, Trans.N, aij.rows(), w, -1.0,
+                                    ajk.dev, ajk.ld(), 1.0, aij.dev, aij.ld()), (double) aij.rows() * aij.rows() * w,
+                                    next);
                         } else {
                             run.launch(DeviceTileKernels.gemm(cublas, t, Trans.N, Trans.T, aij.rows(), aij.cols(), w,
                                     -1.0, aik.dev, aik.ld(), ajk.dev, ajk.ld(), 1.0, aij.dev, aij.ld()),
@@ -655,8 +656,8 @@ public final class DeviceTileAlgebra implements AutoCloseable {
                     }
                     Slot d = run.landed(panel[k]);
                     Slot u = s[k][j];
-                    run.launch(DeviceTileKernels.trsm(cublas, t, Side.LEFT, Uplo.LOWER, Trans.N, Diag.UNIT, u.rows(), cols,
-                            1.0, d.dev, d.ld(), u.dev, u.ld()), (double) u.rows() * u.rows() * cols, next);
+                    run.launch(DeviceTileKernels.trsm(cublas, t, Side.LEFT, Uplo.LOWER, Trans.N, Diag.UNIT, u.rows(),
+                            cols, 1.0, d.dev, d.ld(), u.dev, u.ld()), (double) u.rows() * u.rows() * cols, next);
                     for (int i = k + 1; i < mt; i++) {
                         Slot l = run.landed(panel[i]);
                         Slot c = s[i][j];
@@ -777,8 +778,8 @@ public final class DeviceTileAlgebra implements AutoCloseable {
                         Slot ts = new Slot(null, w, w, run.device(tiBytes), run.staging(tiBytes), tiBytes);
                         tFactors.add(ts.host);
                         run.sched.copyOut(b.dev, b.host, b.bytes);
-                        Event made = run.sched.host(() -> DeviceTileKernels.tpqrtOnHost(t, d.host, d.ld(), b.host, ri, w,
-                                ts.host), estimateNs(2.0 * ri * w * w), Access.out(d.host), Access.out(b.host),
+                        Event made = run.sched.host(() -> DeviceTileKernels.tpqrtOnHost(t, d.host, d.ld(), b.host, ri,
+                                w, ts.host), estimateNs(2.0 * ri * w * w), Access.out(d.host), Access.out(b.host),
                                 Access.out(ts.host));
                         run.sched.copyIn(b.host, b.dev, b.bytes);
                         run.sched.copyIn(ts.host, ts.dev, tiBytes);
@@ -886,9 +887,9 @@ public final class DeviceTileAlgebra implements AutoCloseable {
             for (int i = 1; i < a.mt(); i++) {
                 if (!a.distribution().owner(i, j).equals(a.distribution().owner(0, j))) {
                     throw new IllegalArgumentException(op + ": " + a.describe() + " splits tile column " + j + " over "
-                            + "ranks (tile " + i + " is on rank " + a.distribution().owner(i, j).rank() + "); the device "
-                            + op + " factors each panel on one rank: distribute by columns (a 1 x P grid, or "
-                            + "TileAlgebra.redistribute), or use TileAlgebra, which copies by columns itself");
+                            + "ranks (tile " + i + " is on rank " + a.distribution().owner(i, j).rank() + "); the "
+                            + "device " + op + " factors each panel on one rank: distribute by columns (a 1 x P grid, "
+                            + "or TileAlgebra.redistribute), or use TileAlgebra, which copies by columns itself");
                 }
             }
         }
@@ -1004,8 +1005,8 @@ public final class DeviceTileAlgebra implements AutoCloseable {
         Communicator comm = ctx.communicator();
         for (DistributedMatrix m : ms) {
             if (m.isWhole() == spread) {
-                throw new IllegalArgumentException(op + ": operands must all be whole or all spread over the ranks, got "
-                        + ms[0].describe() + " and " + m.describe());
+                throw new IllegalArgumentException(op + ": operands must all be whole or all spread over the ranks, "
+                        + "got " + ms[0].describe() + " and " + m.describe());
             }
             if (spread && comm == null) {
                 throw new IllegalArgumentException(op + ": " + m.describe() + " is spread over "
@@ -1106,7 +1107,8 @@ public final class DeviceTileAlgebra implements AutoCloseable {
             if (o.arrival != null && !o.copiedIn) {
                 long got = o.arrival.join();
                 if (got != o.slot.bytes) {
-                    throw new IllegalStateException(o.what + " arrived with " + got + " bytes, expected " + o.slot.bytes);
+                    throw new IllegalStateException(o.what + " arrived with " + got + " bytes, expected "
+                            + o.slot.bytes);
                 }
                 sched.copyIn(o.slot.host, o.slot.dev, o.slot.bytes);
                 o.copiedIn = true;

@@ -100,8 +100,8 @@ final class DeviceTileKernels {
     }
 
     /** B := alpha op(A) B (LEFT) or alpha B op(A) (RIGHT) in place, A triangular; B is m x n. */
-    static DeviceCall trmm(Cublas cublas, DType t, Side side, Uplo uplo, Trans ta, Diag diag, int m, int n, double alpha,
-                           Buffer a, int lda, Buffer b, int ldb) {
+    static DeviceCall trmm(Cublas cublas, DType t, Side side, Uplo uplo, Trans ta, Diag diag, int m, int n,
+                           double alpha, Buffer a, int lda, Buffer b, int ldb) {
         String name = prefix(t) + "trmm " + m + "x" + n;
         return DeviceCall.of(name, List.of(Access.in(a), Access.out(b)), () -> {
             int s = side == Side.LEFT ? CblasLeft : CblasRight;
@@ -312,10 +312,10 @@ final class DeviceTileKernels {
         try (Pointer blocks = workspace(t, (long) ib * n); Pointer gram = workspace(t, (long) n * n);
              Pointer work = workspace(t, (long) ib * n)) {
             int info = f64
-                    ? LAPACKE_dtpqrt_work(LAPACK_COL_MAJOR, m, n, 0, ib, f64(a), lda, f64(b), m, (DoublePointer) blocks, ib,
-                            (DoublePointer) work)
-                    : LAPACKE_stpqrt_work(LAPACK_COL_MAJOR, m, n, 0, ib, f32(a), lda, f32(b), m, (FloatPointer) blocks, ib,
-                            (FloatPointer) work);
+                    ? LAPACKE_dtpqrt_work(LAPACK_COL_MAJOR, m, n, 0, ib, f64(a), lda, f64(b), m, (DoublePointer) blocks,
+                            ib, (DoublePointer) work)
+                    : LAPACKE_stpqrt_work(LAPACK_COL_MAJOR, m, n, 0, ib, f32(a), lda, f32(b), m, (FloatPointer) blocks,
+                            ib, (FloatPointer) work);
             if (info != 0) {
                 throw new IllegalStateException("LAPACK tpqrt rejected argument " + (-info) + " (info " + info + ")");
             }
@@ -328,8 +328,8 @@ final class DeviceTileKernels {
     }
 
     /** The n x n T of {@link #tpqrtOnHost} from LAPACK's blocked T ({@code ib} x n) and the reflectors V (m x n). */
-    private static void mergeT(DoublePointer tf, DoublePointer blocks, DoublePointer gram, DoublePointer v, int m, int n,
-                               int ib) {
+    private static void mergeT(DoublePointer tf, DoublePointer blocks, DoublePointer gram, DoublePointer v, int m,
+                               int n, int ib) {
         cblas_dsyrk(CblasColMajor, CblasUpper, CblasTrans, n, m, 1.0, v, m, 0.0, gram, n);
         for (int c = 0; c < n; c += ib) {
             int jb = Math.min(ib, n - c);

@@ -62,7 +62,8 @@ public final class LinalgCommand implements Callable<Integer> {
     @Option(names = "--tile", defaultValue = "256", description = "Tile size (default: ${DEFAULT-VALUE}).")
     int tile;
 
-    @Option(names = "--workers", description = "Worker threads (default: one per core).")
+    @Option(names = "--workers", description = "Worker threads (default: one per core; one per rank with --ranks); "
+            + "with --device cpu, kernels at once.")
     Integer workers;
 
     @Option(names = "--trace", paramLabel = "FILE", description = "Write a Chrome trace (open in Perfetto).")
@@ -81,9 +82,9 @@ public final class LinalgCommand implements Callable<Integer> {
     TileAlgebra.Strategy strategy;
 
     @Option(names = "--device", defaultValue = "threads",
-            description = "Where the tiles run: threads (the scheduler's workers, default), gpu (one CUDA GPU's streams, "
-                    + "cuBLAS tile kernels), cpu (the same stream DAG on the CPU-emulated device). gpu and cpu run "
-                    + "gemm, cholesky, lu and qr in one process.")
+            description = "Where the tiles run: threads (the scheduler's workers, default), gpu (one CUDA GPU's "
+                    + "streams, cuBLAS tile kernels; with --ranks a GPU per rank), cpu (the same stream DAG on the "
+                    + "CPU-emulated device). gpu and cpu run gemm, cholesky, lu and qr, not solve.")
     Target device;
 
     @CommandLine.Spec
@@ -139,7 +140,8 @@ public final class LinalgCommand implements Callable<Integer> {
     }
 
     /** The operations the command times, on the scheduler's workers or on one device's streams. */
-    private record Algebra(Gemm gemm, Consumer<DistributedMatrix> cholesky, Function<DistributedMatrix, LuFactorization> lu,
+    private record Algebra(Gemm gemm, Consumer<DistributedMatrix> cholesky,
+                           Function<DistributedMatrix, LuFactorization> lu,
                            Function<DistributedMatrix, QrFactorization> qr) {
         /** C := A B. */
         interface Gemm {
@@ -161,7 +163,7 @@ public final class LinalgCommand implements Callable<Integer> {
      * one-worker host algebra applying the device's Q.
      */
     private int onDevice(PrintWriter out) {
-        try (Device d = openDevice(0, Runtime.getRuntime().availableProcessors());
+        try (Device d = openDevice(0, workers != null ? workers : Runtime.getRuntime().availableProcessors());
              DeviceTileAlgebra dla = DeviceTileAlgebra.launch(new DeviceTileAlgebra.Context().device(d));
              TileAlgebra host = TileAlgebra.launch(new TileAlgebra.Context().workers(1))) {
             double[] m = warmThenMeasure(Algebra.of(dla), host, () -> { });
@@ -243,8 +245,9 @@ public final class LinalgCommand implements Callable<Integer> {
     }
 
     /**
-     * One rank of an SPMD gemm, cholesky, lu or qr whose tiles run on this rank's device: GPU {@code localRank % count} with
-     * {@code --device gpu}, an emulated device running {@code --workers} kernels at once (default 1) with cpu.
+     * One rank of an SPMD gemm, cholesky, lu or qr whose tiles run on this rank's device: GPU
+     * {@code localRank % count} with {@code --device gpu}, an emulated device running {@code --workers} kernels at
+     * once (default 1) with cpu.
      */
     private int spmdOnDevices(PrintWriter out, Communicator comm, LinalgRank.Op o, Distribution d) {
         try (Device dev = openDevice(RankEnvironment.detect().localRank(), workers != null ? workers : 1);
@@ -367,7 +370,8 @@ public final class LinalgCommand implements Callable<Integer> {
                 residual = Residuals.luResidual(ad, f.toColumnMajor(), lu.pivots(), n);
             }
             default -> {
-                try (QrFactorization qr = alg.qr().apply(f); DistributedMatrix y = DistributedMatrix.zeros(DType.F64, n, 1, tile)) {
+                try (QrFactorization qr = alg.qr().apply(f);
+                     DistributedMatrix y = DistributedMatrix.zeros(DType.F64, n, 1, tile)) {
                     t0 = elapsed(t0);
                     flops = 4 * nd * nd * nd / 3;
                     y.fromColumnMajor(Residuals.upperMatvec(f.toColumnMajor(), n, x));

@@ -240,7 +240,7 @@ public final class StreamsBenchSuite implements BenchSuite {
         }
     }
 
-    /** Fastest nanoseconds of {@code run} on each algebra, {@code [first, second]}: a warm-up each, then alternating. */
+    /** Fastest nanoseconds of {@code run} on each algebra, {@code [first, second]}: a warm-up each, then in turns. */
     private static double[] best(int reps, java.util.function.ToLongFunction<DeviceTileAlgebra> run,
                                  DeviceTileAlgebra first, DeviceTileAlgebra second) {
         run.applyAsLong(first);

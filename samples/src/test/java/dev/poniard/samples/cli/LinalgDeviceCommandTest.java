@@ -13,7 +13,7 @@ import org.junit.jupiter.api.Timeout;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.ValueSource;
 
-/** {@code ./poniard linalg OP --device cpu|gpu}: the operations as stream DAGs on one device, or one device per rank. */
+/** {@code ./poniard linalg OP --device cpu|gpu}: the operations as stream DAGs on one device, or a device per rank. */
 @Timeout(value = 180, unit = TimeUnit.SECONDS, threadMode = Timeout.ThreadMode.SEPARATE_THREAD)
 class LinalgDeviceCommandTest {
     @ParameterizedTest(name = "{0}")
@@ -32,8 +32,8 @@ class LinalgDeviceCommandTest {
     void shouldRunTheOperationOverTwoRankProcessesEachOnItsEmulatedDevice(String op) {
         CliRun run = CliRun.of("linalg", op, "--n", "300", "--tile", "64", "--ranks", "2", "--device", "cpu");
         assertEquals(0, run.code(), run.out() + run.err());
-        Matcher m = Pattern.compile("\\[rank 0\\] " + op + " n=300 tile=64 ranks=2 \\(.*\\) on a device each \\(cpu-device "
-                + "on rank 0\\): .* scaled residual (\\S+)").matcher(run.out());
+        Matcher m = Pattern.compile("\\[rank 0\\] " + op + " n=300 tile=64 ranks=2 \\(.*\\) on a device each "
+                + "\\(cpu-device on rank 0\\): .* scaled residual (\\S+)").matcher(run.out());
         assertTrue(m.find(), run.out());
         assertTrue(Double.parseDouble(m.group(1)) < 10, m.group());
     }
@@ -54,6 +54,7 @@ class LinalgDeviceCommandTest {
         Assumptions.assumeFalse(CudaDevices.detect().available(), "this host has a GPU");
         CliRun run = CliRun.of("linalg", "cholesky", "--n", "100", "--device", "gpu");
         assertEquals(2, run.code());
-        assertTrue(run.err().contains("--device gpu: no CUDA GPU here") && run.err().contains("--device cpu"), run.err());
+        assertTrue(run.err().contains("--device gpu: no CUDA GPU here") && run.err().contains("--device cpu"),
+                run.err());
     }
 }
