@@ -221,10 +221,12 @@ public final class DeviceTileAlgebra implements AutoCloseable {
                     + "; C's tiles are overwritten while A's and B's are read, so pass a copy");
         }
         Communicator comm = spread("gemm", a, b, c) ? ctx.communicator() : null;
-        onEveryRank(comm, "gemm", () -> {
-            gemmTiles(comm, ta, tb, alpha, a, b, beta, c);
-            return c;
-        });
+        try (Run run = new Run()) {
+            onEveryRank(comm, "gemm", () -> {
+                gemmTiles(run, comm, ta, tb, alpha, a, b, beta, c);
+                return c;
+            });
+        }
     }
 
     // ------------------------------------------------------------------------------------------------
@@ -243,7 +245,9 @@ public final class DeviceTileAlgebra implements AutoCloseable {
             throw new IllegalArgumentException("cholesky needs a square matrix, got " + a.rows() + "x" + a.cols());
         }
         Communicator comm = spread("cholesky", a) ? ctx.communicator() : null;
-        return onEveryRank(comm, "cholesky", () -> choleskyTiles(comm, a));
+        try (Run run = new Run()) {
+            return onEveryRank(comm, "cholesky", () -> choleskyTiles(run, comm, a));
+        }
     }
 
     /** The first POTRF that failed; written by a host function, read after the device has synchronised. */
@@ -286,7 +290,9 @@ public final class DeviceTileAlgebra implements AutoCloseable {
         open();
         Communicator comm = spread("lu", a) ? ctx.communicator() : null;
         requireWholeColumns("lu", a);
-        return onEveryRank(comm, "lu", () -> luTiles(comm, a));
+        try (Run run = new Run()) {
+            return onEveryRank(comm, "lu", () -> luTiles(run, comm, a));
+        }
     }
 
     /** The first panel that met an exactly zero pivot; written by a host function, read after synchronising. */
@@ -359,7 +365,9 @@ public final class DeviceTileAlgebra implements AutoCloseable {
         open();
         Communicator comm = spread("qr", a) ? ctx.communicator() : null;
         requireWholeColumns("qr", a);
-        return onEveryRank(comm, "qr", () -> qrTiles(comm, a));
+        try (Run run = new Run()) {
+            return onEveryRank(comm, "qr", () -> qrTiles(run, comm, a));
+        }
     }
 
     /** The work block of tile column j for step k, taken from the pool the first time (nb x nb, ld nb). */
@@ -381,81 +389,79 @@ public final class DeviceTileAlgebra implements AutoCloseable {
      * enqueues the steps, each step's received tiles copied in as they land (the host waits only for tiles the
      * device is about to need). C's tiles are not copied in when beta = 0 (BLAS does not read them).
      */
-    private void gemmTiles(Communicator comm, Trans ta, Trans tb, double alpha, DistributedMatrix a,
+    private void gemmTiles(Run run, Communicator comm, Trans ta, Trans tb, double alpha, DistributedMatrix a,
                            DistributedMatrix b, double beta, DistributedMatrix c) {
         int me = c.localRank();
         DType t = c.type();
         int kt = ta == Trans.N ? a.nt() : a.mt();
         long base = comm == null ? 0 : nextTags((long) a.mt() * a.nt() + (long) b.mt() * b.nt());
         List<CompletableFuture<Void>> sends = new ArrayList<>();
-        try (Run run = new Run()) {
-            // A(r, q) is read by C's tile row (ta == N ? r : q), B(r, q) by C's tile column (tb == N ? q : r)
-            for (int q = 0; q < a.nt(); q++) {
-                for (int r = 0; r < a.mt(); r++) {
-                    if (a.isLocal(r, q)) {
-                        int i = ta == Trans.N ? r : q;
-                        for (int dest : owners(c, i, i + 1, 0, c.nt(), me)) {
-                            sends.add(send(comm, a.tile(r, q), dest, tag(base, a, r, q, 0)));
-                        }
+        // A(r, q) is read by C's tile row (ta == N ? r : q), B(r, q) by C's tile column (tb == N ? q : r)
+        for (int q = 0; q < a.nt(); q++) {
+            for (int r = 0; r < a.mt(); r++) {
+                if (a.isLocal(r, q)) {
+                    int i = ta == Trans.N ? r : q;
+                    for (int dest : owners(c, i, i + 1, 0, c.nt(), me)) {
+                        sends.add(send(comm, a.tile(r, q), dest, tag(base, a, r, q, 0)));
                     }
                 }
             }
-            for (int q = 0; q < b.nt(); q++) {
-                for (int r = 0; r < b.mt(); r++) {
-                    if (b.isLocal(r, q)) {
-                        int j = tb == Trans.N ? q : r;
-                        for (int dest : owners(c, 0, c.mt(), j, j + 1, me)) {
-                            sends.add(send(comm, b.tile(r, q), dest, tag(base, b, r, q, a.mt() * a.nt())));
-                        }
-                    }
-                }
-            }
-            Slot[][] cs = new Slot[c.mt()][c.nt()];
-            boolean[] row = new boolean[c.mt()];
-            boolean[] col = new boolean[c.nt()];
-            for (int j = 0; j < c.nt(); j++) {
-                for (int i = 0; i < c.mt(); i++) {
-                    if (c.isLocal(i, j)) {
-                        cs[i][j] = beta == 0 ? run.slot(c.tile(i, j)) : run.upload(c.tile(i, j));
-                        row[i] = col[j] = true;
-                    }
-                }
-            }
-            Operand[][] as = new Operand[a.mt()][a.nt()];
-            Operand[][] bs = new Operand[b.mt()][b.nt()];
-            for (int l = 0; l < kt; l++) {
-                for (int i = 0; i < c.mt(); i++) {
-                    if (row[i]) {
-                        int r = ta == Trans.N ? i : l, q = ta == Trans.N ? l : i;
-                        as[r][q] = run.operand(comm, a, r, q, tag(base, a, r, q, 0));
-                    }
-                }
-                for (int j = 0; j < c.nt(); j++) {
-                    if (col[j]) {
-                        int r = tb == Trans.N ? l : j, q = tb == Trans.N ? j : l;
-                        bs[r][q] = run.operand(comm, b, r, q, tag(base, b, r, q, a.mt() * a.nt()));
-                    }
-                }
-            }
-            for (int l = 0; l < kt; l++) {
-                double betaStep = l == 0 ? beta : 1.0;
-                for (int i = 0; i < c.mt(); i++) {
-                    for (int j = 0; j < c.nt(); j++) {
-                        Slot z = cs[i][j];
-                        if (z == null) {
-                            continue;
-                        }
-                        Slot x = run.landed(ta == Trans.N ? as[i][l] : as[l][i]);
-                        Slot y = run.landed(tb == Trans.N ? bs[l][j] : bs[j][l]);
-                        int kk = ta == Trans.N ? x.cols() : x.rows();
-                        run.launch(DeviceTileKernels.gemm(cublas, t, ta, tb, z.rows(), z.cols(), kk, alpha, x.dev,
-                                x.ld(), y.dev, y.ld(), betaStep, z.dev, z.ld()), 2.0 * z.rows() * z.cols() * kk, false);
-                    }
-                }
-            }
-            run.finish(sends, cs);
-            run.copyBack();
         }
+        for (int q = 0; q < b.nt(); q++) {
+            for (int r = 0; r < b.mt(); r++) {
+                if (b.isLocal(r, q)) {
+                    int j = tb == Trans.N ? q : r;
+                    for (int dest : owners(c, 0, c.mt(), j, j + 1, me)) {
+                        sends.add(send(comm, b.tile(r, q), dest, tag(base, b, r, q, a.mt() * a.nt())));
+                    }
+                }
+            }
+        }
+        Slot[][] cs = new Slot[c.mt()][c.nt()];
+        boolean[] row = new boolean[c.mt()];
+        boolean[] col = new boolean[c.nt()];
+        for (int j = 0; j < c.nt(); j++) {
+            for (int i = 0; i < c.mt(); i++) {
+                if (c.isLocal(i, j)) {
+                    cs[i][j] = beta == 0 ? run.slot(c.tile(i, j)) : run.upload(c.tile(i, j));
+                    row[i] = col[j] = true;
+                }
+            }
+        }
+        Operand[][] as = new Operand[a.mt()][a.nt()];
+        Operand[][] bs = new Operand[b.mt()][b.nt()];
+        for (int l = 0; l < kt; l++) {
+            for (int i = 0; i < c.mt(); i++) {
+                if (row[i]) {
+                    int r = ta == Trans.N ? i : l, q = ta == Trans.N ? l : i;
+                    as[r][q] = run.operand(comm, a, r, q, tag(base, a, r, q, 0));
+                }
+            }
+            for (int j = 0; j < c.nt(); j++) {
+                if (col[j]) {
+                    int r = tb == Trans.N ? l : j, q = tb == Trans.N ? j : l;
+                    bs[r][q] = run.operand(comm, b, r, q, tag(base, b, r, q, a.mt() * a.nt()));
+                }
+            }
+        }
+        for (int l = 0; l < kt; l++) {
+            double betaStep = l == 0 ? beta : 1.0;
+            for (int i = 0; i < c.mt(); i++) {
+                for (int j = 0; j < c.nt(); j++) {
+                    Slot z = cs[i][j];
+                    if (z == null) {
+                        continue;
+                    }
+                    Slot x = run.landed(ta == Trans.N ? as[i][l] : as[l][i]);
+                    Slot y = run.landed(tb == Trans.N ? bs[l][j] : bs[j][l]);
+                    int kk = ta == Trans.N ? x.cols() : x.rows();
+                    run.launch(DeviceTileKernels.gemm(cublas, t, ta, tb, z.rows(), z.cols(), kk, alpha, x.dev,
+                            x.ld(), y.dev, y.ld(), betaStep, z.dev, z.ld()), 2.0 * z.rows() * z.cols() * kk, false);
+                }
+            }
+        }
+        run.finish(sends, cs);
+        run.copyBack();
     }
 
     /**
@@ -467,7 +473,7 @@ public final class DeviceTileAlgebra implements AutoCloseable {
      * previous step's trailing update: a look-ahead of one panel. A failing POTRF is agreed on by all ranks after the
      * last step (an all-reduce of the first failing column), and every rank throws and leaves its tiles unchanged.
      */
-    private DistributedMatrix choleskyTiles(Communicator comm, DistributedMatrix a) {
+    private DistributedMatrix choleskyTiles(Run run, Communicator comm, DistributedMatrix a) {
         int me = a.localRank();
         DType t = a.type();
         int nt = a.nt();
@@ -475,88 +481,86 @@ public final class DeviceTileAlgebra implements AutoCloseable {
         long base = comm == null ? 0 : nextTags((long) nt * nt);
         PotrfFailure failure = new PotrfFailure();
         List<CompletableFuture<Void>> sends = new ArrayList<>();
-        try (Run run = new Run()) {
-            Slot[][] s = new Slot[nt][nt];
-            for (int j = 0; j < nt; j++) {
-                for (int i = j; i < nt; i++) {
-                    if (a.isLocal(i, j)) {
-                        s[i][j] = run.upload(a.tile(i, j));
+        Slot[][] s = new Slot[nt][nt];
+        for (int j = 0; j < nt; j++) {
+            for (int i = j; i < nt; i++) {
+                if (a.isLocal(i, j)) {
+                    s[i][j] = run.upload(a.tile(i, j));
+                }
+            }
+        }
+        for (int k = 0; k < nt; k++) {
+            int w = a.tileCols(k);
+            // what this rank reads of panel k, posted before it waits for anything
+            Operand[] panel = new Operand[nt];
+            for (int i = k; i < nt; i++) {
+                boolean reads = i == k ? owns(a, k + 1, nt, k, k + 1, me) : readsPanelTile(a, i, k, me);
+                if (reads || a.isLocal(i, k)) {
+                    panel[i] = run.operand(comm, a, i, k, tag(base, a, i, k, 0), s[i][k]);
+                }
+            }
+            if (a.isLocal(k, k)) {
+                Slot d = s[k][k];
+                Event factored = potrf(run, t, k, d, failure);
+                List<Integer> readers = owners(a, k + 1, nt, k, k + 1, me);
+                if (!readers.isEmpty()) {
+                    factored.synchronize();
+                    for (int dest : readers) {
+                        sends.add(send(comm, d.host, d.bytes, dest, tag(base, a, k, k, 0)));
                     }
                 }
             }
-            for (int k = 0; k < nt; k++) {
-                int w = a.tileCols(k);
-                // what this rank reads of panel k, posted before it waits for anything
-                Operand[] panel = new Operand[nt];
-                for (int i = k; i < nt; i++) {
-                    boolean reads = i == k ? owns(a, k + 1, nt, k, k + 1, me) : readsPanelTile(a, i, k, me);
-                    if (reads || a.isLocal(i, k)) {
-                        panel[i] = run.operand(comm, a, i, k, tag(base, a, i, k, 0), s[i][k]);
-                    }
+            List<Event> solved = new ArrayList<>();
+            List<Integer> solvedRows = new ArrayList<>();
+            for (int i = k + 1; i < nt; i++) {
+                if (!a.isLocal(i, k)) {
+                    continue;
                 }
-                if (a.isLocal(k, k)) {
-                    Slot d = s[k][k];
-                    Event factored = potrf(run, t, k, d, failure);
-                    List<Integer> readers = owners(a, k + 1, nt, k, k + 1, me);
-                    if (!readers.isEmpty()) {
-                        factored.synchronize();
-                        for (int dest : readers) {
-                            sends.add(send(comm, d.host, d.bytes, dest, tag(base, a, k, k, 0)));
-                        }
-                    }
+                Slot d = run.landed(panel[k]);
+                Slot b = s[i][k];
+                run.launch(DeviceTileKernels.trsm(cublas, t, Side.RIGHT, Uplo.LOWER, Trans.T, Diag.NON_UNIT,
+                        b.rows(), w, 1.0, d.dev, d.ld(), b.dev, b.ld()), (double) b.rows() * w * w, true);
+                if (!panelReaders(a, i, k, me).isEmpty()) {
+                    solved.add(run.sched.copyOut(b.dev, b.host, b.bytes));
+                    solvedRows.add(i);
                 }
-                List<Event> solved = new ArrayList<>();
-                List<Integer> solvedRows = new ArrayList<>();
-                for (int i = k + 1; i < nt; i++) {
-                    if (!a.isLocal(i, k)) {
+            }
+            for (int x = 0; x < solved.size(); x++) {
+                int i = solvedRows.get(x);
+                Slot b = s[i][k];
+                solved.get(x).synchronize();
+                for (int dest : panelReaders(a, i, k, me)) {
+                    sends.add(send(comm, b.host, b.bytes, dest, tag(base, a, i, k, 0)));
+                }
+            }
+            for (int j = k + 1; j < nt; j++) {
+                boolean next = j == k + 1; // look-ahead: tile column k + 1 is the next panel
+                for (int i = j; i < nt; i++) {
+                    Slot aij = s[i][j];
+                    if (aij == null) {
                         continue;
                     }
-                    Slot d = run.landed(panel[k]);
-                    Slot b = s[i][k];
-                    run.launch(DeviceTileKernels.trsm(cublas, t, Side.RIGHT, Uplo.LOWER, Trans.T, Diag.NON_UNIT,
-                            b.rows(), w, 1.0, d.dev, d.ld(), b.dev, b.ld()), (double) b.rows() * w * w, true);
-                    if (!panelReaders(a, i, k, me).isEmpty()) {
-                        solved.add(run.sched.copyOut(b.dev, b.host, b.bytes));
-                        solvedRows.add(i);
-                    }
-                }
-                for (int x = 0; x < solved.size(); x++) {
-                    int i = solvedRows.get(x);
-                    Slot b = s[i][k];
-                    solved.get(x).synchronize();
-                    for (int dest : panelReaders(a, i, k, me)) {
-                        sends.add(send(comm, b.host, b.bytes, dest, tag(base, a, i, k, 0)));
-                    }
-                }
-                for (int j = k + 1; j < nt; j++) {
-                    boolean next = j == k + 1; // look-ahead: tile column k + 1 is the next panel
-                    for (int i = j; i < nt; i++) {
-                        Slot aij = s[i][j];
-                        if (aij == null) {
-                            continue;
-                        }
-                        Slot aik = run.landed(panel[i]);
-                        Slot ajk = run.landed(panel[j]);
-                        if (i == j) {
-                            run.launch(DeviceTileKernels.syrk(cublas, t, Uplo.LOWER, Trans.N, aij.rows(), w, -1.0,
-                                    ajk.dev, ajk.ld(), 1.0, aij.dev, aij.ld()), (double) aij.rows() * aij.rows() * w,
-                                    next);
-                        } else {
-                            run.launch(DeviceTileKernels.gemm(cublas, t, Trans.N, Trans.T, aij.rows(), aij.cols(), w,
-                                    -1.0, aik.dev, aik.ld(), ajk.dev, ajk.ld(), 1.0, aij.dev, aij.ld()),
-                                    2.0 * aij.rows() * aij.cols() * w, next);
-                        }
+                    Slot aik = run.landed(panel[i]);
+                    Slot ajk = run.landed(panel[j]);
+                    if (i == j) {
+                        run.launch(DeviceTileKernels.syrk(cublas, t, Uplo.LOWER, Trans.N, aij.rows(), w, -1.0,
+                                ajk.dev, ajk.ld(), 1.0, aij.dev, aij.ld()), (double) aij.rows() * aij.rows() * w,
+                                next);
+                    } else {
+                        run.launch(DeviceTileKernels.gemm(cublas, t, Trans.N, Trans.T, aij.rows(), aij.cols(), w,
+                                -1.0, aik.dev, aik.ld(), ajk.dev, ajk.ld(), 1.0, aij.dev, aij.ld()),
+                                2.0 * aij.rows() * aij.cols() * w, next);
                     }
                 }
             }
-            run.finish(sends, s);
-            int[] column = {failure.tile >= 0 ? failure.tile * nb + failure.info - 1 : Integer.MAX_VALUE};
-            agree(comm, column);
-            if (column[0] != Integer.MAX_VALUE) {
-                throw new NotPositiveDefiniteException(column[0] / nb, column[0]);
-            }
-            run.copyBack();
         }
+        run.finish(sends, s);
+        int[] column = {failure.tile >= 0 ? failure.tile * nb + failure.info - 1 : Integer.MAX_VALUE};
+        agree(comm, column);
+        if (column[0] != Integer.MAX_VALUE) {
+            throw new NotPositiveDefiniteException(column[0] / nb, column[0]);
+        }
+        run.copyBack();
         return a;
     }
 
@@ -567,7 +571,7 @@ public final class DeviceTileAlgebra implements AutoCloseable {
      * column k + 1's on the high-priority stream). A singular panel is agreed on by all ranks after the last step, as
      * Cholesky's failure is.
      */
-    private LuFactorization luTiles(Communicator comm, DistributedMatrix a) {
+    private LuFactorization luTiles(Run run, Communicator comm, DistributedMatrix a) {
         int me = a.localRank();
         int ranks = comm == null ? 1 : comm.size();
         DType t = a.type();
@@ -580,100 +584,98 @@ public final class DeviceTileAlgebra implements AutoCloseable {
         PanelFailure failure = new PanelFailure();
         CudaDevice gpu = device instanceof CudaDevice ? (CudaDevice) device : null;
         List<CompletableFuture<Void>> sends = new ArrayList<>();
-        try (Run run = new Run()) {
-            Slot[][] s = new Slot[mt][nt];
-            for (int j = 0; j < nt; j++) {
-                for (int i = 0; i < mt && a.isLocal(0, j); i++) {
-                    s[i][j] = run.upload(a.tile(i, j));
-                }
+        Slot[][] s = new Slot[mt][nt];
+        for (int j = 0; j < nt; j++) {
+            for (int i = 0; i < mt && a.isLocal(0, j); i++) {
+                s[i][j] = run.upload(a.tile(i, j));
             }
-            Buffer scratch = null;
-            for (int k = 0; k < steps; k++) {
-                int w = a.tileCols(k);
-                int pm = a.rows() - k * nb;
-                int npiv = Math.min(pm, w);
-                int owner = columnOwner(a, k);
-                int pivTag = (int) ((base + (long) mt * nt + k) % DistributedMatrix.GATHER_TAG_BASE);
-                Buffer pivHost = run.staging(4L * npiv);
-                Buffer pivDev = run.device(4L * npiv);
-                Operand[] panel = new Operand[mt];
-                if (owner == me) {
-                    if (scratch == null) {
-                        scratch = run.staging((long) a.rows() * nb * t.bytes());
-                    }
-                    Event factored = panel(run, t, a, s, k, scratch, pivHost, piv, failure);
-                    run.sched.copyIn(pivHost, pivDev, 4L * npiv);
-                    for (int i = k; i < mt; i++) {
-                        panel[i] = run.operand(comm, a, i, k, tag(base, a, i, k, 0), s[i][k]);
-                    }
-                    List<Integer> right = columnOwners(a, k + 1, nt, me);
-                    if (ranks > 1) {
-                        factored.synchronize();
-                    }
-                    for (int dest = 0; dest < ranks; dest++) {
-                        if (dest != me) {
-                            sends.add(send(comm, pivHost, 4L * npiv, dest, pivTag));
-                        }
-                    }
-                    for (int dest : right) {
-                        for (int i = k; i < mt; i++) {
-                            sends.add(send(comm, s[i][k].host, s[i][k].bytes, dest, tag(base, a, i, k, 0)));
-                        }
-                    }
-                } else {
-                    CompletableFuture<Long> pivots = comm.irecv(pivHost.bytes().duplicate().clear().limit(4 * npiv),
-                            owner, pivTag);
-                    if (ownsColumn(a, k + 1, nt)) {
-                        for (int i = k; i < mt; i++) {
-                            panel[i] = run.operand(comm, a, i, k, tag(base, a, i, k, 0));
-                        }
-                    }
-                    long got = pivots.join();
-                    if (got != 4L * npiv) {
-                        throw new IllegalStateException("the pivots of panel " + k + " from rank " + owner + " arrived "
-                                + "with " + got + " bytes, expected " + 4L * npiv);
-                    }
-                    run.sched.copyIn(pivHost, pivDev, 4L * npiv);
-                    IntBuffer rel = DeviceTileKernels.ints(pivHost);
-                    for (int r = 0; r < npiv; r++) {
-                        piv[k * nb + r] = k * nb + rel.get(r);
-                    }
-                }
-                for (int j = 0; j < nt; j++) {
-                    if (j == k || s[0][j] == null) {
-                        continue;
-                    }
-                    boolean next = j == k + 1;
-                    List<Buffer> column = new ArrayList<>();
-                    for (int i = k; i < mt; i++) {
-                        column.add(s[i][j].dev);
-                    }
-                    int cols = a.tileCols(j);
-                    run.launch(DeviceTileKernels.laswp(gpu, t, column, nb, a.tileRows(mt - 1), cols, pivDev, npiv),
-                            (double) npiv * cols, next);
-                    if (j < k) {
-                        continue;
-                    }
-                    Slot d = run.landed(panel[k]);
-                    Slot u = s[k][j];
-                    run.launch(DeviceTileKernels.trsm(cublas, t, Side.LEFT, Uplo.LOWER, Trans.N, Diag.UNIT, u.rows(),
-                            cols, 1.0, d.dev, d.ld(), u.dev, u.ld()), (double) u.rows() * u.rows() * cols, next);
-                    for (int i = k + 1; i < mt; i++) {
-                        Slot l = run.landed(panel[i]);
-                        Slot c = s[i][j];
-                        run.launch(DeviceTileKernels.gemm(cublas, t, Trans.N, Trans.N, c.rows(), cols, w, -1.0, l.dev,
-                                l.ld(), u.dev, u.ld(), 1.0, c.dev, c.ld()), 2.0 * c.rows() * cols * w, next);
-                    }
-                }
-            }
-            run.finish(sends, s);
-            int[] column = {failure.tile >= 0 ? failure.column : Integer.MAX_VALUE};
-            agree(comm, column);
-            if (column[0] != Integer.MAX_VALUE) {
-                throw new SingularMatrixException(column[0] / nb, column[0]);
-            }
-            run.copyBack();
         }
+        Buffer scratch = null;
+        for (int k = 0; k < steps; k++) {
+            int w = a.tileCols(k);
+            int pm = a.rows() - k * nb;
+            int npiv = Math.min(pm, w);
+            int owner = columnOwner(a, k);
+            int pivTag = (int) ((base + (long) mt * nt + k) % DistributedMatrix.GATHER_TAG_BASE);
+            Buffer pivHost = run.staging(4L * npiv);
+            Buffer pivDev = run.device(4L * npiv);
+            Operand[] panel = new Operand[mt];
+            if (owner == me) {
+                if (scratch == null) {
+                    scratch = run.staging((long) a.rows() * nb * t.bytes());
+                }
+                Event factored = panel(run, t, a, s, k, scratch, pivHost, piv, failure);
+                run.sched.copyIn(pivHost, pivDev, 4L * npiv);
+                for (int i = k; i < mt; i++) {
+                    panel[i] = run.operand(comm, a, i, k, tag(base, a, i, k, 0), s[i][k]);
+                }
+                List<Integer> right = columnOwners(a, k + 1, nt, me);
+                if (ranks > 1) {
+                    factored.synchronize();
+                }
+                for (int dest = 0; dest < ranks; dest++) {
+                    if (dest != me) {
+                        sends.add(send(comm, pivHost, 4L * npiv, dest, pivTag));
+                    }
+                }
+                for (int dest : right) {
+                    for (int i = k; i < mt; i++) {
+                        sends.add(send(comm, s[i][k].host, s[i][k].bytes, dest, tag(base, a, i, k, 0)));
+                    }
+                }
+            } else {
+                CompletableFuture<Long> pivots = comm.irecv(pivHost.bytes().duplicate().clear().limit(4 * npiv),
+                        owner, pivTag);
+                if (ownsColumn(a, k + 1, nt)) {
+                    for (int i = k; i < mt; i++) {
+                        panel[i] = run.operand(comm, a, i, k, tag(base, a, i, k, 0));
+                    }
+                }
+                long got = pivots.join();
+                if (got != 4L * npiv) {
+                    throw new IllegalStateException("the pivots of panel " + k + " from rank " + owner + " arrived "
+                            + "with " + got + " bytes, expected " + 4L * npiv);
+                }
+                run.sched.copyIn(pivHost, pivDev, 4L * npiv);
+                IntBuffer rel = DeviceTileKernels.ints(pivHost);
+                for (int r = 0; r < npiv; r++) {
+                    piv[k * nb + r] = k * nb + rel.get(r);
+                }
+            }
+            for (int j = 0; j < nt; j++) {
+                if (j == k || s[0][j] == null) {
+                    continue;
+                }
+                boolean next = j == k + 1;
+                List<Buffer> column = new ArrayList<>();
+                for (int i = k; i < mt; i++) {
+                    column.add(s[i][j].dev);
+                }
+                int cols = a.tileCols(j);
+                run.launch(DeviceTileKernels.laswp(gpu, t, column, nb, a.tileRows(mt - 1), cols, pivDev, npiv),
+                        (double) npiv * cols, next);
+                if (j < k) {
+                    continue;
+                }
+                Slot d = run.landed(panel[k]);
+                Slot u = s[k][j];
+                run.launch(DeviceTileKernels.trsm(cublas, t, Side.LEFT, Uplo.LOWER, Trans.N, Diag.UNIT, u.rows(),
+                        cols, 1.0, d.dev, d.ld(), u.dev, u.ld()), (double) u.rows() * u.rows() * cols, next);
+                for (int i = k + 1; i < mt; i++) {
+                    Slot l = run.landed(panel[i]);
+                    Slot c = s[i][j];
+                    run.launch(DeviceTileKernels.gemm(cublas, t, Trans.N, Trans.N, c.rows(), cols, w, -1.0, l.dev,
+                            l.ld(), u.dev, u.ld(), 1.0, c.dev, c.ld()), 2.0 * c.rows() * cols * w, next);
+                }
+            }
+        }
+        run.finish(sends, s);
+        int[] column = {failure.tile >= 0 ? failure.column : Integer.MAX_VALUE};
+        agree(comm, column);
+        if (column[0] != Integer.MAX_VALUE) {
+            throw new SingularMatrixException(column[0] / nb, column[0]);
+        }
+        run.copyBack();
         return new LuFactorization(a, piv);
     }
 
@@ -683,7 +685,7 @@ public final class DeviceTileAlgebra implements AutoCloseable {
      * applies them to its own columns there (GEMQRT and TPMQRT as device calls). T and the reflector copies of step k
      * stay on the rank that factored column k, as {@code TileAlgebra.qr} leaves them.
      */
-    private QrFactorization qrTiles(Communicator comm, DistributedMatrix a) {
+    private QrFactorization qrTiles(Run run, Communicator comm, DistributedMatrix a) {
         int me = a.localRank();
         DType t = a.type();
         int mt = a.mt();
@@ -695,7 +697,7 @@ public final class DeviceTileAlgebra implements AutoCloseable {
         long base = comm == null ? 0 : nextTags(3L * mt * steps);
         QrFactorization f = QrFactorization.allocate(a, nb);
         List<CompletableFuture<Void>> sends = new ArrayList<>();
-        try (Run run = new Run()) {
+        try {
             Slot[][] s = new Slot[mt][nt];
             for (int j = 0; j < nt; j++) {
                 for (int i = 0; i < mt && a.isLocal(0, j); i++) {
@@ -853,8 +855,9 @@ public final class DeviceTileAlgebra implements AutoCloseable {
     /**
      * Runs one rank's share of an operation. A failure that the ranks did not agree on (a device out of memory, a
      * CUDA error, a peer gone) aborts the communicator with a reason naming this rank, so that the other ranks' waits
-     * for this rank's tiles fail at once instead of hanging; the communicator is unusable afterwards. A matrix that
-     * is not positive definite or is singular is agreed on by all ranks and leaves the communicator usable.
+     * for this rank's tiles fail at once instead of hanging, and before the operation's buffers go back to their pools
+     * (an aborted communicator writes no more received tiles into them); the communicator is unusable afterwards. A
+     * matrix that is not positive definite or is singular is agreed on by all ranks and leaves the communicator usable.
      */
     private static <T> T onEveryRank(Communicator comm, String op, java.util.function.Supplier<T> share) {
         if (comm == null) {
