@@ -34,8 +34,8 @@ mkdir -p "$bundle/lib" "$bundle/junit" "$bundle/test-classes"
 cp_file="$(mktemp)"
 trap 'rm -f "$cp_file"' EXIT
 ./mvnw -q -B -pl scheduler dependency:build-classpath -Dmdep.includeScope=test -Dmdep.outputFile="$cp_file" >&2
-# Aeron is left out too: device streams do not use the transport.
-tr ':' '\n' < "$cp_file" | grep -v -e '/org/junit/' -e '/opentest4j/' -e '/apiguardian/' -e '/io/aeron/' \
+# Aeron comes along for the device algebra's two-rank tests (a LocalCluster in one JVM).
+tr ':' '\n' < "$cp_file" | grep -v -e '/org/junit/' -e '/opentest4j/' -e '/apiguardian/' \
   | while read -r jar; do cp "$jar" "$bundle/lib/"; done
 # The device algebra's run time beyond the scheduler's: OpenBLAS (the host side and POTRF), JavaCPP and JCublas;
 # not ND4J and its dependencies, which the device algebra does not load.
@@ -56,6 +56,7 @@ mv "$bundle/junit/"junit-platform-console-standalone-*.jar "$bundle/junit/junit-
 (cd scheduler/target/test-classes && cp --parents -r dev/poniard/scheduler/stream "$bundle/test-classes/" \
   && cp junit-platform.properties logback-test.xml "$bundle/test-classes/")
 (cd linalg-kernels/target/test-classes && cp --parents dev/poniard/linalg/DeviceTileAlgebra*.class \
+  dev/poniard/linalg/SpmdDeviceTileAlgebra*.class dev/poniard/linalg/TwoRankFixture.class \
   dev/poniard/linalg/Dense.class dev/poniard/linalg/device/*.class "$bundle/test-classes/")
 
 # A runtime with the modules these jars use (jdeps over them lists java.base, java.logging (JCuda), java.xml

@@ -13,10 +13,17 @@ import org.junit.jupiter.api.Tag;
 class DeviceTileAlgebraCudaTest extends DeviceTileAlgebraTest {
     @Override
     protected Device open() {
+        return gpu(256L << 20, 64L << 20);
+    }
+
+    /**
+     * A CUDA device with 3 compute streams and cuBLAS, or an aborted test, with the reason, where there is no GPU or
+     * no libcublas.so.12.
+     */
+    static Device gpu(long memoryBytes, long stagingBytes) {
         assumeTrue(CudaDevices.detect().available(), () -> CudaDevices.detect().toString());
-        Device gpu = CudaDevice.launch(new CudaDevice.Context().computeStreams(3).memoryBytes(256L << 20)
-                .stagingBytes(64L << 20));
-        // A GPU host without libcublas.so.12 skips these tests with the reason, as a host without a GPU does.
+        Device gpu = CudaDevice.launch(new CudaDevice.Context().computeStreams(3).memoryBytes(memoryBytes)
+                .stagingBytes(stagingBytes));
         try {
             DeviceTileAlgebra.launch(new DeviceTileAlgebra.Context().device(gpu)).close();
         } catch (IllegalStateException e) {
