@@ -107,6 +107,9 @@ public final class LinalgCommand implements Callable<Integer> {
                         + "cholesky, lu or qr, without --trace (device streams keep no timeline yet); got " + op
                         + (trace != null ? " with --trace" : ""));
             }
+            if (device == Target.gpu && env.size() <= 1) {
+                gpuCount(); // no GPU fails here, once, rather than in every rank process
+            }
             if (!spread) {
                 return onDevice(out);
             }
@@ -274,17 +277,22 @@ public final class LinalgCommand implements Callable<Integer> {
     private Device openDevice(int index, int kernels) {
         long pool = 6L * n * n * DType.F64.bytes() + (64L << 20);
         if (device == Target.gpu) {
-            CudaDevices.Detection found = CudaDevices.detect();
-            if (!found.available()) {
-                throw new CommandLine.ParameterException(spec.commandLine(), "--device gpu: no CUDA GPU here ("
-                        + found + "); run on the threads (the default) or on the emulated device, --device cpu");
-            }
-            return CudaDevice.launch(new CudaDevice.Context().ordinal(index % found.count()).memoryBytes(pool)
+            return CudaDevice.launch(new CudaDevice.Context().ordinal(index % gpuCount()).memoryBytes(pool)
                     .stagingBytes(pool));
         }
         TileKernels.setBlasThreads(1); // the emulated compute streams take one core each
         return CpuDevice.launch(new CpuDevice.Context().name("cpu-device").computeStreams(3).computeCapacity(kernels)
                 .memoryBytes(pool).stagingBytes(pool));
+    }
+
+    /** The CUDA GPUs the driver reports; none is a usage error that says what to run instead. */
+    private int gpuCount() {
+        CudaDevices.Detection found = CudaDevices.detect();
+        if (!found.available()) {
+            throw new CommandLine.ParameterException(spec.commandLine(), "--device gpu: no CUDA GPU here (" + found
+                    + "); run on the threads (the default) or on the emulated device, --device cpu");
+        }
+        return found.count();
     }
 
     private Distribution parseGrid(String text, int ranks) {

@@ -52,9 +52,12 @@ class LinalgDeviceCommandTest {
     @Test
     void shouldSayThereIsNoGpuAndWhatToRunInstead() {
         Assumptions.assumeFalse(CudaDevices.detect().available(), "this host has a GPU");
-        CliRun run = CliRun.of("linalg", "cholesky", "--n", "100", "--device", "gpu");
-        assertEquals(2, run.code());
-        assertTrue(run.err().contains("--device gpu: no CUDA GPU here") && run.err().contains("--device cpu"),
-                run.err());
+        for (String ranks : new String[] {"1", "2"}) { // with 2, before any rank process starts
+            CliRun run = CliRun.of("linalg", "cholesky", "--n", "100", "--device", "gpu", "--ranks", ranks);
+            assertEquals(2, run.code());
+            assertTrue(run.err().contains("--device gpu: no CUDA GPU here") && run.err().contains("--device cpu"),
+                    run.err());
+            assertTrue(!run.out().contains("[rank"), run.out());
+        }
     }
 }
