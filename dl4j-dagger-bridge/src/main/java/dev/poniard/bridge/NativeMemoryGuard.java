@@ -2,11 +2,15 @@ package dev.poniard.bridge;
 
 import java.time.Duration;
 import java.util.Objects;
+import java.util.concurrent.Executors;
+import java.util.concurrent.ScheduledExecutorService;
+import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicLong;
 import org.bytedeco.javacpp.Pointer;
 
 /**
  * Keeps the process's resident memory under a limit: a daemon thread reads the resident size every {@code period}
+ * (a scheduled check: the resident size has no event to wait for)
  * and, when it is above {@code limitBytes}, runs the Java GC (ND4J frees a dead array's native memory only when the
  * GC collects its handle) and hands freed heap back to the system, at most once per {@code minInterval}.
  *
@@ -60,13 +64,22 @@ public final class NativeMemoryGuard implements AutoCloseable {
     }
 
     private final Context ctx;
-    private final Thread thread;
+    /** The checker's one thread, kept so that {@link #close()} can join it. */
+    private volatile Thread thread;
+    private final ScheduledExecutorService checker = Executors.newSingleThreadScheduledExecutor(r -> {
+        Thread t = new Thread(r, "poniard-native-memory-guard");
+        t.setDaemon(true);
+        thread = t;
+        return t;
+    });
     private final AtomicLong collections = new AtomicLong();
+    /** State of the checks, touched only by the checker's thread. */
+    private long lastCollection;
+    private boolean trimPending;
 
     private NativeMemoryGuard(Context ctx) {
         this.ctx = ctx;
-        this.thread = new Thread(this::watch, "poniard-native-memory-guard");
-        thread.setDaemon(true);
+        this.lastCollection = System.nanoTime() - ctx.minInterval.toNanos();
     }
 
     public static NativeMemoryGuard start(Context ctx) {
@@ -74,7 +87,8 @@ public final class NativeMemoryGuard implements AutoCloseable {
             throw new IllegalArgumentException("set limitBytes: the resident memory above which to collect");
         }
         NativeMemoryGuard g = new NativeMemoryGuard(ctx);
-        g.thread.start();
+        long period = ctx.period.toNanos();
+        g.checker.scheduleWithFixedDelay(g::check, period, period, TimeUnit.NANOSECONDS);
         return g;
     }
 
@@ -101,29 +115,19 @@ public final class NativeMemoryGuard implements AutoCloseable {
         return collections.get();
     }
 
-    private void watch() {
-        long last = System.nanoTime() - ctx.minInterval.toNanos();
-        boolean trimPending = false;
-        try {
-            while (!Thread.currentThread().isInterrupted()) {
-                // The sampling period of this daemon, not a wait for an event: there is none for the resident size.
-                Thread.sleep(ctx.period.toMillis(), ctx.period.toNanosPart() % 1_000_000);
-                long now = System.nanoTime();
-                if (trimPending) {
-                    // One period after the collection, so ND4J's deallocator threads have freed what it found.
-                    trimMemory();
-                    collections.incrementAndGet();
-                    trimPending = false;
-                    last = now;
-                } else if (now - last >= ctx.minInterval.toNanos() && Pointer.physicalBytes() > ctx.limitBytes) {
-                    System.gc();
-                    trimPending = true;
-                }
-                ctx.afterCheck.run();
-            }
-        } catch (InterruptedException e) {
-            Thread.currentThread().interrupt();
+    private void check() {
+        long now = System.nanoTime();
+        if (trimPending) {
+            // One period after the collection, so ND4J's deallocator threads have freed what it found.
+            trimMemory();
+            collections.incrementAndGet();
+            trimPending = false;
+            lastCollection = now;
+        } else if (now - lastCollection >= ctx.minInterval.toNanos() && Pointer.physicalBytes() > ctx.limitBytes) {
+            System.gc();
+            trimPending = true;
         }
+        ctx.afterCheck.run();
     }
 
     /** glibc's malloc_trim through JavaCPP (as its own limit does), so freed native memory leaves the resident size. */
@@ -149,11 +153,15 @@ public final class NativeMemoryGuard implements AutoCloseable {
         }
     }
 
+    /** Stops the checks and joins the checker's thread, so nothing runs after it returns. */
     @Override
     public void close() {
-        thread.interrupt();
+        checker.shutdownNow();
         try {
-            thread.join();
+            Thread t = thread;
+            if (t != null) {
+                t.join();
+            }
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
         }
