@@ -1,5 +1,7 @@
 package dev.poniard.linalg;
 
+import dev.poniard.linalg.tile.Tile;
+
 /** Straightforward column-major reference computations for the tests. */
 final class Dense {
     private Dense() {
@@ -24,6 +26,15 @@ final class Dense {
             }
         }
         return c;
+    }
+
+    /** A tile's entries, column-major. */
+    static double[] values(Tile t) {
+        double[] v = new double[t.size()];
+        for (int i = 0; i < v.length; i++) {
+            v[i] = t.getFlat(i);
+        }
+        return v;
     }
 
     static double frob(double[] a) {

@@ -250,26 +250,18 @@ abstract class DeviceTileAlgebraTest {
             assertTrue(diff < 100, "||F - F_host||/(||A|| n eps) = " + diff);
             for (int kk = 0; kk < Math.min(f.mt(), f.nt()); kk++) {
                 for (int i = kk; i < f.mt(); i++) {
-                    double[] td = values(qr.t(i, kk));
-                    double[] th = values(hqr.t(i, kk));
+                    double[] td = Dense.values(qr.t(i, kk));
+                    double[] th = Dense.values(hqr.t(i, kk));
                     assertTrue(Dense.frobDiff(td, th) <= 100 * Math.max(1, Dense.frob(th)) * nb * eps,
                             "T(" + i + ", " + kk + ") differs from the host algebra's");
                 }
                 Tile d = f.tile(kk, kk);
-                assertArrayEquals(Dense.lower(values(d), d.rows(), d.cols(), true),
-                        Dense.lower(values(qr.v(kk)), d.rows(), d.cols(), true), "reflectors of tile " + kk);
+                assertArrayEquals(Dense.lower(Dense.values(d), d.rows(), d.cols(), true),
+                        Dense.lower(Dense.values(qr.v(kk)), d.rows(), d.cols(), true), "reflectors of tile " + kk);
             }
         }
         assertEquals(0, device.memory().inUseBytes(), "device buffers still held");
         assertEquals(0, device.staging().inUseBytes(), "staging buffers still held");
-    }
-
-    private static double[] values(Tile t) {
-        double[] v = new double[t.size()];
-        for (int i = 0; i < v.length; i++) {
-            v[i] = t.getFlat(i);
-        }
-        return v;
     }
 
     @Test

@@ -9,7 +9,6 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import dev.poniard.linalg.device.DeviceTileAlgebra;
 import dev.poniard.linalg.dist.Distribution;
-import dev.poniard.linalg.tile.Tile;
 import dev.poniard.linalg.tile.TileKernels;
 import dev.poniard.linalg.tile.TileKernels.Trans;
 import dev.poniard.scheduler.comm.Communicator;
@@ -173,7 +172,7 @@ abstract class SpmdDeviceTileAlgebraTest extends TwoRankFixture {
                 for (int k = 0; k < t.length; k++) {
                     assertEquals(a.isLocal(0, k), qr.t(k, k) != null, "T(" + k + ", " + k + ") on rank " + comm.rank());
                     if (qr.t(a.mt() - 1, k) != null) {
-                        t[k] = values(qr.t(a.mt() - 1, k));
+                        t[k] = Dense.values(qr.t(a.mt() - 1, k));
                     }
                 }
                 return new Object[] {gathered(a, comm), t};
@@ -185,7 +184,7 @@ abstract class SpmdDeviceTileAlgebraTest extends TwoRankFixture {
                 try (QrFactorization qr = la.qr(f)) {
                     double[][] out = new double[Math.min(a.mt(), a.nt())][];
                     for (int k = 0; k < out.length; k++) {
-                        out[k] = values(qr.t(a.mt() - 1, k));
+                        out[k] = Dense.values(qr.t(a.mt() - 1, k));
                     }
                     return out;
                 }
@@ -197,14 +196,6 @@ abstract class SpmdDeviceTileAlgebraTest extends TwoRankFixture {
                 assertArrayEquals(t[k], onRanks, 1e-12, "T(" + (a.mt() - 1) + ", " + k + ")");
             }
         }
-    }
-
-    private static double[] values(Tile t) {
-        double[] v = new double[t.size()];
-        for (int i = 0; i < v.length; i++) {
-            v[i] = t.getFlat(i);
-        }
-        return v;
     }
 
     @Test

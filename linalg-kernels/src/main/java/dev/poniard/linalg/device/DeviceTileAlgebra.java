@@ -221,12 +221,10 @@ public final class DeviceTileAlgebra implements AutoCloseable {
                     + "; C's tiles are overwritten while A's and B's are read, so pass a copy");
         }
         Communicator comm = spread("gemm", a, b, c) ? ctx.communicator() : null;
-        try (Run run = new Run()) {
-            onEveryRank(comm, "gemm", () -> {
-                gemmTiles(run, comm, ta, tb, alpha, a, b, beta, c);
-                return c;
-            });
-        }
+        share(comm, "gemm", run -> {
+            gemmTiles(run, comm, ta, tb, alpha, a, b, beta, c);
+            return c;
+        });
     }
 
     // ------------------------------------------------------------------------------------------------
@@ -245,9 +243,7 @@ public final class DeviceTileAlgebra implements AutoCloseable {
             throw new IllegalArgumentException("cholesky needs a square matrix, got " + a.rows() + "x" + a.cols());
         }
         Communicator comm = spread("cholesky", a) ? ctx.communicator() : null;
-        try (Run run = new Run()) {
-            return onEveryRank(comm, "cholesky", () -> choleskyTiles(run, comm, a));
-        }
+        return share(comm, "cholesky", run -> choleskyTiles(run, comm, a));
     }
 
     /** The first POTRF that failed; written by a host function, read after the device has synchronised. */
@@ -290,9 +286,7 @@ public final class DeviceTileAlgebra implements AutoCloseable {
         open();
         Communicator comm = spread("lu", a) ? ctx.communicator() : null;
         requireWholeColumns("lu", a);
-        try (Run run = new Run()) {
-            return onEveryRank(comm, "lu", () -> luTiles(run, comm, a));
-        }
+        return share(comm, "lu", run -> luTiles(run, comm, a));
     }
 
     /** The first panel that met an exactly zero pivot; written by a host function, read after synchronising. */
@@ -365,9 +359,7 @@ public final class DeviceTileAlgebra implements AutoCloseable {
         open();
         Communicator comm = spread("qr", a) ? ctx.communicator() : null;
         requireWholeColumns("qr", a);
-        try (Run run = new Run()) {
-            return onEveryRank(comm, "qr", () -> qrTiles(run, comm, a));
-        }
+        return share(comm, "qr", run -> qrTiles(run, comm, a));
     }
 
     /** The work block of tile column j for step k, taken from the pool the first time (nb x nb, ld nb). */
@@ -510,8 +502,8 @@ public final class DeviceTileAlgebra implements AutoCloseable {
                     }
                 }
             }
-            List<Event> solved = new ArrayList<>();
-            List<Integer> solvedRows = new ArrayList<>();
+            // a solved tile that other ranks read is copied out, and sent once the step's TRSMs are all enqueued
+            List<Runnable> toSend = new ArrayList<>();
             for (int i = k + 1; i < nt; i++) {
                 if (!a.isLocal(i, k)) {
                     continue;
@@ -520,19 +512,19 @@ public final class DeviceTileAlgebra implements AutoCloseable {
                 Slot b = s[i][k];
                 run.launch(DeviceTileKernels.trsm(cublas, t, Side.RIGHT, Uplo.LOWER, Trans.T, Diag.NON_UNIT,
                         b.rows(), w, 1.0, d.dev, d.ld(), b.dev, b.ld()), (double) b.rows() * w * w, true);
-                if (!panelReaders(a, i, k, me).isEmpty()) {
-                    solved.add(run.sched.copyOut(b.dev, b.host, b.bytes));
-                    solvedRows.add(i);
+                List<Integer> readers = panelReaders(a, i, k, me);
+                if (!readers.isEmpty()) {
+                    Event solved = run.sched.copyOut(b.dev, b.host, b.bytes);
+                    int tag = tag(base, a, i, k, 0);
+                    toSend.add(() -> {
+                        solved.synchronize();
+                        for (int dest : readers) {
+                            sends.add(send(comm, b.host, b.bytes, dest, tag));
+                        }
+                    });
                 }
             }
-            for (int x = 0; x < solved.size(); x++) {
-                int i = solvedRows.get(x);
-                Slot b = s[i][k];
-                solved.get(x).synchronize();
-                for (int dest : panelReaders(a, i, k, me)) {
-                    sends.add(send(comm, b.host, b.bytes, dest, tag(base, a, i, k, 0)));
-                }
-            }
+            toSend.forEach(Runnable::run);
             for (int j = k + 1; j < nt; j++) {
                 boolean next = j == k + 1; // look-ahead: tile column k + 1 is the next panel
                 for (int i = j; i < nt; i++) {
@@ -853,23 +845,25 @@ public final class DeviceTileAlgebra implements AutoCloseable {
     }
 
     /**
-     * Runs one rank's share of an operation. A failure that the ranks did not agree on (a device out of memory, a
+     * Runs this rank's share of an operation on a fresh {@link Run}, whose buffers go back to their pools at the end,
+     * whatever happens. A failure that the ranks did not agree on (a device out of memory, a
      * CUDA error, a peer gone) aborts the communicator with a reason naming this rank, so that the other ranks' waits
      * for this rank's tiles fail at once instead of hanging, and before the operation's buffers go back to their pools
      * (an aborted communicator writes no more received tiles into them); the communicator is unusable afterwards. A
      * matrix that is not positive definite or is singular is agreed on by all ranks and leaves the communicator usable.
      */
-    private static <T> T onEveryRank(Communicator comm, String op, java.util.function.Supplier<T> share) {
-        if (comm == null) {
-            return share.get();
-        }
-        try {
-            return share.get();
-        } catch (NotPositiveDefiniteException | SingularMatrixException | CommAbortedException e) {
-            throw e;
-        } catch (RuntimeException | Error e) {
-            comm.abort("rank " + comm.rank() + " failed in the device algebra's " + op + ": " + e);
-            throw e;
+    private <T> T share(Communicator comm, String op, java.util.function.Function<Run, T> body) {
+        try (Run run = new Run()) {
+            try {
+                return body.apply(run);
+            } catch (NotPositiveDefiniteException | SingularMatrixException | CommAbortedException e) {
+                throw e;
+            } catch (RuntimeException | Error e) {
+                if (comm != null) {
+                    comm.abort("rank " + comm.rank() + " failed in the device algebra's " + op + ": " + e);
+                }
+                throw e;
+            }
         }
     }
 
