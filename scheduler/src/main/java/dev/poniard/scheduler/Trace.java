@@ -54,6 +54,15 @@ public final class Trace {
         return new Trace(runName, processorNames, records, List.of(), 0, 1, "scheduler " + runName);
     }
 
+    /**
+     * A trace recorded outside a scheduler, e.g. a device's streams ({@code stream.DeviceTimeline}): one lane per
+     * name in {@code laneNames}, its time zero at wall-clock {@code originEpochNs} (so that it merges with the ranks'
+     * traces), shown as the process {@code processName}.
+     */
+    public static Trace recorded(String processName, String[] laneNames, List<TaskRecord> records, long originEpochNs) {
+        return new Trace(processName, laneNames, records, List.of(), originEpochNs, 1, processName);
+    }
+
     Trace(String schedulerName, String[] processorNames, List<TaskRecord> records, List<CounterRecord> counters,
           long originEpochNs, int pid, String processName) {
         this.schedulerName = schedulerName;
@@ -71,7 +80,7 @@ public final class Trace {
             throw new IllegalArgumentException("rank must be >= 0, got " + rank);
         }
         return new Trace(schedulerName, processorNames, records, counters, originEpochNs, rank + 1,
-                "rank " + rank + " · scheduler " + schedulerName);
+                "rank " + rank + " · " + processName);
     }
 
     /** Wall-clock time (ns since the epoch) of the trace's time zero; 0 if unknown (simulated runs). */

@@ -13,10 +13,13 @@ import dev.poniard.samples.linalg.Residuals;
 import dev.poniard.scheduler.comm.Communicator;
 import dev.poniard.scheduler.comm.launch.Launcher;
 import dev.poniard.scheduler.comm.launch.RankEnvironment;
+import dev.poniard.scheduler.Trace;
 import dev.poniard.scheduler.stream.Device;
+import dev.poniard.scheduler.stream.DeviceTimeline;
 import dev.poniard.scheduler.stream.cpu.CpuDevice;
 import dev.poniard.scheduler.stream.cuda.CudaDevice;
 import dev.poniard.scheduler.stream.cuda.CudaDevices;
+import java.io.IOException;
 import java.io.PrintWriter;
 import java.nio.file.Path;
 import java.util.ArrayList;
@@ -44,6 +47,8 @@ import picocli.CommandLine.Parameters;
  * and every rank its summary and, with {@code --trace FILE}, its own timeline {@code FILE-rankK.json}.
  * With {@code --device gpu} gemm, cholesky, lu and qr run as tile DAGs on one CUDA GPU's streams (cuBLAS tile
  * kernels, {@link DeviceTileAlgebra}); {@code --device cpu} runs the same stream DAG on the CPU-emulated device.
+ * There {@code --trace FILE} writes the device's streams instead (a lane per compute stream and copy engine, an
+ * interval per kernel, library call, host function and copy: {@link DeviceTimeline}).
  */
 @Command(name = "linalg", mixinStandardHelpOptions = true,
         description = "Runs a tile GEMM, Cholesky, LU, QR or linear solve (float64) on the scheduler; prints GFLOP/s, residual, summary.")
@@ -66,7 +71,8 @@ public final class LinalgCommand implements Callable<Integer> {
             + "with --device cpu, kernels at once.")
     Integer workers;
 
-    @Option(names = "--trace", paramLabel = "FILE", description = "Write a Chrome trace (open in Perfetto).")
+    @Option(names = "--trace", paramLabel = "FILE", description = "Write a Chrome trace (open in Perfetto): the "
+            + "scheduler's tasks, or with --device the device's streams.")
     Path trace;
 
     @Option(names = "--ranks", defaultValue = "1",
@@ -102,10 +108,9 @@ public final class LinalgCommand implements Callable<Integer> {
         RankEnvironment env = RankEnvironment.detect();
         if (device != Target.threads) {
             boolean spread = env.size() > 1 || ranks > 1;
-            if (op == Op.solve || trace != null) {
+            if (op == Op.solve) {
                 throw new CommandLine.ParameterException(spec.commandLine(), "--device " + device + " runs gemm, "
-                        + "cholesky, lu or qr, without --trace (device streams keep no timeline yet); got " + op
-                        + (trace != null ? " with --trace" : ""));
+                        + "cholesky, lu or qr; got solve (run it on the threads, the default)");
             }
             if (device == Target.gpu && env.size() <= 1) {
                 gpuCount(); // no GPU fails here, once, rather than in every rank process
@@ -165,16 +170,39 @@ public final class LinalgCommand implements Callable<Integer> {
      * allocates inside the DAG), one warm-up run, one timed run; the residual is checked on the host, QR's by a
      * one-worker host algebra applying the device's Q.
      */
-    private int onDevice(PrintWriter out) {
-        try (Device d = openDevice(0, workers != null ? workers : Runtime.getRuntime().availableProcessors());
+    private int onDevice(PrintWriter out) throws IOException {
+        DeviceTimeline timeline = trace == null ? null : new DeviceTimeline();
+        try (Device d = openDevice(0, workers != null ? workers : Runtime.getRuntime().availableProcessors(), timeline);
              DeviceTileAlgebra dla = DeviceTileAlgebra.launch(new DeviceTileAlgebra.Context().device(d));
              TileAlgebra host = TileAlgebra.launch(new TileAlgebra.Context().workers(1))) {
-            double[] m = warmThenMeasure(Algebra.of(dla), host, () -> { });
+            double[] m = warmThenMeasure(Algebra.of(dla), host, () -> restart(d, timeline));
             out.printf(Locale.ROOT, "%s n=%d tile=%d on %s (%d compute streams): %.3f s, %.1f GFLOP/s, scaled residual "
                     + "%.3g%n", op, n, tile, d.name(), d.computeStreams().size(), m[2] / 1e9, m[0] / m[2], m[1]);
+            if (timeline != null) {
+                writeTimeline(out, d, timeline, null, trace);
+            }
             out.flush();
             return m[1] < 10 ? 0 : 1;
         }
+    }
+
+    /** After the warm-up: the timeline shows the timed run only. */
+    private static void restart(Device d, DeviceTimeline timeline) {
+        if (timeline != null) {
+            d.synchronize(); // a CUDA device adds the warm-up's operations here, before they are cleared
+            timeline.clear();
+        }
+    }
+
+    /** Writes the device's stream timeline as a Chrome trace, rank {@code comm.rank()}'s when {@code comm} is set. */
+    private static void writeTimeline(PrintWriter out, Device d, DeviceTimeline timeline, Communicator comm, Path file)
+            throws IOException {
+        d.synchronize();
+        Trace t = timeline.toTrace(d);
+        (comm == null ? t : t.ofRank(comm.rank())).writeChromeJson(file);
+        out.println((comm == null ? "timeline of " : "timeline of rank " + comm.rank() + "'s ") + d.name() + "'s "
+                + "streams written to " + file + " (open it in https://ui.perfetto.dev)"
+                + (timeline.dropped() > 0 ? "; " + timeline.dropped() + " operations were not timed" : ""));
     }
 
     /** Starts {@code ranks} processes that each run this command as one rank of the job. */
@@ -213,7 +241,7 @@ public final class LinalgCommand implements Callable<Integer> {
     }
 
     /** One rank of an SPMD run (inside {@code launch}): warm-up, then one timed run checked on rank 0. */
-    private int spmd(PrintWriter out) throws java.io.IOException {
+    private int spmd(PrintWriter out) throws IOException {
         try (Communicator comm = Communicator.connect(new Communicator.Context())) {
             TileAlgebra.Context ctx = new TileAlgebra.Context().trace(trace != null).communicator(comm)
                     .workers(workers != null ? workers : 1);
@@ -252,16 +280,21 @@ public final class LinalgCommand implements Callable<Integer> {
      * {@code localRank % count} with {@code --device gpu}, an emulated device running {@code --workers} kernels at
      * once (default 1) with cpu.
      */
-    private int spmdOnDevices(PrintWriter out, Communicator comm, LinalgRank.Op o, Distribution d) {
-        try (Device dev = openDevice(RankEnvironment.detect().localRank(), workers != null ? workers : 1);
+    private int spmdOnDevices(PrintWriter out, Communicator comm, LinalgRank.Op o, Distribution d) throws IOException {
+        DeviceTimeline timeline = trace == null ? null : new DeviceTimeline();
+        try (Device dev = openDevice(RankEnvironment.detect().localRank(), workers != null ? workers : 1, timeline);
              DeviceTileAlgebra la = DeviceTileAlgebra.launch(new DeviceTileAlgebra.Context().device(dev)
                      .communicator(comm))) {
             LinalgRank.run(comm, la, o, n, tile, 1, false, d); // warm-up
+            restart(dev, timeline);
             LinalgRank.Run run = LinalgRank.run(comm, la, o, n, tile, 1, true, d);
             if (comm.rank() == 0) {
                 out.printf(Locale.ROOT, "%s n=%d tile=%d ranks=%d (%s) on a device each (%s on rank 0): %.3f s, %.1f "
                         + "GFLOP/s, scaled residual %.3g%n", op, n, tile, comm.size(), d, dev.name(), run.seconds(),
                         run.gflops(), run.residual());
+            }
+            if (timeline != null) {
+                writeTimeline(out, dev, timeline, comm, TraceFiles.perRank(trace, comm.rank()));
             }
             out.flush();
             comm.barrier();
@@ -272,17 +305,17 @@ public final class LinalgCommand implements Callable<Integer> {
     /**
      * The device of {@code --device}, its pools sized for an operation's tiles, factors and received copies (a pool
      * allocates only what is asked, never inside a DAG): the CUDA GPU {@code index % count}, or an emulated device
-     * running {@code kernels} kernels at once.
+     * running {@code kernels} kernels at once; recording into {@code timeline} unless it is null.
      */
-    private Device openDevice(int index, int kernels) {
+    private Device openDevice(int index, int kernels, DeviceTimeline timeline) {
         long pool = 6L * n * n * DType.F64.bytes() + (64L << 20);
         if (device == Target.gpu) {
             return CudaDevice.launch(new CudaDevice.Context().ordinal(index % gpuCount()).memoryBytes(pool)
-                    .stagingBytes(pool));
+                    .stagingBytes(pool).timeline(timeline));
         }
         TileKernels.setBlasThreads(1); // the emulated compute streams take one core each
         return CpuDevice.launch(new CpuDevice.Context().name("cpu-device").computeStreams(3).computeCapacity(kernels)
-                .memoryBytes(pool).stagingBytes(pool));
+                .memoryBytes(pool).stagingBytes(pool).timeline(timeline));
     }
 
     /** The CUDA GPUs the driver reports; none is a usage error that says what to run instead. */

@@ -8,9 +8,9 @@ import org.junit.jupiter.api.Timeout;
 @Timeout(value = 60, unit = TimeUnit.SECONDS)
 class CpuStreamContractTest extends StreamContractTest {
     @Override
-    protected Device open() {
+    protected Device open(DeviceTimeline timeline) {
         return CpuDevice.launch(new CpuDevice.Context().computeStreams(3).computeCapacity(2).copyBytesPerSecond(50e9)
-                .memoryBytes(64L << 20).stagingBytes(64L << 20));
+                .memoryBytes(64L << 20).stagingBytes(64L << 20).timeline(timeline));
     }
 
     @Override

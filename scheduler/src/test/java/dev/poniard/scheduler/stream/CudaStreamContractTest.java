@@ -19,9 +19,9 @@ class CudaStreamContractTest extends StreamContractTest {
     }
 
     @Override
-    protected Device open() {
+    protected Device open(DeviceTimeline timeline) {
         return CudaDevice.launch(new CudaDevice.Context().computeStreams(3).memoryBytes(256L << 20)
-                .stagingBytes(64L << 20));
+                .stagingBytes(64L << 20).timeline(timeline));
     }
 
     @Override

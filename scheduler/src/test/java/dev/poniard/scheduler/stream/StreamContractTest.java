@@ -22,7 +22,12 @@ import org.junit.jupiter.api.Timeout;
 public abstract class StreamContractTest {
 
     /** A fresh device with at least 3 compute streams. */
-    protected abstract Device open();
+    protected final Device open() {
+        return open(null);
+    }
+
+    /** A fresh device with at least 3 compute streams, recording into {@code timeline} (null: none). */
+    protected abstract Device open(DeviceTimeline timeline);
 
     /** Iterations of the spin kernel on one element that take tens of milliseconds on this device. */
     protected abstract int longSpinIters();
@@ -339,5 +344,57 @@ public abstract class StreamContractTest {
             IllegalStateException e = assertThrows(IllegalStateException.class, d::synchronize);
             assertTrue(e.getMessage().contains("host step failed"), e.getMessage());
         }
+    }
+
+    /**
+     * The timeline shows each operation on its own stream under its name, in the order the events impose: the kernel
+     * starts after the copy it waits for, the copy out after the kernel; a copy on another stream ran while a long
+     * kernel did. Times come from the device's own clock on a GPU, so small tolerances cover the conversion.
+     */
+    @Test
+    void timelineShouldShowEachOperationOnItsStreamInTheOrderEventsImpose() {
+        DeviceTimeline timeline = new DeviceTimeline();
+        int n = 4096;
+        try (Device d = open(timeline); Buffer host = d.staging().acquire(n * 4L); Buffer dev = d.memory().acquire(n * 4L);
+             Buffer x = d.memory().acquire(64); Buffer other = d.memory().acquire(n * 4L)) {
+            d.synchronize();
+            timeline.clear();
+            Stream s = d.computeStreams().get(1);
+            d.hostToDevice().copy(host, 0, dev, 0, n * 4L);
+            s.waitFor(d.hostToDevice().record());
+            s.launch(KernelLaunch.of(Kernels.FILL_F32, dev, 2f, n), 0);
+            d.deviceToHost().waitFor(s.record());
+            d.deviceToHost().copy(dev, 0, host, 0, n * 4L);
+            d.synchronize();
+            s.launch(KernelLaunch.of(Kernels.SPIN_FMA_F32, x, 1f, 1f, 1, longSpinIters()), 0);
+            d.hostToDevice().copy(host, 0, other, 0, n * 4L);
+            d.synchronize();
+
+            List<DeviceTimeline.Interval> in = timeline.intervals();
+            assertEquals(5, in.size(), in.toString());
+            DeviceTimeline.Interval copyIn = nth(in, d.hostToDevice().name(), 0);
+            DeviceTimeline.Interval fill = nth(in, s.name(), 0);
+            DeviceTimeline.Interval copyOut = nth(in, d.deviceToHost().name(), 0);
+            DeviceTimeline.Interval spin = nth(in, s.name(), 1);
+            DeviceTimeline.Interval overlapped = nth(in, d.hostToDevice().name(), 1);
+            assertEquals(DeviceTimeline.copyName(n * 4L), copyIn.name());
+            assertEquals(Kernels.FILL_F32.name(), fill.name());
+            assertEquals(DeviceTimeline.copyName(n * 4L), copyOut.name());
+            assertEquals(Kernels.SPIN_FMA_F32.name(), spin.name());
+            long tolerance = 2_000; // GPU event times are float milliseconds: about half a microsecond each
+            for (DeviceTimeline.Interval iv : in) {
+                assertTrue(iv.startNs() >= 0 && iv.endNs() >= iv.startNs(), iv.toString());
+            }
+            assertTrue(fill.startNs() + tolerance >= copyIn.endNs(), "kernel " + fill + " before its copy " + copyIn);
+            assertTrue(copyOut.startNs() + tolerance >= fill.endNs(), "copy " + copyOut + " before its kernel " + fill);
+            assertTrue(overlapped.endNs() < spin.endNs(), "the copy " + overlapped + " waited for the kernel " + spin);
+        }
+    }
+
+    /** The {@code k}-th interval (0-based, by start time) on {@code stream}. */
+    private static DeviceTimeline.Interval nth(List<DeviceTimeline.Interval> in, String stream, int k) {
+        List<DeviceTimeline.Interval> on = in.stream().filter(i -> i.stream().equals(stream)).toList();
+        assertTrue(on.size() > k, "no interval " + k + " on " + stream + ": " + in);
+        return on.stream().sorted(java.util.Comparator.comparingLong(DeviceTimeline.Interval::startNs)).toList().get(k);
     }
 }

@@ -4,6 +4,7 @@ import dev.poniard.scheduler.stream.Buffer;
 import dev.poniard.scheduler.stream.BufferPool;
 import dev.poniard.scheduler.stream.Device;
 import dev.poniard.scheduler.stream.DeviceCall;
+import dev.poniard.scheduler.stream.DeviceTimeline;
 import dev.poniard.scheduler.stream.Event;
 import dev.poniard.scheduler.stream.KernelLaunch;
 import dev.poniard.scheduler.stream.Stream;
@@ -43,6 +44,7 @@ public final class CpuDevice implements Device {
         private double copyBytesPerSecond = Double.parseDouble(System.getProperty("poniard.cpuDevice.copyGBps", "12")) * 1e9;
         private long memoryBytes = 1L << 30;
         private long stagingBytes = 256L << 20;
+        private DeviceTimeline timeline;
 
         public String name() {
             return name;
@@ -98,6 +100,16 @@ public final class CpuDevice implements Device {
 
         public Context stagingBytes(long value) {
             stagingBytes = value;
+            return this;
+        }
+
+        public DeviceTimeline timeline() {
+            return timeline;
+        }
+
+        /** Records every operation the streams run, with its start and end (null, the default: none). */
+        public Context timeline(DeviceTimeline value) {
+            timeline = value;
             return this;
         }
 
@@ -314,13 +326,22 @@ public final class CpuDevice implements Device {
 
         @Override
         public void launch(Runnable work, long estimateNs) {
+            run("kernel", work, estimateNs);
+        }
+
+        /** Runs {@code work} in stream order on a compute slot; {@code what} names it in the timeline. */
+        private void run(String what, Runnable work, long estimateNs) {
             pending.addAndGet(estimateNs);
             enqueue(() -> {
                 try {
                     if (failure == null) {
                         computeSlots.acquireUninterruptibly();
                         try {
+                            long start = System.nanoTime();
                             work.run();
+                            if (ctx.timeline() != null) {
+                                ctx.timeline().add(name, what, start, System.nanoTime());
+                            }
                         } finally {
                             computeSlots.release();
                         }
@@ -342,7 +363,7 @@ public final class CpuDevice implements Device {
                             + ": memory of a GPU cannot be used by the CPU emulation " + ctx.name());
                 }
             }
-            launch(() -> kernel.kernel().runOnCpu(kernel), estimateNs);
+            run(kernel.kernel().name(), () -> kernel.kernel().runOnCpu(kernel), estimateNs);
         }
 
         @Override
@@ -358,13 +379,13 @@ public final class CpuDevice implements Device {
                             + " work on device memory: acquire it from Device.memory() and copy the data in first");
                 }
             }
-            launch(call::runOnHost, estimateNs);
+            run(call.name(), call::runOnHost, estimateNs);
         }
 
         /** Host code is CPU work here like a kernel, so it takes a compute slot too (no more busy threads than cores). */
         @Override
         public void launchHostFunction(Runnable fn, long estimateNs) {
-            launch(fn, estimateNs);
+            run("host function", fn, estimateNs);
         }
 
         @Override
@@ -396,6 +417,9 @@ public final class CpuDevice implements Device {
                         long end = engineFreeNs;
                         for (long left = end - System.nanoTime(); left > 0; left = end - System.nanoTime()) {
                             LockSupport.parkNanos(left);
+                        }
+                        if (ctx.timeline() != null) {
+                            ctx.timeline().add(name, DeviceTimeline.copyName(bytes), start, end);
                         }
                     }
                 } catch (RuntimeException | Error e) {

@@ -9,6 +9,7 @@ import static jcuda.driver.JCudaDriver.cuDevicePrimaryCtxRelease;
 import static jcuda.driver.JCudaDriver.cuDevicePrimaryCtxRetain;
 import static jcuda.driver.JCudaDriver.cuEventCreate;
 import static jcuda.driver.JCudaDriver.cuEventDestroy;
+import static jcuda.driver.JCudaDriver.cuEventElapsedTime;
 import static jcuda.driver.JCudaDriver.cuEventQuery;
 import static jcuda.driver.JCudaDriver.cuEventRecord;
 import static jcuda.driver.JCudaDriver.cuEventSynchronize;
@@ -35,6 +36,7 @@ import dev.poniard.scheduler.stream.Buffer;
 import dev.poniard.scheduler.stream.BufferPool;
 import dev.poniard.scheduler.stream.Device;
 import dev.poniard.scheduler.stream.DeviceCall;
+import dev.poniard.scheduler.stream.DeviceTimeline;
 import dev.poniard.scheduler.stream.Event;
 import dev.poniard.scheduler.stream.Kernel;
 import dev.poniard.scheduler.stream.KernelLaunch;
@@ -113,6 +115,7 @@ public final class CudaDevice implements Device {
         private long memoryBytes = Long.getLong("poniard.cuda.memoryMiB", 1024) << 20;
         private long stagingBytes = Long.getLong("poniard.cuda.stagingMiB", 512) << 20;
         private boolean assemblePtx = Boolean.getBoolean("poniard.cuda.assemblePtx");
+        private DeviceTimeline timeline;
 
         public int ordinal() {
             return ordinal;
@@ -184,6 +187,19 @@ public final class CudaDevice implements Device {
             return this;
         }
 
+        public DeviceTimeline timeline() {
+            return timeline;
+        }
+
+        /**
+         * Times every operation the streams run with a pair of timing events, added to {@code value} at each
+         * {@link CudaDevice#synchronize()} (null, the default: none; the events cost about a microsecond per operation).
+         */
+        public Context timeline(DeviceTimeline value) {
+            timeline = value;
+            return this;
+        }
+
         public Context conclude() {
             if (ordinal < 0) {
                 throw new IllegalArgumentException("CUDA device ordinal must be >= 0, got " + ordinal);
@@ -217,6 +233,8 @@ public final class CudaDevice implements Device {
     private final Map<Kernel, CUfunction> functions = new HashMap<>();
     private final Map<String, CUfunction> namedFunctions = new HashMap<>();
     private final Events events = new Events();
+    /** Null without a timeline. */
+    private final Timing timing;
     /** The first host function that threw since the last synchronize(). */
     private final AtomicReference<Throwable> hostFailure = new AtomicReference<>();
     private boolean closed;
@@ -242,6 +260,7 @@ public final class CudaDevice implements Device {
 
     private CudaDevice(Context ctx) {
         this.ctx = ctx;
+        this.timing = ctx.timeline() == null ? null : new Timing(ctx.timeline());
         check(cuInit(0), "cuInit");
         check(cuDeviceGet(cuDevice, ctx.ordinal()), "cuDeviceGet(" + ctx.ordinal() + ")");
         this.description = CudaProbe.describe(ctx.ordinal());
@@ -537,6 +556,9 @@ public final class CudaDevice implements Device {
         if (failure == null && host != null) {
             failure = new IllegalStateException("a host function enqueued on " + ctx.name() + " failed: " + host, host);
         }
+        if (timing != null) {
+            timing.resolve(failure == null ? h2d : null);
+        }
         if (failure != null) {
             throw failure;
         }
@@ -560,6 +582,9 @@ public final class CudaDevice implements Device {
                 cuStreamDestroy(s.handle);
             }
             events.destroyAll();
+            if (timing != null) {
+                timing.destroyAll();
+            }
             for (CUmodule m : modules.values()) {
                 cuModuleUnload(m);
             }
@@ -649,6 +674,106 @@ public final class CudaDevice implements Device {
         }
     }
 
+    /**
+     * The timeline's event pairs: each operation is enqueued between two timing events; the pairs stay open until
+     * {@link #synchronize()}, which records one more event after all of them, waits for it, and places each event
+     * on the host clock by its elapsed time before that one. At most {@link #MAX_OPEN} pairs stay open between
+     * synchronizations; operations beyond them run untimed and are counted as dropped.
+     */
+    private final class Timing {
+        static final int MAX_OPEN = 1 << 15;
+
+        private record Op(String stream, String name, CUevent start, CUevent end) {
+        }
+
+        private final DeviceTimeline timeline;
+        private final ArrayDeque<CUevent> free = new ArrayDeque<>();
+        private final List<CUevent> all = new ArrayList<>();
+        private final List<Op> open = new ArrayList<>();
+
+        Timing(DeviceTimeline timeline) {
+            this.timeline = timeline;
+        }
+
+        /** Records the start of an operation on {@code s}; null when too many pairs are open. */
+        synchronized CUevent begin(CudaStream s) {
+            if (open.size() >= MAX_OPEN) {
+                timeline.addDropped(1);
+                return null;
+            }
+            CUevent e = take();
+            check(cuEventRecord(e, s.handle), "cuEventRecord (timeline) on " + s.name);
+            return e;
+        }
+
+        /** Records the end of the operation {@code begin} started, or gives its event back if it was not enqueued. */
+        synchronized void end(CudaStream s, String name, CUevent start, boolean enqueued) {
+            if (start == null) {
+                return;
+            }
+            if (!enqueued) {
+                free.add(start);
+                return;
+            }
+            CUevent e = take();
+            check(cuEventRecord(e, s.handle), "cuEventRecord (timeline) on " + s.name);
+            open.add(new Op(s.name, name, start, e));
+        }
+
+        /**
+         * With every stream synchronized: adds the open pairs to the timeline, measured back from an event recorded
+         * now on {@code on}; with {@code on} null (the device failed) drops them.
+         */
+        synchronized void resolve(CudaStream on) {
+            if (open.isEmpty()) {
+                return;
+            }
+            try {
+                if (on == null) {
+                    timeline.addDropped(open.size());
+                    return;
+                }
+                CUevent now = take();
+                free.add(now);
+                check(cuEventRecord(now, on.handle), "cuEventRecord (timeline) on " + on.name);
+                check(cuEventSynchronize(now), "cuEventSynchronize (timeline)");
+                long hostNow = System.nanoTime();
+                float[] ms = new float[1];
+                for (Op op : open) {
+                    check(cuEventElapsedTime(ms, op.start(), now), "cuEventElapsedTime");
+                    long start = hostNow - (long) (ms[0] * 1e6);
+                    check(cuEventElapsedTime(ms, op.end(), now), "cuEventElapsedTime");
+                    timeline.add(op.stream(), op.name(), start, hostNow - (long) (ms[0] * 1e6));
+                }
+            } finally {
+                for (Op op : open) {
+                    free.add(op.start());
+                    free.add(op.end());
+                }
+                open.clear();
+            }
+        }
+
+        private CUevent take() {
+            CUevent h = free.poll();
+            if (h == null) {
+                h = new CUevent();
+                check(cuEventCreate(h, CUevent_flags.CU_EVENT_DEFAULT), "cuEventCreate (timeline)");
+                all.add(h);
+            }
+            return h;
+        }
+
+        synchronized void destroyAll() {
+            for (CUevent h : all) {
+                cuEventDestroy(h);
+            }
+            all.clear();
+            free.clear();
+            open.clear();
+        }
+    }
+
     /** One non-blocking CUDA stream. Thread-safe (each operation is a short synchronized driver call). */
     private final class CudaStream implements Stream, CudaCallSite {
         final String name;
@@ -714,8 +839,8 @@ public final class CudaDevice implements Device {
             }
             bind();
             CUfunction f = function(k.kernel());
-            check(cuLaunchKernel(f, k.grid(), 1, 1, k.block(), 1, 1, 0, handle, Pointer.to(params), null),
-                    "cuLaunchKernel(" + k + ") on " + name);
+            timed(k.kernel().name(), () -> check(cuLaunchKernel(f, k.grid(), 1, 1, k.block(), 1, 1, 0, handle,
+                    Pointer.to(params), null), "cuLaunchKernel(" + k + ") on " + name));
             unrecordedNs += Math.max(0, estimateNs);
         }
 
@@ -725,7 +850,7 @@ public final class CudaDevice implements Device {
                 devicePointer(a.buffer(), call.name() + " buffer");
             }
             bind();
-            call.enqueueOnCuda(this);
+            timed(call.name(), () -> call.enqueueOnCuda(this));
             unrecordedNs += Math.max(0, estimateNs);
         }
 
@@ -739,7 +864,7 @@ public final class CudaDevice implements Device {
                 }
             };
             bind();
-            check(cuLaunchHostFunc(handle, hostFn, null), "cuLaunchHostFunc on " + name);
+            timed("host function", () -> check(cuLaunchHostFunc(handle, hostFn, null), "cuLaunchHostFunc on " + name));
             unrecordedNs += Math.max(0, estimateNs);
         }
 
@@ -774,6 +899,25 @@ public final class CudaDevice implements Device {
                         + " ByteBuffers on the host");
             }
             bind();
+            timed(DeviceTimeline.copyName(bytes), () -> enqueueCopy(from, fromOffset, to, toOffset, bytes));
+            unrecordedNs += (long) (bytes * 1e9 / ctx.copyBytesPerSecond());
+        }
+
+        /** Enqueues work on this stream, between a timeline's event pair when the device has one. */
+        private void timed(String what, Runnable enqueue) {
+            CUevent start = timing == null ? null : timing.begin(this);
+            boolean enqueued = false;
+            try {
+                enqueue.run();
+                enqueued = true;
+            } finally {
+                if (start != null) {
+                    timing.end(this, what, start, enqueued);
+                }
+            }
+        }
+
+        private void enqueueCopy(Buffer from, long fromOffset, Buffer to, long toOffset, long bytes) {
             if (from.host()) {
                 check(cuMemcpyHtoDAsync(devicePointer(to, "copy destination").withByteOffset(toOffset),
                         hostPointer(from, "copy source").withByteOffset(fromOffset), bytes, handle),
@@ -787,7 +931,6 @@ public final class CudaDevice implements Device {
                         devicePointer(from, "copy source").withByteOffset(fromOffset), bytes, handle),
                         "cuMemcpyDtoDAsync(" + bytes + " bytes) on " + name);
             }
-            unrecordedNs += (long) (bytes * 1e9 / ctx.copyBytesPerSecond());
         }
 
         @Override
