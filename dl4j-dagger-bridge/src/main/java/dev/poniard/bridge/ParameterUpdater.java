@@ -28,8 +28,24 @@ final class ParameterUpdater {
 
     /** Creates updater state for {@code params}, shaped like their arrays in {@code sd}. */
     ParameterUpdater(SameDiff sd, List<String> params) {
+        this(sd, params, null);
+    }
+
+    /**
+     * Updater state for {@code params}: a parameter that one of {@code previous} (null entries allowed, or null)
+     * holds keeps that state (shared, so only one of the two may be used afterwards), the others get new state.
+     */
+    ParameterUpdater(SameDiff sd, List<String> params, ParameterUpdater[] previous) {
         IUpdater updater = sd.getTrainingConfig().getUpdater();
         for (String name : params) {
+            GradientUpdater<?> kept = null;
+            for (int i = 0; previous != null && i < previous.length && kept == null; i++) {
+                kept = previous[i] == null ? null : previous[i].updaters.get(name);
+            }
+            if (kept != null) {
+                updaters.put(name, kept);
+                continue;
+            }
             INDArray arr = sd.getArrForVarName(name);
             long stateSize = updater.stateSize(arr.length());
             INDArray view = stateSize == 0 ? null : Nd4j.createUninitialized(arr.dataType(), 1, stateSize);

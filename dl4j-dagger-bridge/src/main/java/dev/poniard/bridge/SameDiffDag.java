@@ -844,7 +844,7 @@ public final class SameDiffDag {
      * given as prefix sums, among the groups whose {@code limited} prefix-sum difference is at most {@code limit} (the
      * unconstrained optimum always satisfies its own limit).
      */
-    private static int[] minMaxCut(double[] weight, int stages, double[] limited, double limit) {
+    static int[] minMaxCut(double[] weight, int stages, double[] limited, double limit) {
         int n = weight.length - 1;
         // best[s][i]: the smallest possible largest weight when ops [0, i) form s groups; cut[s][i] the last cut.
         double[][] best = new double[stages + 1][n + 1];

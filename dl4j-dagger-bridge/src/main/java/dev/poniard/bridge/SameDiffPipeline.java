@@ -102,9 +102,11 @@ import org.nd4j.linalg.factory.Nd4j;
  * produced (or received) them and the last local backward that consumed them, and separately with the forward values
  * kept from F(s,m) to B(s,m) added ({@link StepStats#peakHeldBytes()}); their peaks and the measured bubble (idle
  * share of this rank's stage processors between the step's first task start and last task end) are reported per
- * step. Each parameter must belong to one stage (no weight tying across stages). An instance is used by one thread at
- * a time; the caller's graph is the source of parameters at launch and receives its own stages' parameters after
- * every step ({@link #gatherParameters()} brings every rank all of them).
+ * step. Between steps, {@link #rebalance()} may re-cut the stages from the stage times measured in the last steps
+ * (one process), rebuilding the stages whose ops changed from the caller's graph, which holds every parameter then;
+ * updater state moves with its parameter. Each parameter must belong to one stage (no weight tying across stages).
+ * An instance is used by one thread at a time; the caller's graph is the source of parameters at launch and receives
+ * its own stages' parameters after every step ({@link #gatherParameters()} brings every rank all of them).
  */
 public final class SameDiffPipeline implements SameDiffTraining, AutoCloseable {
     /** The order in which a stage runs its micro-batches' forward and backward tasks. */
@@ -133,6 +135,8 @@ public final class SameDiffPipeline implements SameDiffTraining, AutoCloseable {
         private int[] placement;
         private int tagBase = Integer.getInteger("poniard.pipeline.tagBase", 0x2000_0000);
         private boolean recomputeForward = Boolean.getBoolean("poniard.pipeline.recomputeForward");
+        private int rebalanceEvery = Integer.getInteger("poniard.pipeline.rebalanceEvery", 0);
+        private int[] cut;
         private Function<DifferentialFunction, String> refuseOp = OpRunner::unsupportedReason;
 
         public SameDiff sameDiff() {
@@ -267,6 +271,37 @@ public final class SameDiffPipeline implements SameDiffTraining, AutoCloseable {
             return this;
         }
 
+        public int[] cut() {
+            return cut == null ? null : cut.clone();
+        }
+
+        /**
+         * Cuts the graph at these op indices (topological order, {@link SameDiffDag#ops()}) instead of by the ops'
+         * timed costs: stage s holds ops {@code [bounds[s], bounds[s+1])}, from 0 to the number of ops; sets
+         * {@link #stages(int)} to {@code bounds.length - 1}. Null (the default): balanced by cost.
+         */
+        public Context cut(int... bounds) {
+            cut = bounds == null ? null : bounds.clone();
+            if (cut != null) {
+                stages(cut.length - 1);
+            }
+            return this;
+        }
+
+        public int rebalanceEvery() {
+            return rebalanceEvery;
+        }
+
+        /**
+         * Re-cuts the stages from measured times ({@link SameDiffPipeline#rebalance()}) after every {@code steps}
+         * steps on one cut; 0 (the default; system property {@code poniard.pipeline.rebalanceEvery}) never does on its
+         * own. One process only.
+         */
+        public Context rebalanceEvery(int steps) {
+            rebalanceEvery = steps;
+            return this;
+        }
+
         /** Test hook: why an op of a stage's gradient function must run inside SameDiff (null: it need not). */
         Context refuseOp(Function<DifferentialFunction, String> value) {
             refuseOp = Objects.requireNonNull(value, "refuseOp");
@@ -314,6 +349,17 @@ public final class SameDiffPipeline implements SameDiffTraining, AutoCloseable {
             }
             if (tagBase < 0) {
                 throw new IllegalArgumentException("tagBase must be >= 0, got " + tagBase);
+            }
+            if (cut != null && cut.length - 1 != stages) {
+                throw new IllegalArgumentException("cut " + Arrays.toString(cut) + " makes " + (cut.length - 1)
+                        + " stages but stages is " + stages + ": give stages + 1 bounds, or set stages before cut");
+            }
+            if (rebalanceEvery < 0) {
+                throw new IllegalArgumentException("rebalanceEvery must be >= 0 (0: never), got " + rebalanceEvery);
+            }
+            if (rebalanceEvery > 0 && communicator != null) {
+                throw new IllegalArgumentException("rebalanceEvery re-cuts stages in one process only: with a "
+                        + "communicator the ranks keep rank 0's launch cut; leave rebalanceEvery at 0");
             }
             return this;
         }
@@ -363,16 +409,24 @@ public final class SameDiffPipeline implements SameDiffTraining, AutoCloseable {
     private static final int MAGIC = 0x504E5050;
     private static final int MAX_RANK = 8;
     private static final int HEADER_BYTES = 32 + 8 * MAX_RANK;
+    /** Steps of stage times {@link #rebalance()} looks back at, and the fewest it needs on a cut. */
+    static final int HISTORY = 16;
+    static final int MIN_STEPS_ON_CUT = 3;
+    /** How much faster the slowest stage must be predicted to get for {@link #rebalance()} to re-cut. */
+    static final double MIN_GAIN = 0.05;
 
     private final Context ctx;
     private final SameDiff master;
     private final List<String> losses;
-    private final List<Stage> stages;
+    /** The graph, its ops costed; its cut into stages may change between steps ({@link #rebalance()}). */
+    private final SameDiffDag dag;
+    // What follows down to the edges derives from the cut: applyCut sets it, between steps only.
+    private List<Stage> stages;
     /** Stage graphs of this rank's stages; null for stages on other ranks. */
-    private final StageGraph[] graphs;
-    private final ParameterUpdater[] updaters;
+    private StageGraph[] graphs;
+    private ParameterUpdater[] updaters;
     /** Per local stage: each parameter's gradient sum over a step's micro-batches (null for other ranks' stages). */
-    private final Map<String, INDArray>[] gradAccumulators;
+    private Map<String, INDArray>[] gradAccumulators;
     private final Scheduler scheduler;
     private final Communicator comm;
     private final int rank;
@@ -381,14 +435,23 @@ public final class SameDiffPipeline implements SameDiffTraining, AutoCloseable {
     private final int[] processorOf;
     private final int[] localStages;
     /** Per stage: the activations it receives from earlier stages, and the parameters its ops read. */
-    private final List<List<String>> received = new ArrayList<>();
-    private final List<List<String>> readParams = new ArrayList<>();
+    private List<List<String>> received;
+    private List<List<String>> readParams;
     /** For every handed-over activation: the stage that produces it and the stages that receive it. */
-    private final Map<String, Integer> producerStage = new HashMap<>();
-    private final Map<String, List<Integer>> consumerStages = new HashMap<>();
+    private Map<String, Integer> producerStage;
+    private Map<String, List<Integer>> consumerStages;
     /** Shapes seen in the sample (first dimension free), the reference for checking received arrays. */
-    private final Map<String, long[]> sampleShape = new HashMap<>();
-    private final List<Edge> edges = new ArrayList<>();
+    private Map<String, long[]> sampleShape;
+    private List<Edge> edges;
+    /** Per stage, the busy time of its tasks in each of the last {@link #HISTORY} steps (a ring, by step). */
+    private final long[][] busyHistory;
+    /** Steps run on the current cut. */
+    private int stepsOnCut;
+    /** The largest stage time measured on each cut tried ({@link #rebalance()} does not go back to a worse one). */
+    private final Map<String, Double> measuredCuts = new HashMap<>();
+    /** The cut {@link #rebalance()} left last, until the new one has been measured; null otherwise. */
+    private int[] previousCut;
+    private int rebalances;
     private StepStats lastStep;
     private long steps;
     private RuntimeException failure;
@@ -412,7 +475,7 @@ public final class SameDiffPipeline implements SameDiffTraining, AutoCloseable {
         if (comm != null) {
             agree(dag);
         }
-        List<Stage> cut = dag.partition(nStages);
+        List<Stage> cut = ctx.cut() != null ? dag.stagesAt(ctx.cut()) : dag.partition(nStages);
         if (comm != null) {
             // Costs are timed, so ranks may cut differently: everyone takes rank 0's cut points.
             int[] bounds = new int[nStages + 1];
@@ -423,10 +486,39 @@ public final class SameDiffPipeline implements SameDiffTraining, AutoCloseable {
             comm.broadcast(bounds, 0);
             cut = dag.stagesAt(bounds);
         }
-        this.stages = cut;
+        this.dag = dag;
+        this.processorOf = new int[nStages];
+        List<Integer> local = new ArrayList<>();
+        for (int s = 0; s < nStages; s++) {
+            processorOf[s] = stageRank[s] == rank ? local.size() : -1;
+            if (stageRank[s] == rank) {
+                local.add(s);
+            }
+        }
+        this.localStages = local.stream().mapToInt(Integer::intValue).toArray();
+        this.busyHistory = new long[nStages][HISTORY];
+        applyCut(cut);
+        this.scheduler = Scheduler.launch(new Scheduler.Context()
+                .name(comm == null ? "samediff-pipeline" : "samediff-pipeline-rank" + rank)
+                .workers(Math.max(1, localStages.length)).trace(ctx.trace())
+                .workerStart(NativeThreads::oneThreadPerWorker));
+    }
 
+    /**
+     * Makes {@code cut} the pipeline's stages: works out what each stage receives and hands on, and builds this rank's
+     * stage graphs from the caller's graph (which holds every parameter between steps), reusing those whose ops did
+     * not change. A parameter's updater state moves with it from the stage that held it. Nothing changes if this
+     * throws.
+     */
+    private void applyCut(List<Stage> cut) {
+        List<List<String>> received = new ArrayList<>();
+        List<List<String>> readParams = new ArrayList<>();
+        Map<String, Integer> producerStage = new HashMap<>();
+        Map<String, List<Integer>> consumerStages = new HashMap<>();
+        Map<String, long[]> sampleShape = new HashMap<>();
+        List<Edge> edges = new ArrayList<>();
         Map<String, Integer> paramStage = new HashMap<>();
-        for (Stage st : stages) {
+        for (Stage st : cut) {
             List<String> params = new ArrayList<>();
             List<String> acts = new ArrayList<>();
             Set<String> seen = new LinkedHashSet<>();
@@ -456,7 +548,7 @@ public final class SameDiffPipeline implements SameDiffTraining, AutoCloseable {
                 producerStage.put(o, st.index());
             }
         }
-        for (int c = 0; c < stages.size(); c++) {
+        for (int c = 0; c < cut.size(); c++) {
             for (String x : received.get(c)) {
                 consumerStages.computeIfAbsent(x, k -> new ArrayList<>()).add(c);
                 int p = producerStage.get(x);
@@ -478,35 +570,38 @@ public final class SameDiffPipeline implements SameDiffTraining, AutoCloseable {
                     + "activations)");
         }
 
-        this.graphs = new StageGraph[stages.size()];
-        this.updaters = new ParameterUpdater[stages.size()];
+        StageGraph[] graphs = new StageGraph[cut.size()];
+        ParameterUpdater[] updaters = new ParameterUpdater[cut.size()];
         @SuppressWarnings("unchecked")
-        Map<String, INDArray>[] accumulators = new Map[stages.size()];
-        this.gradAccumulators = accumulators;
-        this.processorOf = new int[stages.size()];
-        List<Integer> local = new ArrayList<>();
-        for (Stage st : stages) {
-            int s = st.index();
-            if (stageRank[s] != rank) {
-                processorOf[s] = -1;
+        Map<String, INDArray>[] accumulators = new Map[cut.size()];
+        for (int s : localStages) {
+            Stage st = cut.get(s);
+            if (stages != null && stages.get(s).firstOp() == st.firstOp() && stages.get(s).endOp() == st.endOp()) {
+                graphs[s] = this.graphs[s];
+                updaters[s] = this.updaters[s];
+                accumulators[s] = gradAccumulators[s];
                 continue;
             }
-            processorOf[s] = local.size();
-            local.add(s);
             StageGraph g = StageGraph.build(dag, st, losses, ctx.recomputeForward(), ctx.refuseOp);
             if (!new LinkedHashSet<>(g.receivedActivations).equals(new LinkedHashSet<>(received.get(s)))) {
                 throw new IllegalStateException("stage " + s + " receives " + g.receivedActivations + " but the DAG says "
                         + received.get(s));
             }
             graphs[s] = g;
-            updaters[s] = new ParameterUpdater(g.sd, g.parameters);
-            gradAccumulators[s] = new HashMap<>();
+            updaters[s] = new ParameterUpdater(g.sd, g.parameters, this.updaters);
+            accumulators[s] = new HashMap<>();
         }
-        this.localStages = local.stream().mapToInt(Integer::intValue).toArray();
-        this.scheduler = Scheduler.launch(new Scheduler.Context()
-                .name(comm == null ? "samediff-pipeline" : "samediff-pipeline-rank" + rank)
-                .workers(Math.max(1, localStages.length)).trace(ctx.trace())
-                .workerStart(NativeThreads::oneThreadPerWorker));
+        this.stages = cut;
+        this.received = received;
+        this.readParams = readParams;
+        this.producerStage = producerStage;
+        this.consumerStages = consumerStages;
+        this.sampleShape = sampleShape;
+        this.edges = edges;
+        this.graphs = graphs;
+        this.updaters = updaters;
+        this.gradAccumulators = accumulators;
+        this.stepsOnCut = 0;
     }
 
     /**
@@ -590,6 +685,106 @@ public final class SameDiffPipeline implements SameDiffTraining, AutoCloseable {
     @Override
     public SameDiff sameDiff() {
         return master;
+    }
+
+    /** How many times {@link #rebalance()} has re-cut the stages. */
+    public int rebalances() {
+        return rebalances;
+    }
+
+    /**
+     * Re-cuts the stages, between steps, by their measured times: each op's cost (timed at launch) is scaled by how
+     * much longer its stage's tasks ran in the last steps than the stage's ops were costed at, and the ops are cut
+     * again to minimise the slowest stage ({@link SameDiffDag#partition}'s cut). It re-cuts only if that is predicted
+     * to make the slowest stage at least {@link #MIN_GAIN} faster, and never to a cut already tried that measured no
+     * better; a re-cut whose stages then measure no better than those it left is undone by the next call. On a machine
+     * whose cores change speed from second to second it chases that noise: use it for imbalance that lasts (costs
+     * timed on a sample of another size, a slower processor). The parameters and their updater state move with their ops, so training continues exactly as
+     * {@code sd.fit} would. Needs {@link #MIN_STEPS_ON_CUT} steps on the current cut; one process only.
+     *
+     * @return whether the stages changed
+     * @throws UnsupportedOperationException across ranks (they keep rank 0's launch cut)
+     */
+    public boolean rebalance() {
+        if (closed || failure != null) {
+            throw new IllegalStateException("this SameDiffPipeline is " + (closed ? "closed" : "failed"));
+        }
+        if (comm != null) {
+            throw new UnsupportedOperationException("rebalance() re-cuts stages in one process only: across ranks the "
+                    + "stages keep rank 0's launch cut");
+        }
+        int n = Math.min(stepsOnCut, HISTORY);
+        if (n < MIN_STEPS_ON_CUT || stages.size() < 2) {
+            return false;
+        }
+        double[] measured = new double[stages.size()];
+        for (int s = 0; s < measured.length; s++) {
+            long[] b = Arrays.copyOf(busyHistory[s], n);
+            Arrays.sort(b);
+            measured[s] = b[n / 2];
+        }
+        return rebalance(measured);
+    }
+
+    /** {@link #rebalance()} on these stage times (median nanoseconds per step, by stage). */
+    boolean rebalance(double[] measured) {
+        int[] bounds = new int[stages.size() + 1];
+        for (Stage st : stages) {
+            bounds[st.index() + 1] = st.endOp();
+        }
+        double slowest = Arrays.stream(measured).max().orElse(0);
+        measuredCuts.put(Arrays.toString(bounds), slowest);
+        int[] left = previousCut;
+        previousCut = null;
+        if (left != null && slowest >= measuredCuts.get(Arrays.toString(left))) {
+            // The last re-cut measured no better than the cut it left (a wrong prediction, or the machine's noise):
+            // go back. The cut stays on record, so the prediction that chose it cannot take the pipeline there again.
+            applyCut(dag.stagesAt(left));
+            rebalances++;
+            return true;
+        }
+        double[] cost = new double[dag.ops().size()];
+        for (int i = 0; i < cost.length; i++) {
+            cost[i] = dag.ops().get(i).trainingNanos();
+        }
+        int[] next = rebalancedCut(cost, bounds, measured, MIN_GAIN);
+        Double before = next == null ? null : measuredCuts.get(Arrays.toString(next));
+        if (next == null || before != null && before >= slowest * (1 - MIN_GAIN)) {
+            return false;
+        }
+        applyCut(dag.stagesAt(next));
+        previousCut = bounds;
+        rebalances++;
+        return true;
+    }
+
+    /**
+     * The cut that minimises the slowest stage when each op costs {@code cost[i]} scaled by its stage's measured time
+     * over the sum of its ops' costs, or null unless that is predicted at least {@code minGain} below the slowest
+     * measured stage. {@code bounds} are the current cut's op bounds (0, ..., ops), {@code measured} the stages' times.
+     */
+    static int[] rebalancedCut(double[] cost, int[] bounds, double[] measured, double minGain) {
+        int stages = bounds.length - 1;
+        double[] prefix = new double[cost.length + 1];
+        for (int s = 0; s < stages; s++) {
+            double sum = 0;
+            for (int i = bounds[s]; i < bounds[s + 1]; i++) {
+                sum += cost[i];
+            }
+            int ops = bounds[s + 1] - bounds[s];
+            for (int i = bounds[s]; i < bounds[s + 1]; i++) {
+                // an uncosted stage spreads its time evenly over its ops
+                double scaled = sum > 0 ? cost[i] * measured[s] / sum : measured[s] / ops;
+                prefix[i + 1] = prefix[i] + scaled;
+            }
+        }
+        int[] next = SameDiffDag.minMaxCut(prefix, stages, prefix, Double.POSITIVE_INFINITY);
+        double predicted = 0;
+        for (int s = 0; s < stages; s++) {
+            predicted = Math.max(predicted, prefix[next[s + 1]] - prefix[next[s]]);
+        }
+        double slowest = Arrays.stream(measured).max().orElse(0);
+        return !Arrays.equals(next, bounds) && predicted <= slowest * (1 - minGain) ? next : null;
     }
 
     /** The order of (forward?, micro-batch) pairs stage {@code s} of {@code S} runs for {@code m} micro-batches. */
@@ -911,6 +1106,13 @@ public final class SameDiffPipeline implements SameDiffTraining, AutoCloseable {
         }
         lastStep = new StepStats(bubble, (S - 1) / (double) (m + S - 1), st.peakBytes.get(), Math.max(0, makespan), m,
                 st.peakHeldBytes.get(), replayed, st.busyNs);
+        for (int s = 0; s < S; s++) {
+            busyHistory[s][stepsOnCut % HISTORY] = st.busyNs[s];
+        }
+        stepsOnCut++;
+        if (ctx.rebalanceEvery() > 0 && stepsOnCut >= ctx.rebalanceEvery()) {
+            rebalance();
+        }
         return loss;
     }
 

@@ -145,16 +145,20 @@ public final class PipelineBenchSuite implements BenchSuite {
     private record PipelineRun(double bubble, double replayed, double theory, long peakBytes) {
     }
 
+    private static String describe(SameDiffPipeline p) {
+        StringBuilder cut = new StringBuilder();
+        for (Stage st : p.stages()) {
+            cut.append(cut.length() == 0 ? "" : ", ").append("ops [").append(st.firstOp()).append(", ")
+                    .append(st.endOp()).append(") ").append(BenchReport.fmt(st.costNanos() / 1e6)).append(" + ")
+                    .append(BenchReport.fmt(st.backwardNanos() / 1e6)).append(" ms");
+        }
+        return cut.toString();
+    }
+
     private static PipelineRun pipeline(SameDiffPipeline.Schedule schedule, int batch, Warmup warmup, int steps) {
         try (SameDiffPipeline p = SameDiffPipeline.launch(new SameDiffPipeline.Context().sameDiff(model(7))
                 .stages(STAGES).microBatches(MICRO).schedule(schedule).sample(batch(batch / MICRO, 1)))) {
-            StringBuilder cut = new StringBuilder();
-            for (Stage st : p.stages()) {
-                cut.append(cut.length() == 0 ? "" : ", ").append("ops [").append(st.firstOp()).append(", ")
-                        .append(st.endOp()).append(") ").append(BenchReport.fmt(st.costNanos() / 1e6)).append(" + ")
-                        .append(BenchReport.fmt(st.backwardNanos() / 1e6)).append(" ms");
-            }
-            LOG.info("{}: stages {} (forward + backward, ops timed on a micro-batch)", schedule, cut);
+            LOG.info("{}: stages {} (forward + backward, ops timed on a micro-batch)", schedule, describe(p));
             Map<String, INDArray> warm = batch(batch, 100);
             warmup.run(schedule.toString(), s -> p.step(warm));
             double[] bubbles = new double[steps];
@@ -179,6 +183,9 @@ public final class PipelineBenchSuite implements BenchSuite {
                 stageBusy.append(stageBusy.length() == 0 ? "" : " / ").append(BenchReport.fmt(b[steps / 2] / 1e6));
             }
             PipelineRun run = new PipelineRun(bubbles[steps / 2], replayed[steps / 2], p.lastStep().theoreticalBubble(), peak);
+            if (p.rebalances() > 0) {
+                LOG.info("{}: re-cut {} times by measured stage times; now {}", schedule, p.rebalances(), describe(p));
+            }
             LOG.info("{}: bubble {} (median of {} steps); the same steps replayed with their measured task times and no "
                     + "time between tasks {} (what the tasks' own times cost: unequal stages, tasks slowed by other "
                     + "threads); theory {}; stage busy per step {} ms (medians)", schedule, BenchReport.fmt(run.bubble()),

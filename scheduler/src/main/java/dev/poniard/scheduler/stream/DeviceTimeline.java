@@ -39,7 +39,8 @@ public final class DeviceTimeline {
     public void add(String stream, String name, long startNanoTime, long endNanoTime) {
         long origin = originNs;
         if (startNanoTime >= origin) {
-            intervals.add(new Interval(stream, name, startNanoTime - origin, Math.max(startNanoTime, endNanoTime) - origin));
+            long end = Math.max(startNanoTime, endNanoTime);
+            intervals.add(new Interval(stream, name, startNanoTime - origin, end - origin));
         }
     }
 
@@ -93,7 +94,8 @@ public final class DeviceTimeline {
                 lanes.add(iv.stream());
                 lane.put(iv.stream(), l);
             }
-            records.add(new Trace.TaskRecord(id++, iv.name(), l, iv.startNs(), iv.endNs(), TaskState.DONE, new long[0]));
+            records.add(new Trace.TaskRecord(id++, iv.name(), l, iv.startNs(), iv.endNs(), TaskState.DONE,
+                    new long[0]));
         }
         return Trace.recorded("device " + device.name(), lanes.toArray(String[]::new), records, originEpochNs);
     }

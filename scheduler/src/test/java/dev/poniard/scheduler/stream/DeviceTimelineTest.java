@@ -78,7 +78,8 @@ class DeviceTimelineTest {
     @Test
     void shouldWriteAChromeTraceWithALanePerStream(@TempDir Path dir) throws Exception {
         DeviceTimeline timeline = new DeviceTimeline();
-        try (CpuDevice d = open(timeline); Buffer host = d.staging().acquire(4096); Buffer dev = d.memory().acquire(4096)) {
+        try (CpuDevice d = open(timeline); Buffer host = d.staging().acquire(4096);
+             Buffer dev = d.memory().acquire(4096)) {
             d.hostToDevice().copy(host, 0, dev, 0, 4096);
             d.computeStreams().get(1).launch(() -> { }, 0);
             d.deviceToHost().copy(dev, 0, host, 0, 4096);
@@ -102,8 +103,8 @@ class DeviceTimelineTest {
             }
             assertEquals("rank 1 · device emu", process);
             assertEquals(List.of("emu-compute-0", "emu-compute-1", "emu-h2d", "emu-d2h"), lanes);
-            assertTrue(ops.containsAll(List.of("emu-h2d: copy 4.0 KiB", "emu-compute-1: kernel", "emu-d2h: copy 4.0 KiB")),
-                    ops.toString());
+            assertTrue(ops.containsAll(List.of("emu-h2d: copy 4.0 KiB", "emu-compute-1: kernel",
+                    "emu-d2h: copy 4.0 KiB")), ops.toString());
             assertEquals(3, ops.size(), ops.toString());
         }
     }

@@ -1,0 +1,110 @@
+package dev.poniard.bridge;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertNull;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import dev.poniard.bridge.SameDiffPipeline.Schedule;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.TimeUnit;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.Timeout;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.EnumSource;
+import org.nd4j.autodiff.samediff.SameDiff;
+import org.nd4j.autodiff.samediff.VariableType;
+import org.nd4j.linalg.api.ndarray.INDArray;
+import org.nd4j.linalg.learning.config.Adam;
+
+/** {@link SameDiffPipeline#rebalance()}: stages re-cut by measured times, training unchanged. */
+@Timeout(value = 120, unit = TimeUnit.SECONDS, threadMode = Timeout.ThreadMode.SEPARATE_THREAD)
+class SameDiffPipelineRebalanceTest {
+    @Test
+    void shouldMoveOpsOffTheStageThatRanSlowerThanCosted() {
+        double[] cost = {1, 1, 1, 1, 1, 1};
+        // Stage 0 ran its three ops in 6 units, stage 1 its three in 3: stage 0's ops cost 2 each, stage 1's 1.
+        assertArrayEquals(new int[] {0, 2, 6}, SameDiffPipeline.rebalancedCut(cost, new int[] {0, 3, 6},
+                new double[] {6, 3}, 0.05));
+        // Measured as costed: nothing to gain.
+        assertNull(SameDiffPipeline.rebalancedCut(cost, new int[] {0, 3, 6}, new double[] {3, 3}, 0.05));
+        // Moving the small fifth op would take the slowest stage from 5.0 to 4.96: under 5%, not worth a re-cut.
+        double[] withSmallOp = {1, 1, 1, 1, 0.5, 1, 1, 1, 1};
+        assertNull(SameDiffPipeline.rebalancedCut(withSmallOp, new int[] {0, 5, 9}, new double[] {5.0, 4.4}, 0.05));
+        assertArrayEquals(new int[] {0, 4, 9}, SameDiffPipeline.rebalancedCut(withSmallOp, new int[] {0, 5, 9},
+                new double[] {5.0, 4.4}, 0.0));
+    }
+
+    @Test
+    void shouldSpreadAnUncostedStagesTimeOverItsOps() {
+        assertArrayEquals(new int[] {0, 2, 4}, SameDiffPipeline.rebalancedCut(new double[] {0, 0, 0, 0},
+                new int[] {0, 1, 4}, new double[] {1, 3}, 0.05));
+    }
+
+    /**
+     * A cut that leaves stage 0 one op of the MLP is re-cut after a few steps, and the ten steps still equal ten
+     * full-batch fits with Adam: the parameters and their updater state moved with the ops.
+     */
+    @ParameterizedTest(name = "{0}")
+    @EnumSource(Schedule.class)
+    void shouldRecutALopsidedPipelineAndStillEqualFullBatchFit(Schedule schedule) {
+        Models.Factory m = Models.all()[0];
+        List<Map<String, INDArray>> batches = SameDiffDataParallelTest.batches(m, 64);
+        SameDiff reference = m.build().apply(new Adam(1e-2));
+        SameDiffDataParallelTest.fitReference(reference, batches);
+        SameDiff trained = m.build().apply(new Adam(1e-2));
+        int ops = SameDiffDag.importGraph(trained).ops().size();
+        try (SameDiffPipeline p = SameDiffPipeline.launch(new SameDiffPipeline.Context().sameDiff(trained)
+                .cut(0, 1, ops).microBatches(4).schedule(schedule).rebalanceEvery(3).sample(m.batch().apply(16, 1L)))) {
+            assertEquals(1, p.stages().get(0).size());
+            batches.forEach(p::step);
+            assertTrue(p.rebalances() >= 1, "never re-cut");
+            assertTrue(p.stages().get(0).size() > 1, "stage 0 still has one op: " + p.stages());
+        }
+        List<String> params = new ArrayList<>();
+        trained.variables().stream().filter(v -> v.getVariableType() == VariableType.VARIABLE)
+                .forEach(v -> params.add(v.name()));
+        SameDiffDataParallelTest.assertSameParameters(reference, trained, params, SameDiffDataParallelTest.REL);
+    }
+
+    /** A re-cut that measures no better than the cut it left is undone, and not tried again. */
+    @Test
+    void shouldUndoARecutThatMeasuredNoBetter() {
+        Models.Factory m = Models.all()[0];
+        SameDiff sd = m.build().apply(new Adam(1e-2));
+        int ops = SameDiffDag.importGraph(sd).ops().size();
+        try (SameDiffPipeline p = SameDiffPipeline.launch(new SameDiffPipeline.Context().sameDiff(sd).cut(0, 1, ops)
+                .sample(m.batch().apply(8, 1L)))) {
+            assertTrue(p.rebalance(new double[] {1e6, 9e6}), "no re-cut off a stage nine times slower");
+            int moved = p.stages().get(0).endOp();
+            assertTrue(moved > 1, p.stages().toString());
+            p.step(m.batch().apply(8, 2L));
+            assertTrue(p.rebalance(new double[] {10e6, 10e6}), "not undone");
+            assertEquals(1, p.stages().get(0).endOp());
+            assertEquals(2, p.rebalances());
+            // The same measurement as the first time would predict the same cut, which measured worse: no re-cut.
+            assertFalse(p.rebalance(new double[] {1e6, 9e6}));
+            assertEquals(1, p.stages().get(0).endOp());
+            p.step(m.batch().apply(8, 3L));
+        }
+    }
+
+    @Test
+    void shouldRefuseACutThatDoesNotMatchTheStagesOrTheGraph() {
+        SameDiff sd = Models.all()[0].build().apply(new Adam(1e-2));
+        Map<String, INDArray> sample = Models.all()[0].batch().apply(2, 1L);
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                () -> new SameDiffPipeline.Context().sameDiff(sd).cut(0, 1, 4).stages(3).sample(sample).conclude());
+        assertTrue(e.getMessage().contains("makes 2 stages but stages is 3"), e.getMessage());
+        e = assertThrows(IllegalArgumentException.class, () -> SameDiffPipeline.launch(new SameDiffPipeline.Context()
+                .sameDiff(sd).cut(0, 2, 1000).sample(sample)));
+        assertTrue(e.getMessage().contains("stage bounds must run from 0 to the number of ops"), e.getMessage());
+        e = assertThrows(IllegalArgumentException.class, () -> new SameDiffPipeline.Context().sameDiff(sd)
+                .rebalanceEvery(-1).sample(sample).conclude());
+        assertTrue(e.getMessage().contains("rebalanceEvery must be >= 0"), e.getMessage());
+    }
+}
