@@ -23,36 +23,50 @@ import org.nd4j.linalg.learning.regularization.Regularization;
  */
 final class ParameterUpdater {
     private final Map<String, GradientUpdater<?>> updaters = new HashMap<>();
+    /** Per parameter: its updater's state view (null for a stateless updater such as SGD). */
+    private final Map<String, INDArray> states = new HashMap<>();
     /** Per parameter: a buffer in the parameter's layout, for gradients that come in the other one. */
     private final Map<String, INDArray> relaid = new HashMap<>();
 
     /** Creates updater state for {@code params}, shaped like their arrays in {@code sd}. */
     ParameterUpdater(SameDiff sd, List<String> params) {
-        this(sd, params, null);
+        this(sd, params, null, Map.of());
     }
 
     /**
      * Updater state for {@code params}: a parameter that one of {@code previous} (null entries allowed, or null)
-     * holds keeps that state (shared, so only one of the two may be used afterwards), the others get new state.
+     * holds keeps that state (shared, so only one of the two may be used afterwards), one in {@code carried} starts
+     * from a copy of that state (another process's, {@link #state}), the others get new state.
      */
-    ParameterUpdater(SameDiff sd, List<String> params, ParameterUpdater[] previous) {
+    ParameterUpdater(SameDiff sd, List<String> params, ParameterUpdater[] previous, Map<String, INDArray> carried) {
         IUpdater updater = sd.getTrainingConfig().getUpdater();
         for (String name : params) {
-            GradientUpdater<?> kept = null;
-            for (int i = 0; previous != null && i < previous.length && kept == null; i++) {
-                kept = previous[i] == null ? null : previous[i].updaters.get(name);
+            ParameterUpdater holder = null;
+            for (int i = 0; previous != null && i < previous.length && holder == null; i++) {
+                holder = previous[i] != null && previous[i].updaters.containsKey(name) ? previous[i] : null;
             }
-            if (kept != null) {
-                updaters.put(name, kept);
+            if (holder != null) {
+                updaters.put(name, holder.updaters.get(name));
+                states.put(name, holder.states.get(name));
                 continue;
             }
             INDArray arr = sd.getArrForVarName(name);
             long stateSize = updater.stateSize(arr.length());
             INDArray view = stateSize == 0 ? null : Nd4j.createUninitialized(arr.dataType(), 1, stateSize);
+            INDArray given = view == null ? null : carried.get(name);
+            if (given != null) {
+                view.assign(given);
+            }
             GradientUpdater<?> gu = updater.instantiate(view, false);
-            gu.setStateViewArray(view, arr.shape(), arr.ordering(), true);
+            gu.setStateViewArray(view, arr.shape(), arr.ordering(), given == null);
             updaters.put(name, gu);
+            states.put(name, view);
         }
+    }
+
+    /** The updater state of parameter {@code name} as one flat array, or null for a stateless updater. */
+    INDArray state(String name) {
+        return states.get(name);
     }
 
     /**

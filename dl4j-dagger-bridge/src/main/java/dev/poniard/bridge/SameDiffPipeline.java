@@ -40,6 +40,7 @@ import org.nd4j.autodiff.samediff.api.OutAndGrad;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
+import org.nd4j.linalg.learning.config.IUpdater;
 
 /**
  * Pipeline (model-parallel) training of a SameDiff graph: the ops are cut into S contiguous stages balanced by
@@ -102,11 +103,12 @@ import org.nd4j.linalg.factory.Nd4j;
  * produced (or received) them and the last local backward that consumed them, and separately with the forward values
  * kept from F(s,m) to B(s,m) added ({@link StepStats#peakHeldBytes()}); their peaks and the measured bubble (idle
  * share of this rank's stage processors between the step's first task start and last task end) are reported per
- * step. Between steps, {@link #rebalance()} may re-cut the stages from the stage times measured in the last steps
- * (one process), rebuilding the stages whose ops changed from the caller's graph, which holds every parameter then;
- * updater state moves with its parameter. Each parameter must belong to one stage (no weight tying across stages).
- * An instance is used by one thread at a time; the caller's graph is the source of parameters at launch and receives
- * its own stages' parameters after every step ({@link #gatherParameters()} brings every rank all of them).
+ * step. Between steps, {@link #rebalance()} may re-cut the stages from the stage times measured in the last steps,
+ * rebuilding the stages whose ops changed from the caller's graph, which then holds every parameter (across ranks,
+ * after a gather); updater state moves with its parameter, across ranks by a broadcast from the rank that held it.
+ * Each parameter must belong to one stage (no weight tying across stages). An instance is used by one thread at a
+ * time; the caller's graph is the source of parameters at launch and receives its own stages' parameters after every
+ * step ({@link #gatherParameters()} brings every rank all of them).
  */
 public final class SameDiffPipeline implements SameDiffTraining, AutoCloseable {
     /** The order in which a stage runs its micro-batches' forward and backward tasks. */
@@ -295,7 +297,7 @@ public final class SameDiffPipeline implements SameDiffTraining, AutoCloseable {
         /**
          * Re-cuts the stages from measured times ({@link SameDiffPipeline#rebalance()}) after every {@code steps}
          * steps on one cut; 0 (the default; system property {@code poniard.pipeline.rebalanceEvery}) never does on its
-         * own. One process only.
+         * own. Across ranks every rank must set the same value.
          */
         public Context rebalanceEvery(int steps) {
             rebalanceEvery = steps;
@@ -356,10 +358,6 @@ public final class SameDiffPipeline implements SameDiffTraining, AutoCloseable {
             }
             if (rebalanceEvery < 0) {
                 throw new IllegalArgumentException("rebalanceEvery must be >= 0 (0: never), got " + rebalanceEvery);
-            }
-            if (rebalanceEvery > 0 && communicator != null) {
-                throw new IllegalArgumentException("rebalanceEvery re-cuts stages in one process only: with a "
-                        + "communicator the ranks keep rank 0's launch cut; leave rebalanceEvery at 0");
             }
             return this;
         }
@@ -451,6 +449,8 @@ public final class SameDiffPipeline implements SameDiffTraining, AutoCloseable {
     private final Map<String, Double> measuredCuts = new HashMap<>();
     /** The cut {@link #rebalance()} left last, until the new one has been measured; null otherwise. */
     private int[] previousCut;
+    /** Each op's forward + backward cost as rank 0 timed it: every rank re-cuts from the same numbers. */
+    private final double[] cutCosts;
     private int rebalances;
     private StepStats lastStep;
     private long steps;
@@ -486,6 +486,14 @@ public final class SameDiffPipeline implements SameDiffTraining, AutoCloseable {
             comm.broadcast(bounds, 0);
             cut = dag.stagesAt(bounds);
         }
+        double[] costs = new double[dag.ops().size()];
+        for (int i = 0; i < costs.length; i++) {
+            costs[i] = dag.ops().get(i).trainingNanos();
+        }
+        if (comm != null) {
+            comm.broadcast(costs, 0);
+        }
+        this.cutCosts = costs;
         this.dag = dag;
         this.processorOf = new int[nStages];
         List<Integer> local = new ArrayList<>();
@@ -497,7 +505,7 @@ public final class SameDiffPipeline implements SameDiffTraining, AutoCloseable {
         }
         this.localStages = local.stream().mapToInt(Integer::intValue).toArray();
         this.busyHistory = new long[nStages][HISTORY];
-        applyCut(cut);
+        applyCut(cut, Map.of());
         this.scheduler = Scheduler.launch(new Scheduler.Context()
                 .name(comm == null ? "samediff-pipeline" : "samediff-pipeline-rank" + rank)
                 .workers(Math.max(1, localStages.length)).trace(ctx.trace())
@@ -507,10 +515,10 @@ public final class SameDiffPipeline implements SameDiffTraining, AutoCloseable {
     /**
      * Makes {@code cut} the pipeline's stages: works out what each stage receives and hands on, and builds this rank's
      * stage graphs from the caller's graph (which holds every parameter between steps), reusing those whose ops did
-     * not change. A parameter's updater state moves with it from the stage that held it. Nothing changes if this
-     * throws.
+     * not change. A parameter's updater state moves with it from the stage that held it in this process, or starts
+     * from {@code carried} (state broadcast by the rank that held it). Nothing changes if this throws.
      */
-    private void applyCut(List<Stage> cut) {
+    private void applyCut(List<Stage> cut, Map<String, INDArray> carried) {
         List<List<String>> received = new ArrayList<>();
         List<List<String>> readParams = new ArrayList<>();
         Map<String, Integer> producerStage = new HashMap<>();
@@ -519,16 +527,8 @@ public final class SameDiffPipeline implements SameDiffTraining, AutoCloseable {
         List<Edge> edges = new ArrayList<>();
         Map<String, Integer> paramStage = new HashMap<>();
         for (Stage st : cut) {
-            List<String> params = new ArrayList<>();
+            List<String> params = parametersOf(st);
             List<String> acts = new ArrayList<>();
-            Set<String> seen = new LinkedHashSet<>();
-            for (int i = st.firstOp(); i < st.endOp(); i++) {
-                for (String in : dag.ops().get(i).inputs()) {
-                    if (dag.variable(in).kind() == SameDiffDag.VarKind.PARAMETER && seen.add(in)) {
-                        params.add(in);
-                    }
-                }
-            }
             for (String in : st.inputs()) {
                 if (dag.variable(in).kind() == SameDiffDag.VarKind.ACTIVATION) {
                     acts.add(in);
@@ -588,7 +588,7 @@ public final class SameDiffPipeline implements SameDiffTraining, AutoCloseable {
                         + received.get(s));
             }
             graphs[s] = g;
-            updaters[s] = new ParameterUpdater(g.sd, g.parameters, this.updaters);
+            updaters[s] = new ParameterUpdater(g.sd, g.parameters, this.updaters, carried);
             accumulators[s] = new HashMap<>();
         }
         this.stages = cut;
@@ -602,6 +602,19 @@ public final class SameDiffPipeline implements SameDiffTraining, AutoCloseable {
         this.updaters = updaters;
         this.gradAccumulators = accumulators;
         this.stepsOnCut = 0;
+    }
+
+    /** The trainable parameters the ops of {@code st} read, in the order they first read them. */
+    private List<String> parametersOf(Stage st) {
+        Set<String> seen = new LinkedHashSet<>();
+        for (int i = st.firstOp(); i < st.endOp(); i++) {
+            for (String in : dag.ops().get(i).inputs()) {
+                if (dag.variable(in).kind() == SameDiffDag.VarKind.PARAMETER) {
+                    seen.add(in);
+                }
+            }
+        }
+        return new ArrayList<>(seen);
     }
 
     /**
@@ -631,9 +644,9 @@ public final class SameDiffPipeline implements SameDiffTraining, AutoCloseable {
             }
         }
         long[] mine = {fp >>> 1, dag.ops().size(), ctx.stages(), ctx.microBatches(), ctx.schedule().ordinal(),
-            Arrays.hashCode(stageRank), ctx.tagBase(), ctx.lossReduction().ordinal()};
+            Arrays.hashCode(stageRank), ctx.tagBase(), ctx.lossReduction().ordinal(), ctx.rebalanceEvery()};
         String[] what = {"graph (op names and types)", "number of ops", "stages", "microBatches", "schedule", "placement",
-            "tagBase", "lossReduction"};
+            "tagBase", "lossReduction", "rebalanceEvery"};
         int k = mine.length;
         long[] both = new long[2 * k];
         for (int i = 0; i < k; i++) {
@@ -699,19 +712,17 @@ public final class SameDiffPipeline implements SameDiffTraining, AutoCloseable {
      * to make the slowest stage at least {@link #MIN_GAIN} faster, and never to a cut already tried that measured no
      * better; a re-cut whose stages then measure no better than those it left is undone by the next call. On a machine
      * whose cores change speed from second to second it chases that noise: use it for imbalance that lasts (costs
-     * timed on a sample of another size, a slower processor). The parameters and their updater state move with their ops, so training continues exactly as
-     * {@code sd.fit} would. Needs {@link #MIN_STEPS_ON_CUT} steps on the current cut; one process only.
+     * timed on a sample of another size, a slower processor). The parameters and their updater state move with their
+     * ops, across ranks too, so training continues exactly as {@code sd.fit} would. Needs {@link #MIN_STEPS_ON_CUT}
+     * steps on the current cut. Across ranks it is collective: every rank calls it after the same step, and they all
+     * decide alike from the stage times they all-reduce and the op costs rank 0 timed.
      *
      * @return whether the stages changed
-     * @throws UnsupportedOperationException across ranks (they keep rank 0's launch cut)
+     * @throws CommException when a peer failed (the pipeline then refuses further steps)
      */
     public boolean rebalance() {
         if (closed || failure != null) {
             throw new IllegalStateException("this SameDiffPipeline is " + (closed ? "closed" : "failed"));
-        }
-        if (comm != null) {
-            throw new UnsupportedOperationException("rebalance() re-cuts stages in one process only: across ranks the "
-                    + "stages keep rank 0's launch cut");
         }
         int n = Math.min(stepsOnCut, HISTORY);
         if (n < MIN_STEPS_ON_CUT || stages.size() < 2) {
@@ -723,7 +734,18 @@ public final class SameDiffPipeline implements SameDiffTraining, AutoCloseable {
             Arrays.sort(b);
             measured[s] = b[n / 2];
         }
-        return rebalance(measured);
+        try {
+            if (comm != null) {
+                comm.allReduce(measured, ReduceOp.SUM); // each stage's time comes from its own rank, the others add 0
+            }
+            return rebalance(measured);
+        } catch (RuntimeException e) {
+            failure = e;
+            if (comm != null && comm.failure() == null && !(e instanceof CommException)) {
+                comm.abort("rank " + rank + " could not re-cut the pipeline: " + e.getMessage());
+            }
+            throw e;
+        }
     }
 
     /** {@link #rebalance()} on these stage times (median nanoseconds per step, by stage). */
@@ -739,23 +761,57 @@ public final class SameDiffPipeline implements SameDiffTraining, AutoCloseable {
         if (left != null && slowest >= measuredCuts.get(Arrays.toString(left))) {
             // The last re-cut measured no better than the cut it left (a wrong prediction, or the machine's noise):
             // go back. The cut stays on record, so the prediction that chose it cannot take the pipeline there again.
-            applyCut(dag.stagesAt(left));
+            moveTo(left);
             rebalances++;
             return true;
         }
-        double[] cost = new double[dag.ops().size()];
-        for (int i = 0; i < cost.length; i++) {
-            cost[i] = dag.ops().get(i).trainingNanos();
-        }
-        int[] next = rebalancedCut(cost, bounds, measured, MIN_GAIN);
+        int[] next = rebalancedCut(cutCosts, bounds, measured, MIN_GAIN);
         Double before = next == null ? null : measuredCuts.get(Arrays.toString(next));
         if (next == null || before != null && before >= slowest * (1 - MIN_GAIN)) {
             return false;
         }
-        applyCut(dag.stagesAt(next));
+        moveTo(next);
         previousCut = bounds;
         rebalances++;
         return true;
+    }
+
+    /**
+     * Makes the stages {@code [bounds[s], bounds[s+1])}. Across ranks every rank first gets every parameter
+     * ({@link #gatherParameters()}), and each parameter whose stage moves to another rank has its updater state
+     * broadcast by its old rank, for the new one to continue from.
+     */
+    private void moveTo(int[] bounds) {
+        List<Stage> cut = dag.stagesAt(bounds);
+        Map<String, INDArray> carried = new HashMap<>();
+        if (comm != null) {
+            gatherParameters();
+            Map<String, Integer> oldStage = new HashMap<>();
+            for (int s = 0; s < readParams.size(); s++) {
+                for (String p : readParams.get(s)) {
+                    oldStage.put(p, s);
+                }
+            }
+            IUpdater config = master.getTrainingConfig().getUpdater();
+            for (Stage st : cut) {
+                for (String p : parametersOf(st)) {
+                    int from = stageRank[oldStage.get(p)];
+                    int to = stageRank[st.index()];
+                    INDArray arr = master.getArrForVarName(p);
+                    long size = config.stateSize(arr.length());
+                    if (from == to || size == 0) {
+                        continue;
+                    }
+                    INDArray buf = rank == from ? updaters[oldStage.get(p)].state(p).dup('c')
+                            : Nd4j.createUninitialized(arr.dataType(), 1, size);
+                    comm.broadcast(buf.data().address(), size * arr.dataType().width(), from, Algorithm.AUTO);
+                    if (rank == to) {
+                        carried.put(p, buf);
+                    }
+                }
+            }
+        }
+        applyCut(cut, carried);
     }
 
     /**
@@ -1110,7 +1166,7 @@ public final class SameDiffPipeline implements SameDiffTraining, AutoCloseable {
             busyHistory[s][stepsOnCut % HISTORY] = st.busyNs[s];
         }
         stepsOnCut++;
-        if (ctx.rebalanceEvery() > 0 && stepsOnCut >= ctx.rebalanceEvery()) {
+        if (ctx.rebalanceEvery() > 0 && stepsOnCut % ctx.rebalanceEvery() == 0) {
             rebalance();
         }
         return loss;

@@ -115,6 +115,37 @@ class SameDiffPipelineRanksTest {
         assertEquals(batches.size(), ranks[1].getTrainingConfig().getIterationCount());
     }
 
+    /**
+     * A lopsided cut (one op on rank 0) re-cut by measured times while training: parameters and Adam state cross
+     * between the ranks, both ranks cut alike, and the ten steps still equal ten full-batch fits.
+     */
+    @Test
+    void shouldRecutAcrossRanksAndStillEqualFullBatchFit() {
+        Models.Factory m = Models.all()[0];
+        List<Map<String, INDArray>> batches = SameDiffDataParallelTest.batches(m, 64);
+        SameDiff reference = m.build().apply(new Adam(1e-2));
+        SameDiffDataParallelTest.fitReference(reference, batches);
+        SameDiff[] ranks = {m.build().apply(new Adam(1e-2)), m.build().apply(new Adam(1e-2))};
+        int ops = SameDiffDag.importGraph(ranks[0]).ops().size();
+        try (LocalCluster cluster = cluster()) {
+            List<String> cuts = cluster.run(comm -> {
+                try (SameDiffPipeline p = SameDiffPipeline.launch(new SameDiffPipeline.Context()
+                        .sameDiff(ranks[comm.rank()]).communicator(comm).cut(0, 1, ops).microBatches(4)
+                        .rebalanceEvery(3).sample(m.batch().apply(16, 1L)))) {
+                    batches.forEach(p::step);
+                    p.gatherParameters();
+                    assertTrue(p.rebalances() >= 1, "never re-cut on rank " + comm.rank());
+                    return p.stages().stream().map(st -> "[" + st.firstOp() + ", " + st.endOp() + ")").toList()
+                            .toString();
+                }
+            });
+            assertEquals(cuts.get(0), cuts.get(1), "the ranks cut differently");
+        }
+        for (SameDiff r : ranks) {
+            SameDiffDataParallelTest.assertSameParameters(reference, r, parameters(reference), SameDiffDataParallelTest.REL);
+        }
+    }
+
     /** Stage 0 on rank 1 and stage 1 on rank 0; a CNN whose cut hands over a 4-d activation. */
     @Test
     void shouldFollowAGivenPlacement() {

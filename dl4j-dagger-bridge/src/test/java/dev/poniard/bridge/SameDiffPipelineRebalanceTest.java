@@ -47,7 +47,7 @@ class SameDiffPipelineRebalanceTest {
 
     /**
      * A cut that leaves stage 0 one op of the MLP is re-cut after a few steps, and the ten steps still equal ten
-     * full-batch fits with Adam: the parameters and their updater state moved with the ops.
+     * full-batch fits with Adam: the parameters and their updater state moved with the ops (and back, if undone).
      */
     @ParameterizedTest(name = "{0}")
     @EnumSource(Schedule.class)
@@ -62,8 +62,9 @@ class SameDiffPipelineRebalanceTest {
                 .cut(0, 1, ops).microBatches(4).schedule(schedule).rebalanceEvery(3).sample(m.batch().apply(16, 1L)))) {
             assertEquals(1, p.stages().get(0).size());
             batches.forEach(p::step);
+            // One op against the rest is re-cut at the first chance; whether a later call undoes it depends on this
+            // machine's noise (shouldUndoARecutThatMeasuredNoBetter checks that logic on given times).
             assertTrue(p.rebalances() >= 1, "never re-cut");
-            assertTrue(p.stages().get(0).size() > 1, "stage 0 still has one op: " + p.stages());
         }
         List<String> params = new ArrayList<>();
         trained.variables().stream().filter(v -> v.getVariableType() == VariableType.VARIABLE)
