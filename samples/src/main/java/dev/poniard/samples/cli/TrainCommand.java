@@ -114,11 +114,27 @@ public final class TrainCommand implements Callable<Integer> {
             description = "mnist-pipeline: 1f1b or gpipe (default: ${DEFAULT-VALUE}).")
     String schedule;
 
+    @Option(names = "--rebalance-every", defaultValue = "0", paramLabel = "N",
+            description = "mnist-pipeline: re-cut the stages by their measured times every N steps on a cut (default:"
+                    + " ${DEFAULT-VALUE}, never).")
+    int rebalanceEvery;
+
     @Option(names = "--no-progress", description = "No progress bar.")
     boolean noProgress;
 
     @CommandLine.Spec
     CommandLine.Model.CommandSpec spec;
+
+    /** Each stage's rank (across ranks), ops and parameter memory, for the log. */
+    private static String describeStages(SameDiffPipeline p, boolean ranked) {
+        List<String> cuts = new ArrayList<>();
+        int[] placement = p.placement();
+        for (var st : p.stages()) {
+            cuts.add("stage " + st.index() + (ranked ? " on rank " + placement[st.index()] : "") + ": " + st.size()
+                    + " ops, " + st.parameterBytes() / 1024 + " KiB of parameters");
+        }
+        return String.join("; ", cuts);
+    }
 
     @Override
     public Integer call() throws Exception {
@@ -159,9 +175,9 @@ public final class TrainCommand implements Callable<Integer> {
                 throw new CommandLine.ParameterException(spec.commandLine(), "--checkpoint and --compression are for the"
                         + " data-parallel samples; mnist-pipeline sends activations, not gradients");
             }
-            if (microBatches < 1 || stages != null && stages < 1) {
-                throw new CommandLine.ParameterException(spec.commandLine(), "--micro-batches and --stages must be >= 1, got "
-                        + microBatches + " and " + stages);
+            if (microBatches < 1 || stages != null && stages < 1 || rebalanceEvery < 0) {
+                throw new CommandLine.ParameterException(spec.commandLine(), "--micro-batches and --stages must be >= 1"
+                        + " and --rebalance-every >= 0, got " + microBatches + ", " + stages + " and " + rebalanceEvery);
             }
             if (env.size() == 1) {
                 return trainPipeline(s, nEpochs, sched, null);
@@ -372,20 +388,14 @@ public final class TrainCommand implements Callable<Integer> {
                 data.train().numExamples()));
         Map<String, INDArray> sample = Map.of("in", first.getFeatures(), "label", first.getLabels());
         SameDiffPipeline.Context ctx = new SameDiffPipeline.Context().sameDiff(sd).stages(nStages).microBatches(microBatches)
-                .schedule(sched).sample(sample).trace(trace != null).communicator(comm);
+                .schedule(sched).sample(sample).trace(trace != null).communicator(comm).rebalanceEvery(rebalanceEvery);
         try (SameDiffPipeline p = SameDiffPipeline.launch(ctx)) {
             if (lead) {
-                List<String> cuts = new ArrayList<>();
-                int[] placement = p.placement();
-                for (var st : p.stages()) {
-                    cuts.add("stage " + st.index() + (comm == null ? "" : " on rank " + placement[st.index()]) + ": "
-                            + st.size() + " ops, " + st.parameterBytes() / 1024 + " KiB of parameters");
-                }
                 out.printf(Locale.ROOT, "train %s: %d training / %d test images, %d stages %s, %d examples per step in %d"
                         + " micro-batches (%s), %d epochs, seed %d%n", s.cliName(), data.train().numExamples(),
                         data.test().numExamples(), nStages, comm == null ? "on " + nStages + " workers" : "on " + ranks + " ranks",
                         batch, microBatches, sched, nEpochs, seed);
-                out.println(String.join("; ", cuts));
+                out.println(describeStages(p, comm != null));
                 out.flush();
             }
             int trainN = data.train().numExamples();
@@ -434,6 +444,10 @@ public final class TrainCommand implements Callable<Integer> {
                 out.printf(Locale.ROOT, "trained %d steps (%d skipped) in %.1f s: %.0f samples/s, mean bubble %.3f of this"
                         + " rank's stage time, with %d stages%s%n", p.steps(), skipped, secs, trained / secs,
                         bubble / Math.max(1, p.steps()), nStages, comm == null ? "" : " on " + ranks + " ranks");
+                if (rebalanceEvery > 0) {
+                    out.printf(Locale.ROOT, "stages re-cut %d times by their measured times; now %s%n", p.rebalances(),
+                            describeStages(p, comm != null));
+                }
                 Evaluation eval = new Evaluation(10);
                 DataSetIterator test = data.testIterator(500);
                 while (test.hasNext()) {

@@ -95,6 +95,19 @@ class MultiRankPipelineTest {
     }
 
     @Test
+    void shouldRecutTheStagesByMeasuredTimesOnRequest() {
+        CliRun run = CliRun.of(Stream.concat(Stream.of("train", "--no-progress", "--workers", "2", "--rebalance-every",
+                "4"), ARGS.stream()).toArray(String[]::new));
+        assertEquals(0, run.code(), run.out() + run.err());
+        assertTrue(Pattern.compile("stages re-cut \\d+ times by their measured times; now stage 0: \\d+ ops")
+                .matcher(run.out()).find(), run.out());
+        assertTrue(Double.parseDouble(group(run.out(), "test accuracy: (\\d\\.\\d{4})")) > 0.6, run.out());
+        run = CliRun.of("train", "--sample", "mnist-pipeline", "--rebalance-every", "-1");
+        assertEquals(2, run.code(), run.out() + run.err());
+        assertTrue(run.err().contains("--rebalance-every >= 0"), run.err());
+    }
+
+    @Test
     void shouldRefuseAnUnknownScheduleNamingIt() {
         CliRun run = CliRun.of("train", "--sample", "mnist-pipeline", "--schedule", "zigzag");
         assertEquals(2, run.code(), run.out() + run.err());
