@@ -13,18 +13,66 @@ import java.util.concurrent.atomic.AtomicLong;
 
 /**
  * What a device ran, stream by stream: one interval per kernel, library call, host function and copy, on the host's
- * clock. Give one to a device's context ({@code CpuDevice.Context.timeline}, {@code CudaDevice.Context.timeline}) and
- * write it with {@link #toTrace}: a Chrome trace with a lane per stream, where copies overlapping kernels show as
- * intervals side by side. The CPU emulation adds each operation as it ends; a CUDA device times each one with a pair
- * of events and adds them when it synchronizes. Any thread may add.
+ * clock, each with the operations on other streams it waited for through events. Give one to a device's context
+ * ({@code CpuDevice.Context.timeline}, {@code CudaDevice.Context.timeline}) and write it with {@link #toTrace}: a
+ * Chrome trace with a lane per stream, where copies overlapping kernels show as intervals side by side and an arrow
+ * runs from each operation to the one that waited for it. The CPU emulation adds each operation as it ends; a CUDA
+ * device times each one with a pair of events and adds them when it synchronizes. Any thread may add.
  */
 public final class DeviceTimeline {
-    /** One operation on {@code stream}, from {@code startNs} to {@code endNs} after the timeline's time zero. */
-    public record Interval(String stream, String name, long startNs, long endNs) {
+    /**
+     * Operation {@code id} on {@code stream}, from {@code startNs} to {@code endNs} after the timeline's time zero; it
+     * waited (through events) for the operations {@code after} on other streams.
+     */
+    public record Interval(long id, long[] after, String stream, String name, long startNs, long endNs) {
+        public Interval {
+            after = after.clone();
+        }
+
+        @Override
+        public long[] after() {
+            return after.clone();
+        }
+
+        @Override
+        public String toString() {
+            return name + " #" + id + " on " + stream + " [" + startNs + ", " + endNs + "] ns"
+                    + (after.length == 0 ? "" : " after " + java.util.Arrays.toString(after));
+        }
+    }
+
+    /**
+     * A stream's side of the timeline's arrows: the id of the last operation enqueued on it (which an event recorded
+     * now follows) and the operations that the events it was told to wait for follow. Thread-safe.
+     */
+    public static final class Marks {
+        private long last = -1;
+        private final List<Long> waits = new ArrayList<>();
+
+        /** Operation {@code id} is enqueued on the stream: returns what it waits for, and it becomes the last one. */
+        public synchronized long[] enqueue(long id) {
+            long[] after = waits.stream().mapToLong(Long::longValue).toArray();
+            waits.clear();
+            last = id;
+            return after;
+        }
+
+        /** The last operation enqueued on the stream, or -1: what an event recorded on it now follows. */
+        public synchronized long last() {
+            return last;
+        }
+
+        /** The stream was told to wait for an event that follows operation {@code op} (-1: none). */
+        public synchronized void waitFor(long op) {
+            if (op >= 0 && !waits.contains(op)) {
+                waits.add(op);
+            }
+        }
     }
 
     private final ConcurrentLinkedQueue<Interval> intervals = new ConcurrentLinkedQueue<>();
     private final AtomicLong dropped = new AtomicLong();
+    private final AtomicLong ids = new AtomicLong();
     private volatile long originNs;
     private volatile long originEpochNs;
 
@@ -32,15 +80,21 @@ public final class DeviceTimeline {
         clear();
     }
 
+    /** A new operation id, taken when the operation is enqueued (ids never repeat, also across {@link #clear()}). */
+    public long nextId() {
+        return ids.getAndIncrement();
+    }
+
     /**
-     * Adds an operation that ran on {@code stream} from {@code startNanoTime} to {@code endNanoTime} (both
-     * {@link System#nanoTime()}); one that started before the time zero (before {@link #clear()}) is left out.
+     * Adds operation {@code id} (from {@link #nextId()}), which waited for the operations {@code after} and ran on
+     * {@code stream} from {@code startNanoTime} to {@code endNanoTime} (both {@link System#nanoTime()}); one that
+     * started before the time zero (before {@link #clear()}) is left out.
      */
-    public void add(String stream, String name, long startNanoTime, long endNanoTime) {
+    public void add(long id, long[] after, String stream, String name, long startNanoTime, long endNanoTime) {
         long origin = originNs;
         if (startNanoTime >= origin) {
             long end = Math.max(startNanoTime, endNanoTime);
-            intervals.add(new Interval(stream, name, startNanoTime - origin, end - origin));
+            intervals.add(new Interval(id, after, stream, name, startNanoTime - origin, end - origin));
         }
     }
 
@@ -86,7 +140,6 @@ public final class DeviceTimeline {
             lane.put(lanes.get(i), i);
         }
         List<Trace.TaskRecord> records = new ArrayList<>();
-        long id = 0;
         for (Interval iv : intervals) {
             Integer l = lane.get(iv.stream());
             if (l == null) {
@@ -94,8 +147,8 @@ public final class DeviceTimeline {
                 lanes.add(iv.stream());
                 lane.put(iv.stream(), l);
             }
-            records.add(new Trace.TaskRecord(id++, iv.name(), l, iv.startNs(), iv.endNs(), TaskState.DONE,
-                    new long[0]));
+            records.add(new Trace.TaskRecord(iv.id(), iv.name(), l, iv.startNs(), iv.endNs(), TaskState.DONE,
+                    iv.after()));
         }
         return Trace.recorded("device " + device.name(), lanes.toArray(String[]::new), records, originEpochNs);
     }

@@ -81,7 +81,9 @@ class DeviceTimelineTest {
         try (CpuDevice d = open(timeline); Buffer host = d.staging().acquire(4096);
              Buffer dev = d.memory().acquire(4096)) {
             d.hostToDevice().copy(host, 0, dev, 0, 4096);
+            d.computeStreams().get(1).waitFor(d.hostToDevice().record());
             d.computeStreams().get(1).launch(() -> { }, 0);
+            d.deviceToHost().waitFor(d.computeStreams().get(1).record());
             d.deviceToHost().copy(dev, 0, host, 0, 4096);
             d.synchronize();
             Path file = dir.resolve("device.json");
@@ -91,9 +93,12 @@ class DeviceTimelineTest {
             List<String> lanes = new ArrayList<>();
             List<String> ops = new ArrayList<>();
             String process = null;
+            List<String> arrows = new ArrayList<>();
             for (JsonNode e : events) {
                 String name = e.path("name").asText();
-                if (name.equals("process_name")) {
+                if (e.path("ph").asText().equals("s") || e.path("ph").asText().equals("f")) {
+                    arrows.add(e.path("ph").asText() + " " + e.path("tid").asInt());
+                } else if (name.equals("process_name")) {
                     process = e.path("args").path("name").asText();
                 } else if (name.equals("thread_name")) {
                     lanes.add(e.path("args").path("name").asText());
@@ -106,6 +111,8 @@ class DeviceTimelineTest {
             assertTrue(ops.containsAll(List.of("emu-h2d: copy 4.0 KiB", "emu-compute-1: kernel",
                     "emu-d2h: copy 4.0 KiB")), ops.toString());
             assertEquals(3, ops.size(), ops.toString());
+            // copy in -> kernel (lane 2 to lane 1), kernel -> copy out (lane 1 to lane 3)
+            assertEquals(List.of("s 2", "f 1", "s 1", "f 3"), arrows);
         }
     }
 

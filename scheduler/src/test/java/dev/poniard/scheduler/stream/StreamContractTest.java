@@ -348,8 +348,9 @@ public abstract class StreamContractTest {
 
     /**
      * The timeline shows each operation on its own stream under its name, in the order the events impose: the kernel
-     * starts after the copy it waits for, the copy out after the kernel; a copy on another stream ran while a long
-     * kernel did. Times come from the device's own clock on a GPU, so small tolerances cover the conversion.
+     * starts after the copy it waits for, the copy out after the kernel, and each names the operation it waited for;
+     * a copy on another stream ran while a long kernel did. Times come from the device's own clock on a GPU, so small
+     * tolerances cover the conversion.
      */
     @Test
     void timelineShouldShowEachOperationOnItsStreamInTheOrderEventsImpose() {
@@ -388,6 +389,11 @@ public abstract class StreamContractTest {
             assertTrue(fill.startNs() + tolerance >= copyIn.endNs(), "kernel " + fill + " before its copy " + copyIn);
             assertTrue(copyOut.startNs() + tolerance >= fill.endNs(), "copy " + copyOut + " before its kernel " + fill);
             assertTrue(overlapped.endNs() < spin.endNs(), "the copy " + overlapped + " waited for the kernel " + spin);
+            // The arrows: each operation names those it waited for through events, and only those.
+            assertArrayEquals(new long[] {copyIn.id()}, fill.after(), fill.toString());
+            assertArrayEquals(new long[] {fill.id()}, copyOut.after(), copyOut.toString());
+            assertArrayEquals(new long[0], spin.after(), spin.toString());
+            assertArrayEquals(new long[0], copyIn.after(), copyIn.toString());
         }
     }
 

@@ -245,6 +245,13 @@ public final class CpuDevice implements Device {
     /** An event: a future the lane completes when it reaches it. */
     private static final class CpuEvent implements Event {
         final CompletableFuture<Void> done = new CompletableFuture<>();
+        /** The timeline id of the last operation before this event on its stream, or -1. */
+        final long sourceOp;
+
+        CpuEvent(long sourceOp) {
+            this.sourceOp = sourceOp;
+        }
+
         /** When the stream reached this event, written before {@link #done} completes. */
         volatile long reachedNs;
 
@@ -271,6 +278,8 @@ public final class CpuDevice implements Device {
         final boolean priority;
         final LinkedBlockingQueue<Runnable> queue = new LinkedBlockingQueue<>();
         final AtomicLong pending = new AtomicLong();
+        /** The timeline's marks of this stream, or null without a timeline. */
+        final DeviceTimeline.Marks marks = ctx.timeline() == null ? null : new DeviceTimeline.Marks();
         final Thread thread;
         volatile boolean closing;
         /** The first failure on this stream; later work is skipped. */
@@ -309,6 +318,21 @@ public final class CpuDevice implements Device {
             queue.add(op);
         }
 
+        /**
+         * Enqueues an operation that the timeline records as {@code what}: {@code op} gets its id and the operations it
+         * waits for (null without a timeline) and returns the work, which calls back with its start and end.
+         */
+        private synchronized void enqueueTimed(String what, TimedOp op) {
+            DeviceTimeline t = ctx.timeline();
+            if (t == null) {
+                enqueue(op.work((start, end) -> { }));
+                return;
+            }
+            long id = t.nextId();
+            long[] after = marks.enqueue(id);
+            enqueue(op.work((start, end) -> t.add(id, after, name, what, start, end)));
+        }
+
         @Override
         public String name() {
             return name;
@@ -332,16 +356,14 @@ public final class CpuDevice implements Device {
         /** Runs {@code work} in stream order on a compute slot; {@code what} names it in the timeline. */
         private void run(String what, Runnable work, long estimateNs) {
             pending.addAndGet(estimateNs);
-            enqueue(() -> {
+            enqueueTimed(what, ran -> () -> {
                 try {
                     if (failure == null) {
                         computeSlots.acquireUninterruptibly();
                         try {
                             long start = System.nanoTime();
                             work.run();
-                            if (ctx.timeline() != null) {
-                                ctx.timeline().add(name, what, start, System.nanoTime());
-                            }
+                            ran.ran(start, System.nanoTime());
                         } finally {
                             computeSlots.release();
                         }
@@ -399,7 +421,7 @@ public final class CpuDevice implements Device {
             long estimate = (long) (bytes * 1e9 / ctx.copyBytesPerSecond());
             pending.addAndGet(estimate);
             long queued = System.nanoTime();
-            enqueue(() -> {
+            enqueueTimed(DeviceTimeline.copyName(bytes), ran -> () -> {
                 try {
                     if (failure == null) {
                         // Back-to-back copies run at the engine's bandwidth, as a DMA engine's do: a transfer starts
@@ -418,9 +440,7 @@ public final class CpuDevice implements Device {
                         for (long left = end - System.nanoTime(); left > 0; left = end - System.nanoTime()) {
                             LockSupport.parkNanos(left);
                         }
-                        if (ctx.timeline() != null) {
-                            ctx.timeline().add(name, DeviceTimeline.copyName(bytes), start, end);
-                        }
+                        ran.ran(start, end);
                     }
                 } catch (RuntimeException | Error e) {
                     failure = e;
@@ -436,6 +456,9 @@ public final class CpuDevice implements Device {
                 throw new IllegalArgumentException("a CPU stream can only wait for events of a CPU device, got " + event);
             }
             CpuEvent e = (CpuEvent) event;
+            if (marks != null) {
+                marks.waitFor(e.sourceOp);
+            }
             enqueue(() -> {
                 try {
                     e.done.join();
@@ -450,8 +473,8 @@ public final class CpuDevice implements Device {
         }
 
         @Override
-        public Event record() {
-            CpuEvent e = new CpuEvent();
+        public synchronized Event record() {
+            CpuEvent e = new CpuEvent(marks == null ? -1 : marks.last());
             enqueue(() -> {
                 e.reachedNs = System.nanoTime();
                 if (failure == null) {
@@ -472,5 +495,14 @@ public final class CpuDevice implements Device {
         public String toString() {
             return name;
         }
+    }
+
+    /** An operation's work, told how to report when it ran (to the timeline, or nowhere). */
+    private interface TimedOp {
+        Runnable work(Ran ran);
+    }
+
+    private interface Ran {
+        void ran(long startNanoTime, long endNanoTime);
     }
 }

@@ -603,6 +603,8 @@ public final class CudaDevice implements Device {
     /** An event: a recycled driver event handle, recorded on one stream. */
     private final class CudaEvent implements Event {
         final CUevent handle;
+        /** The timeline id of the last operation before this event on its stream, or -1. */
+        volatile long sourceOp = -1;
 
         CudaEvent(CUevent handle) {
             this.handle = handle;
@@ -677,13 +679,15 @@ public final class CudaDevice implements Device {
     /**
      * The timeline's event pairs: each operation is enqueued between two timing events; the pairs stay open until
      * {@link #synchronize()}, which records one more event after all of them, waits for it, and places each event
-     * on the host clock by its elapsed time before that one. At most {@link #MAX_OPEN} pairs stay open between
-     * synchronizations; operations beyond them run untimed and are counted as dropped.
+     * on the host clock by its elapsed time before that one. Those times are float milliseconds: about half a
+     * microsecond apart a second back, 4 microseconds a minute back, so synchronize often for a fine timeline. At
+     * most {@link #MAX_OPEN} pairs stay open between synchronizations; operations beyond them run untimed and are
+     * counted as dropped.
      */
     private final class Timing {
         static final int MAX_OPEN = 1 << 15;
 
-        private record Op(String stream, String name, CUevent start, CUevent end) {
+        private record Op(long id, long[] after, String stream, String name, CUevent start, CUevent end) {
         }
 
         private final DeviceTimeline timeline;
@@ -706,8 +710,11 @@ public final class CudaDevice implements Device {
             return e;
         }
 
-        /** Records the end of the operation {@code begin} started, or gives its event back if it was not enqueued. */
-        synchronized void end(CudaStream s, String name, CUevent start, boolean enqueued) {
+        /**
+         * Records the end of operation {@code id}, which {@code begin} started and which waits for {@code after}, or
+         * gives its event back if it was not enqueued.
+         */
+        synchronized void end(CudaStream s, long id, long[] after, String name, CUevent start, boolean enqueued) {
             if (start == null) {
                 return;
             }
@@ -717,7 +724,7 @@ public final class CudaDevice implements Device {
             }
             CUevent e = take();
             check(cuEventRecord(e, s.handle), "cuEventRecord (timeline) on " + s.name);
-            open.add(new Op(s.name, name, start, e));
+            open.add(new Op(id, after, s.name, name, start, e));
         }
 
         /**
@@ -743,7 +750,7 @@ public final class CudaDevice implements Device {
                     check(cuEventElapsedTime(ms, op.start(), now), "cuEventElapsedTime");
                     long start = hostNow - (long) (ms[0] * 1e6);
                     check(cuEventElapsedTime(ms, op.end(), now), "cuEventElapsedTime");
-                    timeline.add(op.stream(), op.name(), start, hostNow - (long) (ms[0] * 1e6));
+                    timeline.add(op.id(), op.after(), op.stream(), op.name(), start, hostNow - (long) (ms[0] * 1e6));
                 }
             } finally {
                 for (Op op : open) {
@@ -784,6 +791,8 @@ public final class CudaDevice implements Device {
         long unrecordedNs;
         /** Recorded events not yet seen complete, with the work before each. */
         final ArrayDeque<Pending> pending = new ArrayDeque<>();
+        /** The timeline's marks of this stream, or null without a timeline. */
+        final DeviceTimeline.Marks marks = timing == null ? null : new DeviceTimeline.Marks();
 
         CudaStream(String name, Kind kind, boolean high, CUstream handle) {
             this.name = name;
@@ -905,15 +914,19 @@ public final class CudaDevice implements Device {
 
         /** Enqueues work on this stream, between a timeline's event pair when the device has one. */
         private void timed(String what, Runnable enqueue) {
-            CUevent start = timing == null ? null : timing.begin(this);
+            if (timing == null) {
+                enqueue.run();
+                return;
+            }
+            long id = ctx.timeline().nextId();
+            long[] after = marks.enqueue(id);
+            CUevent start = timing.begin(this);
             boolean enqueued = false;
             try {
                 enqueue.run();
                 enqueued = true;
             } finally {
-                if (start != null) {
-                    timing.end(this, what, start, enqueued);
-                }
+                timing.end(this, id, after, what, start, enqueued);
             }
         }
 
@@ -941,6 +954,9 @@ public final class CudaDevice implements Device {
             }
             bind();
             check(cuStreamWaitEvent(handle, ((CudaEvent) event).handle, 0), "cuStreamWaitEvent on " + name);
+            if (marks != null) {
+                marks.waitFor(((CudaEvent) event).sourceOp);
+            }
         }
 
         @Override
@@ -948,6 +964,7 @@ public final class CudaDevice implements Device {
             CudaEvent e = events.take();
             bind();
             check(cuEventRecord(e.handle, handle), "cuEventRecord on " + name);
+            e.sourceOp = marks == null ? -1 : marks.last();
             if (unrecordedNs > 0) {
                 pending.add(new Pending(e, unrecordedNs));
                 unrecordedNs = 0;
