@@ -77,7 +77,8 @@ cat > "$bundle/run.sh" <<'RUN'
 #   ./run.sh detect   which CUDA devices the driver reports (exit 3: none)
 #   ./run.sh tests    the gpu-tagged tests only      ./run.sh all-tests   every stream test (CPU emulation too)
 #   ./run.sh bench    the benchmark only (gpu_ cases; BENCH_ARGS="--quick" for a short run, "" for cpu_ too)
-# Results go to results/: JUnit XML in results/junit, the benchmark's JSON in results/streams-gpu.json; where
+# Results go to results/: JUnit XML in results/junit, the benchmark's JSON in results/streams-gpu.json, the tile
+# cases' stream timelines (Chrome traces) in results/timelines; where
 # $OUT names a directory (the device runner's output folder), results/ is copied there at the end.
 set -u
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -100,7 +101,7 @@ tests() { # $1: extra launcher options
 }
 bench() {
   limit 240 "$java" $flags -cp "$cp" dev.poniard.samples.streams.StreamsBenchMain ${BENCH_ARGS---gpu-only} \
-    --json "$here/results/streams-gpu.json"
+    --json "$here/results/streams-gpu.json" --timelines "$here/results/timelines"
 }
 
 case "${1:-all}" in

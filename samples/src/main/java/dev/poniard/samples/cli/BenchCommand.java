@@ -53,6 +53,10 @@ public final class BenchCommand implements Callable<Integer> {
             description = "Ranks for suites that start their own processes (default: ${DEFAULT-VALUE}).")
     int ranks;
 
+    @Option(names = "--timelines", paramLabel = "DIR",
+            description = "Write the timelines a suite keeps to DIR (streams: the device's streams in its tile cases).")
+    Path timelines;
+
     @CommandLine.Spec
     CommandLine.Model.CommandSpec spec;
 
@@ -79,7 +83,7 @@ public final class BenchCommand implements Callable<Integer> {
         out.printf(Locale.ROOT, "bench %s%s: %s%n", s.name(), quick ? " (quick)" : "", s.description());
         out.println(header());
         out.flush();
-        List<BenchResult> results = s.run(new BenchOptions(quick, ranks), r -> {
+        List<BenchResult> results = s.run(new BenchOptions(quick, ranks, timelines), r -> {
             out.println(row(r));
             out.flush();
         });

@@ -10,6 +10,7 @@ import dev.poniard.samples.bench.BenchSuite;
 import dev.poniard.samples.linalg.Residuals;
 import dev.poniard.scheduler.stream.Buffer;
 import dev.poniard.scheduler.stream.Device;
+import dev.poniard.scheduler.stream.DeviceTimeline;
 import dev.poniard.scheduler.stream.KernelLaunch;
 import dev.poniard.scheduler.stream.Kernels;
 import dev.poniard.scheduler.stream.Stream;
@@ -18,12 +19,19 @@ import dev.poniard.scheduler.stream.StreamScheduler.Access;
 import dev.poniard.scheduler.stream.cpu.CpuDevice;
 import dev.poniard.scheduler.stream.cuda.CudaDevice;
 import dev.poniard.scheduler.stream.cuda.CudaDevices;
+import java.io.IOException;
+import java.io.UncheckedIOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
 import java.util.Locale;
 import java.util.Random;
+import java.util.LinkedHashMap;
+import java.util.Map;
 import java.util.function.Consumer;
+import java.util.function.Function;
 
 /**
  * {@code ./poniard bench streams}: multi-stream scheduling against one stream, on the same device in the
@@ -139,9 +147,14 @@ public final class StreamsBenchSuite implements BenchSuite {
             }
             TileKernels.setBlasThreads(1); // an emulated compute stream runs on one core
             int size = options.quick() ? 1024 : 2048;
-            try (CpuDevice device = CpuDevice.launch(new CpuDevice.Context().name("bench-linalg").computeStreams(3)
-                    .computeCapacity(CAPACITY).memoryBytes(tileBytes(size)).stagingBytes(tileBytes(size)))) {
+            Function<DeviceTimeline, Device> linalgDevice = t -> CpuDevice.launch(new CpuDevice.Context()
+                    .name("bench-linalg").computeStreams(3).computeCapacity(CAPACITY).memoryBytes(tileBytes(size))
+                    .stagingBytes(tileBytes(size)).timeline(t));
+            try (Device device = linalgDevice.apply(null)) {
                 tileCases("cpu_", device, size, size / 8, reps, results, progress); // 8 x 8 tiles
+            }
+            if (options.timelines() != null) {
+                writeTimelines("cpu_", linalgDevice, size, size / 8, options.timelines());
             }
         }
         if (gpu) {
@@ -160,9 +173,14 @@ public final class StreamsBenchSuite implements BenchSuite {
                     runCases("gpu_", device, w, n, reps, results, progress);
                 }
                 int size = options.quick() ? 4096 : 8192;
-                try (CudaDevice device = CudaDevice.launch(new CudaDevice.Context().name("bench-gpu-linalg")
-                        .computeStreams(4).memoryBytes(tileBytes(size)).stagingBytes(tileBytes(size)))) {
+                Function<DeviceTimeline, Device> linalgDevice = t -> CudaDevice.launch(new CudaDevice.Context()
+                        .name("bench-gpu-linalg").computeStreams(4).memoryBytes(tileBytes(size))
+                        .stagingBytes(tileBytes(size)).timeline(t));
+                try (Device device = linalgDevice.apply(null)) {
                     tileCases("gpu_", device, size, 512, reps, results, progress);
+                }
+                if (options.timelines() != null) {
+                    writeTimelines("gpu_", linalgDevice, size, 512, options.timelines());
                 }
             }
         }
@@ -237,6 +255,43 @@ public final class StreamsBenchSuite implements BenchSuite {
                 results.add(r);
                 progress.accept(r);
             }
+        }
+    }
+
+    /**
+     * The timelines of the tile cases' multi-stream runs, {@code DIR/PREFIXtile_cholesky.json} and
+     * {@code DIR/PREFIXtile_gemm.json}: on a device of their own that records its streams, each operation once to warm
+     * up and once recorded (outside the timed runs, which the recording would slow on a GPU).
+     */
+    static void writeTimelines(String prefix, Function<DeviceTimeline, Device> open, int n, int nb, Path dir) {
+        DeviceTimeline timeline = new DeviceTimeline();
+        try (Device device = open.apply(timeline);
+             DeviceTileAlgebra la = DeviceTileAlgebra.launch(new DeviceTileAlgebra.Context().device(device));
+             DistributedMatrix spd = DistributedMatrix.spd(DType.F64, n, nb, 1);
+             DistributedMatrix a = DistributedMatrix.random(DType.F64, n, n, nb, 2);
+             DistributedMatrix b = DistributedMatrix.random(DType.F64, n, n, nb, 3);
+             DistributedMatrix c = DistributedMatrix.zeros(DType.F64, n, n, nb)) {
+            Files.createDirectories(dir);
+            Map<String, Runnable> ops = new LinkedHashMap<>();
+            ops.put("tile_cholesky", () -> {
+                try (DistributedMatrix f = spd.copy()) {
+                    la.cholesky(f);
+                }
+            });
+            ops.put("tile_gemm", () -> la.gemm(1.0, a, b, 0.0, c));
+            for (Map.Entry<String, Runnable> op : ops.entrySet()) {
+                op.getValue().run();
+                device.synchronize();
+                timeline.clear();
+                op.getValue().run();
+                device.synchronize();
+                Path file = dir.resolve(prefix + op.getKey() + ".json");
+                timeline.toTrace(device).writeChromeJson(file);
+                System.out.println("timeline of " + prefix + op.getKey() + "'s streams written to " + file);
+            }
+            System.out.flush();
+        } catch (IOException e) {
+            throw new UncheckedIOException("could not write the timelines to " + dir + ": " + e.getMessage(), e);
         }
     }
 
