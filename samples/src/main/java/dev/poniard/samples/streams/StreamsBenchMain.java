@@ -47,7 +47,8 @@ public final class StreamsBenchMain {
         StreamsBenchSuite suite = new StreamsBenchSuite(!gpuOnly, true);
         System.out.println("bench streams" + (quick ? " (quick)" : "") + ": " + suite.description());
         System.out.println(BenchReport.header());
-        List<BenchResult> results = suite.run(new BenchOptions(quick, 1, timelines), r -> System.out.println(BenchReport.row(r)));
+        List<BenchResult> results = suite.run(new BenchOptions(quick, 1, timelines),
+                r -> System.out.println(BenchReport.row(r)));
         if (json != null) {
             BenchReport.writeJson(suite.name(), results, json);
             System.out.println("wrote " + json);
@@ -55,8 +56,8 @@ public final class StreamsBenchMain {
     }
 
     private static void usage(String problem) {
-        System.err.println("streams bench: " + problem + "; usage: StreamsBenchMain [--quick] [--gpu-only] [--json FILE]"
-                + " [--timelines DIR]");
+        System.err.println("streams bench: " + problem + "; usage: StreamsBenchMain [--quick] [--gpu-only]"
+                + " [--json FILE] [--timelines DIR]");
         System.exit(2);
     }
 }
