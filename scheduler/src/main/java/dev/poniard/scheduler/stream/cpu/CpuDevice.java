@@ -19,6 +19,7 @@ import java.util.concurrent.LinkedBlockingQueue;
 import java.util.concurrent.Semaphore;
 import java.util.concurrent.atomic.AtomicLong;
 import java.util.concurrent.locks.LockSupport;
+import java.util.function.Function;
 
 /**
  * A device emulated on the CPU, so that stream scheduling runs and is tested on every machine and is the
@@ -247,13 +248,12 @@ public final class CpuDevice implements Device {
         final CompletableFuture<Void> done = new CompletableFuture<>();
         /** The timeline id of the last operation before this event on its stream, or -1. */
         final long sourceOp;
+        /** When the stream reached this event, written before {@link #done} completes. */
+        volatile long reachedNs;
 
         CpuEvent(long sourceOp) {
             this.sourceOp = sourceOp;
         }
-
-        /** When the stream reached this event, written before {@link #done} completes. */
-        volatile long reachedNs;
 
         @Override
         public boolean isComplete() {
@@ -319,18 +319,19 @@ public final class CpuDevice implements Device {
         }
 
         /**
-         * Enqueues an operation that the timeline records as {@code what}: {@code op} gets its id and the operations it
-         * waits for (null without a timeline) and returns the work, which calls back with its start and end.
+         * Enqueues the work {@code op} builds around a callback, which it calls with the times it ran: the timeline
+         * records them as operation {@code what} (with its id and the operations it waited for), or nothing without
+         * one. Synchronized with {@link #record()}, so that an event follows the operation enqueued last.
          */
-        private synchronized void enqueueTimed(String what, TimedOp op) {
+        private synchronized void enqueueTimed(String what, Function<Ran, Runnable> op) {
             DeviceTimeline t = ctx.timeline();
             if (t == null) {
-                enqueue(op.work((start, end) -> { }));
+                enqueue(op.apply((start, end) -> { }));
                 return;
             }
             long id = t.nextId();
             long[] after = marks.enqueue(id);
-            enqueue(op.work((start, end) -> t.add(id, after, name, what, start, end)));
+            enqueue(op.apply((start, end) -> t.add(id, after, name, what, start, end)));
         }
 
         @Override
@@ -497,11 +498,7 @@ public final class CpuDevice implements Device {
         }
     }
 
-    /** An operation's work, told how to report when it ran (to the timeline, or nowhere). */
-    private interface TimedOp {
-        Runnable work(Ran ran);
-    }
-
+    /** Reports when an operation ran (to the timeline, or nowhere). */
     private interface Ran {
         void ran(long startNanoTime, long endNanoTime);
     }
