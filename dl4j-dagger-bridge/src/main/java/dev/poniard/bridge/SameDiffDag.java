@@ -818,6 +818,9 @@ public final class SameDiffDag {
      * time, forward and backward ({@link OpNode#trainingNanos}: the slowest stage paces the pipeline); among the cuts whose largest stage time is within
      * {@link #TIME_TOLERANCE} of that minimum, the one with the smallest largest stage parameter memory. Adding the
      * two as one weight would trade time for memory: on an MLP with a loss head it cut mid-layer, 15% off balance.
+     * A cut never separates two ops that read the same trainable parameter ({@link #cuttable()}).
+     *
+     * @throws UnsupportedGraphException when no such cut into {@code stages} stages exists (weight tying)
      */
     public List<Stage> partition(int stages) {
         int n = ops.size();
@@ -830,21 +833,54 @@ public final class SameDiffDag {
             time[i + 1] = time[i] + ops.get(i).trainingNanos();
             params[i + 1] = params[i] + ops.get(i).parameterBytes;
         }
-        int[] fastest = minMaxCut(time, stages, time, Double.POSITIVE_INFINITY);
+        boolean[] cuttable = cuttable();
+        int[] fastest = minMaxCut(time, stages, time, Double.POSITIVE_INFINITY, cuttable);
+        if (fastest == null) {
+            List<String> tied = new ArrayList<>();
+            for (Var v : vars.values()) {
+                if (v.kind() == VarKind.PARAMETER && v.consumers().size() > 1) {
+                    tied.add("'" + v.name() + "' (ops " + Collections.min(v.consumers()) + " to "
+                            + Collections.max(v.consumers()) + ")");
+                }
+            }
+            throw new UnsupportedGraphException(null, "the graph cannot be cut into " + stages + " stages without "
+                    + "splitting the ops that read one parameter (weight tying), and a pipeline keeps each parameter "
+                    + "in one stage; parameters read by several ops: " + String.join(", ", tied)
+                    + "; use fewer stages or untie them");
+        }
         double slowest = 0;
         for (int s = 0; s < stages; s++) {
             slowest = Math.max(slowest, time[fastest[s + 1]] - time[fastest[s]]);
         }
-        int[] bounds = params[n] == 0 ? fastest : minMaxCut(params, stages, time, slowest * (1 + TIME_TOLERANCE));
+        int[] bounds = params[n] == 0 ? fastest
+                : minMaxCut(params, stages, time, slowest * (1 + TIME_TOLERANCE), cuttable);
         return stagesAt(bounds);
+    }
+
+    /**
+     * Where a pipeline cut may fall: {@code result[i]} (0 &lt;= i &lt;= ops) is false when some trainable parameter is
+     * read both by an op before i and by an op from i on (weight tying), since a stage holds each parameter alone.
+     */
+    public boolean[] cuttable() {
+        boolean[] ok = new boolean[ops.size() + 1];
+        Arrays.fill(ok, true);
+        for (Var v : vars.values()) {
+            if (v.kind() == VarKind.PARAMETER && v.consumers().size() > 1) {
+                for (int i = Collections.min(v.consumers()) + 1; i <= Collections.max(v.consumers()); i++) {
+                    ok[i] = false;
+                }
+            }
+        }
+        return ok;
     }
 
     /**
      * The bounds of {@code stages} contiguous, non-empty groups of ops that minimise the largest group weight, weights
      * given as prefix sums, among the groups whose {@code limited} prefix-sum difference is at most {@code limit} (the
-     * unconstrained optimum always satisfies its own limit).
+     * unconstrained optimum always satisfies its own limit), cutting only where {@code cuttable} allows; null when no
+     * cut is allowed (null: every cut is).
      */
-    static int[] minMaxCut(double[] weight, int stages, double[] limited, double limit) {
+    static int[] minMaxCut(double[] weight, int stages, double[] limited, double limit, boolean[] cuttable) {
         int n = weight.length - 1;
         // best[s][i]: the smallest possible largest weight when ops [0, i) form s groups; cut[s][i] the last cut.
         double[][] best = new double[stages + 1][n + 1];
@@ -856,7 +892,7 @@ public final class SameDiffDag {
         for (int s = 1; s <= stages; s++) {
             for (int i = s; i <= n - (stages - s); i++) {
                 for (int j = s - 1; j < i; j++) {
-                    if (limited[i] - limited[j] > limit) {
+                    if (limited[i] - limited[j] > limit || j > 0 && cuttable != null && !cuttable[j]) {
                         continue;
                     }
                     double v = Math.max(best[s - 1][j], weight[i] - weight[j]);
@@ -866,6 +902,9 @@ public final class SameDiffDag {
                     }
                 }
             }
+        }
+        if (best[stages][n] == Double.POSITIVE_INFINITY) {
+            return null;
         }
         int[] bounds = new int[stages + 1];
         bounds[stages] = n;

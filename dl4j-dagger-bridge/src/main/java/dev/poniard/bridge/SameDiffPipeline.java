@@ -451,6 +451,8 @@ public final class SameDiffPipeline implements SameDiffTraining, AutoCloseable {
     private int[] previousCut;
     /** Each op's forward + backward cost as rank 0 timed it: every rank re-cuts from the same numbers. */
     private final double[] cutCosts;
+    /** Where a cut may fall without splitting a parameter's readers. */
+    private final boolean[] cuttable;
     private int rebalances;
     private StepStats lastStep;
     private long steps;
@@ -494,6 +496,7 @@ public final class SameDiffPipeline implements SameDiffTraining, AutoCloseable {
             comm.broadcast(costs, 0);
         }
         this.cutCosts = costs;
+        this.cuttable = dag.cuttable();
         this.dag = dag;
         this.processorOf = new int[nStages];
         List<Integer> local = new ArrayList<>();
@@ -765,7 +768,7 @@ public final class SameDiffPipeline implements SameDiffTraining, AutoCloseable {
             rebalances++;
             return true;
         }
-        int[] next = rebalancedCut(cutCosts, bounds, measured, MIN_GAIN);
+        int[] next = rebalancedCut(cutCosts, bounds, measured, MIN_GAIN, cuttable);
         Double before = next == null ? null : measuredCuts.get(Arrays.toString(next));
         if (next == null || before != null && before >= slowest * (1 - MIN_GAIN)) {
             return false;
@@ -817,9 +820,10 @@ public final class SameDiffPipeline implements SameDiffTraining, AutoCloseable {
     /**
      * The cut that minimises the slowest stage when each op costs {@code cost[i]} scaled by its stage's measured time
      * over the sum of its ops' costs, or null unless that is predicted at least {@code minGain} below the slowest
-     * measured stage. {@code bounds} are the current cut's op bounds (0, ..., ops), {@code measured} the stages' times.
+     * measured stage. {@code bounds} are the current cut's op bounds (0, ..., ops), {@code measured} the stages' times;
+     * a cut falls only where {@code cuttable} allows ({@link SameDiffDag#cuttable()}).
      */
-    static int[] rebalancedCut(double[] cost, int[] bounds, double[] measured, double minGain) {
+    static int[] rebalancedCut(double[] cost, int[] bounds, double[] measured, double minGain, boolean[] cuttable) {
         int stages = bounds.length - 1;
         double[] prefix = new double[cost.length + 1];
         for (int s = 0; s < stages; s++) {
@@ -834,7 +838,10 @@ public final class SameDiffPipeline implements SameDiffTraining, AutoCloseable {
                 prefix[i + 1] = prefix[i] + scaled;
             }
         }
-        int[] next = SameDiffDag.minMaxCut(prefix, stages, prefix, Double.POSITIVE_INFINITY);
+        int[] next = SameDiffDag.minMaxCut(prefix, stages, prefix, Double.POSITIVE_INFINITY, cuttable);
+        if (next == null) {
+            return null;
+        }
         double predicted = 0;
         for (int s = 0; s < stages; s++) {
             predicted = Math.max(predicted, prefix[next[s + 1]] - prefix[next[s]]);

@@ -11,15 +11,19 @@ import dev.poniard.bridge.SameDiffPipeline.Schedule;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
+import java.util.Random;
 import java.util.concurrent.TimeUnit;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.EnumSource;
+import org.nd4j.autodiff.samediff.SDVariable;
 import org.nd4j.autodiff.samediff.SameDiff;
+import org.nd4j.autodiff.samediff.TrainingConfig;
 import org.nd4j.autodiff.samediff.VariableType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.learning.config.Adam;
+import org.nd4j.linalg.learning.config.IUpdater;
 
 /** {@link SameDiffPipeline#rebalance()}: stages re-cut by measured times, training unchanged. */
 @Timeout(value = 120, unit = TimeUnit.SECONDS, threadMode = Timeout.ThreadMode.SEPARATE_THREAD)
@@ -29,20 +33,92 @@ class SameDiffPipelineRebalanceTest {
         double[] cost = {1, 1, 1, 1, 1, 1};
         // Stage 0 ran its three ops in 6 units, stage 1 its three in 3: stage 0's ops cost 2 each, stage 1's 1.
         assertArrayEquals(new int[] {0, 2, 6}, SameDiffPipeline.rebalancedCut(cost, new int[] {0, 3, 6},
-                new double[] {6, 3}, 0.05));
+                new double[] {6, 3}, 0.05, null));
         // Measured as costed: nothing to gain.
-        assertNull(SameDiffPipeline.rebalancedCut(cost, new int[] {0, 3, 6}, new double[] {3, 3}, 0.05));
+        assertNull(SameDiffPipeline.rebalancedCut(cost, new int[] {0, 3, 6}, new double[] {3, 3}, 0.05, null));
         // Moving the small fifth op would take the slowest stage from 5.0 to 4.96: under 5%, not worth a re-cut.
         double[] withSmallOp = {1, 1, 1, 1, 0.5, 1, 1, 1, 1};
-        assertNull(SameDiffPipeline.rebalancedCut(withSmallOp, new int[] {0, 5, 9}, new double[] {5.0, 4.4}, 0.05));
+        assertNull(SameDiffPipeline.rebalancedCut(withSmallOp, new int[] {0, 5, 9}, new double[] {5.0, 4.4}, 0.05,
+                null));
         assertArrayEquals(new int[] {0, 4, 9}, SameDiffPipeline.rebalancedCut(withSmallOp, new int[] {0, 5, 9},
-                new double[] {5.0, 4.4}, 0.0));
+                new double[] {5.0, 4.4}, 0.0, null));
+    }
+
+    @Test
+    void shouldCutOnlyWhereNoParameterIsReadOnBothSides() {
+        double[] cost = {1, 1, 1, 1, 1, 1};
+        // Stage 0's four ops ran in 8 units, stage 1's two in 2: cutting before op 2 or op 3 would make the slowest 6.
+        boolean[] notBefore3 = {true, true, true, false, true, true, true}; // ops 2 and 3 read one parameter
+        assertArrayEquals(new int[] {0, 2, 6}, SameDiffPipeline.rebalancedCut(cost, new int[] {0, 4, 6},
+                new double[] {8, 2}, 0.05, notBefore3));
+        boolean[] notBefore2Or3 = {true, true, false, false, true, true, true}; // ops 1 to 3 read one parameter
+        assertNull(SameDiffPipeline.rebalancedCut(cost, new int[] {0, 4, 6}, new double[] {8, 2}, 0.05, notBefore2Or3));
+    }
+
+    /**
+     * in → tanh(x W1) → tanh(h W2) → tanh(h W2) → W3, softmax cross-entropy: W2 is read by two ops, which no stage cut
+     * may separate; the launch cut avoids it, re-cuts too, and training equals {@code sd.fit}.
+     */
+    @Test
+    void shouldKeepATiedWeightsReadersInOneStage() {
+        List<Map<String, INDArray>> batches = new ArrayList<>();
+        for (int s = 0; s < SameDiffDataParallelTest.STEPS; s++) {
+            batches.add(SameDiffPipelineRanksTest.deepMlpBatch(16, 40L + s, Models.DT));
+        }
+        SameDiff reference = tied(new Adam(1e-2));
+        SameDiffDataParallelTest.fitReference(reference, batches);
+        SameDiff trained = tied(new Adam(1e-2));
+        SameDiffDag dag = SameDiffDag.importGraph(trained);
+        boolean[] cuttable = dag.cuttable();
+        int first = -1;
+        int last = -1;
+        for (int i = 0; i < dag.ops().size(); i++) {
+            if (dag.ops().get(i).inputs().contains("w2")) {
+                first = first < 0 ? i : first;
+                last = i;
+            }
+        }
+        assertTrue(first >= 0 && last > first, "w2 is read twice");
+        for (int i = 0; i <= dag.ops().size(); i++) {
+            assertEquals(i <= first || i > last, cuttable[i], "cut before op " + i);
+        }
+        for (int stages = 2; stages <= 3; stages++) {
+            for (Stage st : dag.partition(stages)) {
+                assertTrue(st.firstOp() <= first || st.firstOp() > last, "a stage starts between w2's readers: " + st);
+            }
+        }
+        try (SameDiffPipeline p = SameDiffPipeline.launch(new SameDiffPipeline.Context().sameDiff(trained)
+                .cut(0, 1, dag.ops().size()).microBatches(4).rebalanceEvery(3)
+                .sample(SameDiffPipelineRanksTest.deepMlpBatch(4, 1L, Models.DT)))) {
+            batches.forEach(p::step);
+            for (Stage st : p.stages()) {
+                assertTrue(st.firstOp() <= first || st.firstOp() > last, "a re-cut split w2's readers: " + st);
+            }
+        }
+        List<String> params = List.of("w1", "w2", "w3");
+        SameDiffDataParallelTest.assertSameParameters(reference, trained, params, SameDiffDataParallelTest.REL);
+    }
+
+    private static SameDiff tied(IUpdater updater) {
+        Random r = new Random(5);
+        SameDiff sd = SameDiff.create();
+        SDVariable in = sd.placeHolder("in", Models.DT, -1, 8);
+        SDVariable label = sd.placeHolder("label", Models.DT, -1, 4);
+        SDVariable w2 = sd.var("w2", Models.randn(r, Models.DT, 0.3, 16, 16));
+        SDVariable h = sd.nn.tanh("h1", in.mmul(sd.var("w1", Models.randn(r, Models.DT, 0.4, 8, 16))));
+        h = sd.nn.tanh("h2", h.mmul(w2));
+        h = sd.nn.tanh("h3", h.mmul(w2));
+        SDVariable out = h.mmul(sd.var("w3", Models.randn(r, Models.DT, 0.3, 16, 4)));
+        sd.loss.softmaxCrossEntropy("loss", label, out, null);
+        sd.setTrainingConfig(TrainingConfig.builder().updater(updater).dataSetFeatureMapping("in")
+                .dataSetLabelMapping("label").build());
+        return sd;
     }
 
     @Test
     void shouldSpreadAnUncostedStagesTimeOverItsOps() {
         assertArrayEquals(new int[] {0, 2, 4}, SameDiffPipeline.rebalancedCut(new double[] {0, 0, 0, 0},
-                new int[] {0, 1, 4}, new double[] {1, 3}, 0.05));
+                new int[] {0, 1, 4}, new double[] {1, 3}, 0.05, null));
     }
 
     /**
