@@ -280,7 +280,8 @@ public final class SameDiffPipeline implements SameDiffTraining, AutoCloseable {
         /**
          * Cuts the graph at these op indices (topological order, {@link SameDiffDag#ops()}) instead of by the ops'
          * timed costs: stage s holds ops {@code [bounds[s], bounds[s+1])}, from 0 to the number of ops; sets
-         * {@link #stages(int)} to {@code bounds.length - 1}. Null (the default): balanced by cost.
+         * {@link #stages(int)} to {@code bounds.length - 1}. A cut that separates two ops reading one parameter is
+         * refused at launch ({@link SameDiffDag#cuttable()}). Null (the default): balanced by cost.
          */
         public Context cut(int... bounds) {
             cut = bounds == null ? null : bounds.clone();

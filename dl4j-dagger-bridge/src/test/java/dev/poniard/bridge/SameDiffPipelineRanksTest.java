@@ -117,10 +117,13 @@ class SameDiffPipelineRanksTest {
 
     /**
      * A lopsided cut (one op on rank 0) re-cut by measured times while training: parameters and Adam state cross
-     * between the ranks, both ranks cut alike, and the ten steps still equal ten full-batch fits.
+     * between the ranks (and, with three stages on two ranks, between two stages of one rank), both ranks cut alike,
+     * and the ten steps still equal ten full-batch fits.
      */
-    @Test
-    void shouldRecutAcrossRanksAndStillEqualFullBatchFit() {
+    @ParameterizedTest(name = "placement {0}")
+    @ValueSource(strings = {"0,1", "0,1,0"})
+    void shouldRecutAcrossRanksAndStillEqualFullBatchFit(String placement) {
+        int[] ranksOfStages = java.util.Arrays.stream(placement.split(",")).mapToInt(Integer::parseInt).toArray();
         Models.Factory m = Models.all()[0];
         List<Map<String, INDArray>> batches = SameDiffDataParallelTest.batches(m, 64);
         SameDiff reference = m.build().apply(new Adam(1e-2));
@@ -129,9 +132,11 @@ class SameDiffPipelineRanksTest {
         int ops = SameDiffDag.importGraph(ranks[0]).ops().size();
         try (LocalCluster cluster = cluster()) {
             List<String> cuts = cluster.run(comm -> {
+                // one op on stage 0, one on stage 1 with three stages (two of them on rank 0), the rest on the last
+                int[] cut = ranksOfStages.length == 2 ? new int[] {0, 1, ops} : new int[] {0, 1, 2, ops};
                 try (SameDiffPipeline p = SameDiffPipeline.launch(new SameDiffPipeline.Context()
-                        .sameDiff(ranks[comm.rank()]).communicator(comm).cut(0, 1, ops).microBatches(4)
-                        .rebalanceEvery(3).sample(m.batch().apply(16, 1L)))) {
+                        .sameDiff(ranks[comm.rank()]).communicator(comm).cut(cut).placement(ranksOfStages)
+                        .microBatches(4).rebalanceEvery(3).sample(m.batch().apply(16, 1L)))) {
                     batches.forEach(p::step);
                     p.gatherParameters();
                     assertTrue(p.rebalances() >= 1, "never re-cut on rank " + comm.rank());
