@@ -38,7 +38,9 @@ import org.slf4j.LoggerFactory;
  *       share of the 2 stage processors between a step's first task start and last task end; baseline the
  *       theoretical bubble (S−1)/(M+S−1) = 1/9; ratio theoretical / measured (1.0 = as good as theory). The log also
  *       gives the median bubble of the same steps replayed with their measured task times and no time between tasks
- *       ({@code StepStats.replayedBubble}): what the tasks' own times cost, apart from hand-offs.</li>
+ *       ({@code StepStats.replayedBubble}): what the tasks' own times cost, apart from hand-offs; and how many steps
+ *       had the two stages busy within 5% of each other (on these 2-vCPU machines few do: the cores' speeds drift by
+ *       tens of percent over seconds), with those steps' median bubble. 40 timed steps (8 with {@code --quick}).</li>
  *   <li>{@code pipeline_1f1b_peak_activations}: the most bytes held between tasks at once in a 1F1B step (stage
  *       outputs and the forward values kept for backward); baseline GPipe's on the same batch; ratio GPipe / 1F1B
  *       (M/S = 4 for stage outputs alone; above it with kept forward values, of which 1F1B's last stage holds one
@@ -54,6 +56,8 @@ public final class PipelineBenchSuite implements BenchSuite {
     private static final int CLASSES = 10;
     private static final int STAGES = 2;
     private static final int MICRO = 8;
+    /** Stages kept the same pace in a step when the less busy one was busy at least this share of the other's time. */
+    private static final double EVEN = 0.95;
 
     @Override
     public String name() {
@@ -165,6 +169,7 @@ public final class PipelineBenchSuite implements BenchSuite {
             double[] replayed = new double[steps];
             long[][] busy = new long[STAGES][steps];
             long peak = 0;
+            List<Double> even = new ArrayList<>();
             for (int s = 0; s < steps; s++) {
                 p.step(batch(batch, 200 + s));
                 bubbles[s] = p.lastStep().bubbleFraction();
@@ -174,7 +179,11 @@ public final class PipelineBenchSuite implements BenchSuite {
                 for (int st = 0; st < STAGES; st++) {
                     busy[st][s] = b[st];
                 }
+                if (Arrays.stream(b).min().orElse(0) >= EVEN * Arrays.stream(b).max().orElse(0)) {
+                    even.add(bubbles[s]);
+                }
             }
+            even.sort(null);
             Arrays.sort(bubbles);
             Arrays.sort(replayed);
             StringBuilder stageBusy = new StringBuilder();
@@ -190,6 +199,9 @@ public final class PipelineBenchSuite implements BenchSuite {
                     + "time between tasks {} (what the tasks' own times cost: unequal stages, tasks slowed by other "
                     + "threads); theory {}; stage busy per step {} ms (medians)", schedule, BenchReport.fmt(run.bubble()),
                     steps, BenchReport.fmt(run.replayed()), BenchReport.fmt(run.theory()), stageBusy);
+            LOG.info("{}: {} of {} steps had stages busy within {}% of each other{}", schedule, even.size(), steps,
+                    Math.round(100 * (1 - EVEN)), even.isEmpty() ? "" : " (their median bubble "
+                            + BenchReport.fmt(even.get(even.size() / 2)) + ")");
             return run;
         }
     }
@@ -234,7 +246,7 @@ public final class PipelineBenchSuite implements BenchSuite {
         boolean quick = options.quick();
         int batch = quick ? 256 : 512;
         Warmup warmup = quick ? new Warmup(30, 2_000, 10_000) : new Warmup(60, 4_000, 40_000);
-        int steps = quick ? 4 : 12;
+        int steps = quick ? 8 : 40;
         List<BenchResult> results = new ArrayList<>();
 
         PipelineRun gpipe = pipeline(SameDiffPipeline.Schedule.GPIPE, batch, warmup, steps);
