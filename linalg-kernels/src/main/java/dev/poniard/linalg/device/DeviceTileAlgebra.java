@@ -246,17 +246,37 @@ public final class DeviceTileAlgebra implements AutoCloseable {
         return share(comm, "cholesky", run -> choleskyTiles(run, comm, a));
     }
 
-    /** The first POTRF that failed; written by a host function, read after the device has synchronised. */
-    private static final class PotrfFailure {
+    /**
+     * The first diagonal tile (POTRF) or panel (GETRF) that failed, and the global column where; written by a host
+     * function, read after the device has synchronised.
+     */
+    private static final class FirstFailure {
         volatile int tile = -1;
-        volatile int info;
+        volatile int column;
+
+        void record(int failedTile, int failedColumn) {
+            column = failedColumn;
+            tile = failedTile;
+        }
+
+        /**
+         * The failed column, the smallest over all ranks with a communicator (every rank then throws the same
+         * exception); {@code Integer.MAX_VALUE} if none failed.
+         */
+        int agreedColumn(Communicator comm) {
+            int[] c = {tile >= 0 ? column : Integer.MAX_VALUE};
+            if (comm != null) {
+                comm.allReduce(c, ReduceOp.MIN);
+            }
+            return c[0];
+        }
     }
 
     /**
      * Hybrid POTRF of diagonal tile k: out to its staging buffer, LAPACK on the host, back in. Returns the host
      * function's event, after which the staging buffer holds L (or garbage after a failure).
      */
-    private Event potrf(Run run, DType t, int k, Slot d, PotrfFailure failure) {
+    private Event potrf(Run run, DType t, int k, int nb, Slot d, FirstFailure failure) {
         int n = d.rows();
         run.sched.copyOut(d.dev, d.host, d.bytes);
         Event factored = run.sched.host(() -> {
@@ -265,8 +285,7 @@ public final class DeviceTileAlgebra implements AutoCloseable {
             }
             int info = DeviceTileKernels.potrfOnHost(t, d.host, n);
             if (info > 0) {
-                failure.info = info;
-                failure.tile = k;
+                failure.record(k, k * nb + info - 1);
             }
         }, estimateNs((double) n * n * n / 3), Access.out(d.host));
         run.sched.copyIn(d.host, d.dev, d.bytes);
@@ -289,12 +308,6 @@ public final class DeviceTileAlgebra implements AutoCloseable {
         return share(comm, "lu", run -> luTiles(run, comm, a));
     }
 
-    /** The first panel that met an exactly zero pivot; written by a host function, read after synchronising. */
-    private static final class PanelFailure {
-        volatile int tile = -1;
-        volatile int column;
-    }
-
     /**
      * Hybrid getrf of panel k (tiles k.. of tile column k), as MAGMA does: the tiles out to their staging buffers,
      * LAPACK on the host gathers, factors and scatters them, then they go back in. The host function writes the
@@ -303,7 +316,7 @@ public final class DeviceTileAlgebra implements AutoCloseable {
      * Returns the host function's event: the panel's staging buffers then hold its factors.
      */
     private Event panel(Run run, DType t, DistributedMatrix a, Slot[][] s, int k, Buffer scratch, Buffer pivHost,
-                       int[] piv, PanelFailure failure) {
+                       int[] piv, FirstFailure failure) {
         int mt = a.mt();
         int nb = a.tileSize();
         int w = a.tileCols(k);
@@ -335,8 +348,7 @@ public final class DeviceTileAlgebra implements AutoCloseable {
                 piv[k * nb + r] = k * nb + rel.get(r);
             }
             if (info > 0) {
-                failure.column = k * nb + info - 1;
-                failure.tile = k;
+                failure.record(k, k * nb + info - 1);
             }
         }, estimateNs((double) pm * w * w - (double) w * w * w / 3), acc.toArray(new Access[0]));
         for (int i = k; i < mt; i++) {
@@ -471,7 +483,7 @@ public final class DeviceTileAlgebra implements AutoCloseable {
         int nt = a.nt();
         int nb = a.tileSize();
         long base = comm == null ? 0 : nextTags((long) nt * nt);
-        PotrfFailure failure = new PotrfFailure();
+        FirstFailure failure = new FirstFailure();
         List<CompletableFuture<Void>> sends = new ArrayList<>();
         Slot[][] s = new Slot[nt][nt];
         for (int j = 0; j < nt; j++) {
@@ -493,7 +505,7 @@ public final class DeviceTileAlgebra implements AutoCloseable {
             }
             if (a.isLocal(k, k)) {
                 Slot d = s[k][k];
-                Event factored = potrf(run, t, k, d, failure);
+                Event factored = potrf(run, t, k, nb, d, failure);
                 List<Integer> readers = owners(a, k + 1, nt, k, k + 1, me);
                 if (!readers.isEmpty()) {
                     factored.synchronize();
@@ -547,10 +559,9 @@ public final class DeviceTileAlgebra implements AutoCloseable {
             }
         }
         run.finish(sends, s);
-        int[] column = {failure.tile >= 0 ? failure.tile * nb + failure.info - 1 : Integer.MAX_VALUE};
-        agree(comm, column);
-        if (column[0] != Integer.MAX_VALUE) {
-            throw new NotPositiveDefiniteException(column[0] / nb, column[0]);
+        int column = failure.agreedColumn(comm);
+        if (column != Integer.MAX_VALUE) {
+            throw new NotPositiveDefiniteException(column / nb, column);
         }
         run.copyBack();
         return a;
@@ -573,7 +584,7 @@ public final class DeviceTileAlgebra implements AutoCloseable {
         int steps = Math.min(mt, nt);
         int[] piv = new int[Math.min(a.rows(), a.cols())];
         long base = comm == null ? 0 : nextTags((long) mt * nt + steps); // panel tiles, then a pivot message a step
-        PanelFailure failure = new PanelFailure();
+        FirstFailure failure = new FirstFailure();
         CudaDevice gpu = device instanceof CudaDevice ? (CudaDevice) device : null;
         List<CompletableFuture<Void>> sends = new ArrayList<>();
         Slot[][] s = new Slot[mt][nt];
@@ -662,10 +673,9 @@ public final class DeviceTileAlgebra implements AutoCloseable {
             }
         }
         run.finish(sends, s);
-        int[] column = {failure.tile >= 0 ? failure.column : Integer.MAX_VALUE};
-        agree(comm, column);
-        if (column[0] != Integer.MAX_VALUE) {
-            throw new SingularMatrixException(column[0] / nb, column[0]);
+        int column = failure.agreedColumn(comm);
+        if (column != Integer.MAX_VALUE) {
+            throw new SingularMatrixException(column / nb, column);
         }
         run.copyBack();
         return new LuFactorization(a, piv);
@@ -864,13 +874,6 @@ public final class DeviceTileAlgebra implements AutoCloseable {
                 }
                 throw e;
             }
-        }
-    }
-
-    /** Makes every rank's first failing column the smallest of them all (nothing to agree on with one rank). */
-    private static void agree(Communicator comm, int[] column) {
-        if (comm != null) {
-            comm.allReduce(column, ReduceOp.MIN);
         }
     }
 

@@ -321,17 +321,20 @@ public final class CpuDevice implements Device {
         /**
          * Enqueues the work {@code op} builds around a callback, which it calls with the times it ran: the timeline
          * records them as operation {@code what} (with its id and the operations it waited for), or nothing without
-         * one. Synchronized with {@link #record()}, so that an event follows the operation enqueued last.
+         * one. With a timeline it holds the lane's lock, as {@link #record()} does, so that an event follows the
+         * operation enqueued last; without one it takes no lock.
          */
-        private synchronized void enqueueTimed(String what, Function<Ran, Runnable> op) {
+        private void enqueueTimed(String what, Function<Ran, Runnable> op) {
             DeviceTimeline t = ctx.timeline();
             if (t == null) {
-                enqueue(op.apply((start, end) -> { }));
+                enqueue(op.apply(NOT_RECORDED));
                 return;
             }
-            long id = t.nextId();
-            long[] after = marks.enqueue(id);
-            enqueue(op.apply((start, end) -> t.add(id, after, name, what, start, end)));
+            synchronized (this) {
+                long id = t.nextId();
+                long[] after = marks.enqueue(id);
+                enqueue(op.apply((start, end) -> t.add(id, after, name, what, start, end)));
+            }
         }
 
         @Override
@@ -474,8 +477,18 @@ public final class CpuDevice implements Device {
         }
 
         @Override
-        public synchronized Event record() {
-            CpuEvent e = new CpuEvent(marks == null ? -1 : marks.last());
+        public Event record() {
+            if (marks == null) {
+                return recordAfter(-1);
+            }
+            synchronized (this) {
+                return recordAfter(marks.last());
+            }
+        }
+
+        /** Enqueues an event that follows the timeline's operation {@code sourceOp} (-1: none). */
+        private Event recordAfter(long sourceOp) {
+            CpuEvent e = new CpuEvent(sourceOp);
             enqueue(() -> {
                 e.reachedNs = System.nanoTime();
                 if (failure == null) {
@@ -502,4 +515,6 @@ public final class CpuDevice implements Device {
     private interface Ran {
         void ran(long startNanoTime, long endNanoTime);
     }
+
+    private static final Ran NOT_RECORDED = (start, end) -> { };
 }
